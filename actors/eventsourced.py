@@ -1,0 +1,147 @@
+"""Event-sourced actors: the one place an actor's durable state changes.
+
+`commit()` validates nothing itself — handlers decide — but it is the only
+path from a decision to a state change: it numbers and hash-chains the
+events, applies them to a copy of the state, journals them together with the
+projections computed from that copy, and only once the database has
+committed does it swap the state in and publish the events.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from actors.messages import Caller, Delivery
+from actors.runtime import Actor, ActorContext
+from gateway.protocol import now_iso
+from persistence.journal import (
+    GENESIS_HASH,
+    Append,
+    IdempotencyRecord,
+    StoredEvent,
+    canonical_json,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def request_fingerprint(kind: str, data: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json([kind, data]).encode()).hexdigest()[:32]
+
+
+class EventSourcedActor(Actor):
+    """Subclasses define `initial_state()`, `apply(state, event)` and may add
+    `projections(state, events)` (rows committed with the events)."""
+
+    def __init__(self, actor_id: str, ctx: ActorContext) -> None:
+        super().__init__(actor_id, ctx)
+        self.state: dict[str, Any] = self.initial_state()
+        self.seq = 0
+        self.head_hash = GENESIS_HASH
+        self._replies: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        self._since_snapshot = 0
+
+    # -- to override -------------------------------------------------------
+
+    def initial_state(self) -> dict[str, Any]:
+        return {}
+
+    def apply(self, state: dict[str, Any], event: StoredEvent) -> None:
+        """Fold one event into `state` (mutating it). Pure: no I/O, no clock."""
+        raise NotImplementedError
+
+    def projections(self, state: dict[str, Any], events: Sequence[StoredEvent]
+                    ) -> list[tuple[str, tuple[Any, ...]]]:
+        return []
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def on_activate(self) -> None:
+        journal = self.ctx.journal
+        snap = await journal.load_snapshot(self.actor_id)
+        if snap is not None:
+            seq, body = snap
+            self.state, self.seq, self.head_hash = body["state"], seq, body["head_hash"]
+        for event in await journal.read(self.actor_id, self.seq):
+            self.apply(self.state, event)
+            self.seq, self.head_hash = event.seq, event.hash
+        for r in await journal.load_idempotency(self.actor_id):
+            self._replies[(r.user_id, r.request_id)] = (r.fingerprint, r.reply)
+        if self.seq:
+            logger.debug("activated %s at seq %d", self.actor_id, self.seq)
+
+    async def on_passivate(self) -> None:
+        if self.seq and self._since_snapshot:
+            await self.ctx.journal.append(Append(self.actor_id, snapshot=self._snapshot()))
+
+    def _snapshot(self) -> tuple[int, dict[str, Any]]:
+        return self.seq, {"state": self.state, "head_hash": self.head_hash}
+
+    # -- idempotent requests ------------------------------------------------
+
+    def replay_reply(self, caller: Caller | None, kind: str, data: dict[str, Any]
+                     ) -> dict[str, Any] | None:
+        """The reply already given to this very request (same user, id, type
+        and data), if it changed state before; a retry gets it again."""
+        if caller is None or not caller.request_id:
+            return None
+        seen = self._replies.get((caller.user_id, caller.request_id))
+        if seen and seen[0] == request_fingerprint(kind, data):
+            return seen[1]
+        return None
+
+    # -- the one state-changing path ---------------------------------------
+
+    async def commit(
+        self,
+        events: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        caller: Caller | None = None,
+        request: tuple[str, dict[str, Any]] | None = None,
+        reply: dict[str, Any] | None = None,
+        statements: Sequence[tuple[str, tuple[Any, ...]]] = (),
+    ) -> list[StoredEvent]:
+        """Journal `events` (and the reply of `request`, for retries); then
+        apply and publish them. Raises Unavailable/StaleActivation with the
+        state untouched."""
+        new_state = copy.deepcopy(self.state)
+        stored: list[StoredEvent] = []
+        seq, head = self.seq, self.head_hash
+        at = now_iso()
+        for name, data in events:
+            seq += 1
+            event = StoredEvent.make(self.actor_id, seq, name, data, at, head)
+            self.apply(new_state, event)
+            stored.append(event)
+            head = event.hash
+        idem: list[IdempotencyRecord] = []
+        if caller is not None and request is not None and caller.request_id:
+            idem.append(IdempotencyRecord(caller.user_id, caller.request_id,
+                                          request_fingerprint(*request), reply or {}))
+        since = self._since_snapshot + len(stored)
+        snapshot = None
+        if stored and since >= self.ctx.settings.snapshot_every:
+            snapshot = (seq, {"state": new_state, "head_hash": head})
+        await self.ctx.journal.append(Append(
+            self.actor_id,
+            events=stored,
+            statements=[*self.projections(new_state, stored), *statements],
+            idempotency=idem,
+            snapshot=snapshot,
+        ))
+        self.state, self.seq, self.head_hash = new_state, seq, head
+        self._since_snapshot = 0 if snapshot else since
+        for r in idem:
+            self._replies[(r.user_id, r.request_id)] = (r.fingerprint, r.reply)
+        for event in stored:
+            self.ctx.bus.publish(Delivery(self.actor_id, event.wire(), event.seq))
+        return stored
+
+    def publish_ephemeral(self, topic: str, name: str, data: dict[str, Any],
+                          to_user: str | None = None) -> None:
+        event = {"type": "event", "topic": topic, "name": name, "data": data, "at": now_iso()}
+        self.ctx.bus.publish(Delivery(topic, event, None, to_user))

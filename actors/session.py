@@ -1,0 +1,499 @@
+"""SessionActor: one notarization, from request to completion (PROTOCOL §4, §5).
+
+Every request is checked in the contract's order — the gateway has already
+refused malformed data and wrong roles — so here: `not_found` (no such
+session, or not yours), then `conflict` (wrong state). Every state change
+goes through `commit()`; `_move()` is the one place that changes `state`,
+and it logs the transition.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from actors import lifecycle as L
+from actors.eventsourced import EventSourcedActor
+from actors.messages import Caller, Message, Reply
+from actors.runtime import ActorContext
+from gateway.protocol import ProtocolError, iso, now_iso, parse_iso
+from persistence.journal import StoredEvent
+
+logger = logging.getLogger(__name__)
+
+_NAMESPACE = uuid.UUID("5b0f6f1e-6b0e-4c57-9d0a-2f1c1a3e0e11")
+MATCHMAKER = "matchmaker"
+
+
+def session_id_for(customer_id: str, idempotency_key: str) -> str:
+    """The session a customer's idempotency key names: the same key always
+    reaches the same actor, which makes `session.request` idempotent."""
+    return str(uuid.uuid5(_NAMESPACE, f"{customer_id}\n{idempotency_key}"))
+
+
+def actor_id(session_id: str) -> str:
+    return f"session:{session_id}"
+
+
+class SessionActor(EventSourcedActor):
+    def __init__(self, actor_id: str, ctx: ActorContext) -> None:
+        super().__init__(actor_id, ctx)
+        self.session_id = actor_id.split(":", 1)[1]
+        # Live connections per participant (not durable: rebuilt as clients re-join).
+        self.conns: dict[str, set[str]] = {}
+
+    def initial_state(self) -> dict[str, Any]:
+        return {"state": None, "participants": {}, "checks": {}, "signed": None,
+                "sealed": None, "recording": None, "envelope_id": None}
+
+    # -- folding events -----------------------------------------------------
+
+    def apply(self, s: dict[str, Any], e: StoredEvent) -> None:
+        d = e.data
+        if e.name == "session.state":
+            s["state"] = d["state"]
+            s["updated_at"] = e.at
+            if d["state"] == L.REQUESTED:
+                req = d["request"]
+                s.update(customer_id=req["customer_id"], document=req["document"],
+                         request=req, created_at=e.at, expires_at=req["expires_at"],
+                         enp_id=None, amount=None, platform_fee=None, enp_fee=None)
+                s["participants"][req["customer_id"]] = {"role": "customer", "present": False}
+            elif d["state"] == L.ENP_ASSIGNED:
+                s.update(enp_id=d["enp_id"], amount=d["amount"], platform_fee=d["platform_fee"],
+                         enp_fee=d["enp_fee"], offer_id=d.get("offer_id"), assigned_at=e.at)
+                s["participants"][d["enp_id"]] = {"role": "enp", "present": False}
+            elif d["state"] == L.VIDEO_IN_PROGRESS:
+                s["video_started_at"] = e.at
+            elif d["state"] == L.VIDEO_COMPLETED:
+                s["video_ended_at"] = e.at
+            elif d["state"] in (L.CANCELLED, L.FAILED):
+                s["reason"] = d.get("reason")
+            elif d["state"] == L.DISTRIBUTING:
+                s["recipients"] = d.get("recipients", [])
+        elif e.name == "participant.joined":
+            p = s["participants"][d["user_id"]]
+            p["present"] = True
+            if "consent" in d:
+                p["consent"] = d["consent"]
+            if "location" in d:
+                p["location"] = d["location"]
+        elif e.name == "participant.left":
+            s["participants"][d["user_id"]]["present"] = False
+        elif e.name == "checks.recorded":
+            s["checks"] = {"comprehension_confirmed": d["comprehension_confirmed"],
+                           "duress_check_passed": d["duress_check_passed"], "at": e.at}
+        elif e.name == "act.signed":
+            s["signed"] = {"user_id": d["user_id"], "signature": d["signature"], "at": e.at}
+        elif e.name == "act.sealed":
+            s["sealed"] = {"user_id": d["user_id"], "signature": d["signature"],
+                           "seal": d["seal"], "at": e.at}
+        elif e.name == "session.notarized":
+            s["envelope_id"] = d["envelope_id"]
+            s["notarized_at"] = e.at
+
+    def projections(self, s: dict[str, Any], events: Sequence[StoredEvent]
+                    ) -> list[tuple[str, tuple[Any, ...]]]:
+        if not events or s["state"] is None:
+            return []
+        return [(
+            "INSERT INTO sessions (session_id, state, customer_id, enp_id, seq, snapshot,"
+            " request, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
+            " ON CONFLICT (session_id) DO UPDATE SET state=$2, enp_id=$4, seq=$5, snapshot=$6,"
+            " updated_at=$9",
+            (self.session_id, s["state"], s["customer_id"], s.get("enp_id"), events[-1].seq,
+             self._public(s, events[-1].seq, live=False), _matching_request(s),
+             parse_iso(s["created_at"]), parse_iso(events[-1].at)),
+        )]
+
+    # -- views ----------------------------------------------------------------
+
+    def _public(self, s: dict[str, Any], seq: int, *, live: bool = True) -> dict[str, Any]:
+        """The session snapshot of PROTOCOL §4."""
+        participants = [
+            {"user_id": uid, "role": p["role"],
+             "online": bool(self.conns.get(uid)) if live else p["present"]}
+            for uid, p in s["participants"].items()
+        ]
+        checks = {k: v for k, v in s["checks"].items() if k != "at"}
+        return {
+            "session_id": self.session_id, "state": s["state"],
+            "customer_id": s.get("customer_id"), "enp_id": s.get("enp_id"),
+            "document": s.get("document"), "amount": s.get("amount"),
+            "platform_fee": s.get("platform_fee"), "enp_fee": s.get("enp_fee"),
+            "participants": participants, "checks": checks,
+            "signed": s["signed"] is not None, "sealed": s["sealed"] is not None,
+            "recording": s["recording"], "envelope_id": s["envelope_id"],
+            "created_at": s.get("created_at"), "seq": seq,
+        }
+
+    def snapshot_view(self) -> dict[str, Any]:
+        return self._public(self.state, self.seq)
+
+    # -- helpers --------------------------------------------------------------
+
+    @property
+    def exists(self) -> bool:
+        return self.state["state"] is not None
+
+    def _role_in(self, caller: Caller) -> str | None:
+        """'customer' / 'enp' for a participant, 'admin' for an admin, else None."""
+        p = self.state["participants"].get(caller.user_id)
+        if p is not None and p["role"] == caller.role:
+            return str(p["role"])
+        if caller.role == "admin":
+            return "admin"
+        return None
+
+    def _require(self, caller: Caller | None, *roles: str) -> Caller:
+        """not_found unless the session exists and the caller has one of `roles` in it."""
+        if caller is None or not self.exists or self._role_in(caller) not in roles:
+            raise ProtocolError("not_found", "no such session")
+        return caller
+
+    def _in_state(self, *states: str) -> None:
+        if self.state["state"] not in states:
+            raise ProtocolError(
+                "conflict", f"not allowed in state {self.state['state']}"
+                f" (needs {' or '.join(states)})")
+
+    def _move(self, dst: str, by: str, **extra: Any) -> tuple[str, dict[str, Any]]:
+        """The event for a state change; the one place transitions are decided."""
+        src = self.state["state"]
+        if not L.can_move(src, dst):
+            raise ProtocolError("conflict", f"cannot move from {src} to {dst}")
+        logger.info("session %s state %s -> %s", self.session_id, src, dst,
+                    extra={"session_id": self.session_id})
+        return "session.state", {"state": dst, "prev": src, "by": by, **extra}
+
+    async def _commit_request(self, msg: Message, events: list[tuple[str, dict[str, Any]]],
+                              reply: dict[str, Any]) -> list[StoredEvent]:
+        return await self.commit(events, caller=msg.caller, request=(msg.kind, msg.data),
+                                 reply=reply)
+
+    def _after_move(self) -> None:
+        """Side effects owed to others once a state is durable (tell only: no waits)."""
+        st = self.state["state"]
+        host = self.ctx.host
+        if st in L.TERMINAL or st != L.REQUESTED:
+            self.cancel_timer("ttl")
+        if st in (L.CANCELLED, L.FAILED):
+            host.tell(MATCHMAKER, Message("session_closed", {"session_id": self.session_id}))
+        enp = self.state.get("enp_id")
+        if enp and st in L.RELEASES_NOTARY:
+            host.tell(f"notary:{enp}", Message("session_ended", {"session_id": self.session_id}))
+
+    def _arm_ttl(self) -> None:
+        remaining = (parse_iso(self.state["expires_at"]) - datetime.now(UTC)).total_seconds()
+        self.set_timer("ttl", remaining, Message("request_expired"))
+
+    def _enqueue_for_matching(self) -> None:
+        self.ctx.host.tell(MATCHMAKER, Message("enqueue", {
+            "session_id": self.session_id, **_matching_request(self.state)}))
+
+    def is_idle(self) -> bool:
+        return super().is_idle() and not any(self.conns.values())
+
+    # -- requests -----------------------------------------------------------
+
+    async def on_session_request(self, msg: Message) -> Reply:
+        caller = msg.caller
+        assert caller is not None
+        d = msg.data
+        topic = {self.actor_id: 0}
+        if self.exists:
+            if self.state["customer_id"] != caller.user_id:
+                raise ProtocolError("not_found", "no such session")
+            if self.state["document"] != d["document"]:
+                raise ProtocolError("conflict", "idempotency key already used for another document")
+            self._track(caller)
+            return Reply({"session_id": self.session_id, "state": self.state["state"]},
+                         follow=topic, track=True)
+        now = datetime.now(UTC)
+        request = {
+            "customer_id": caller.user_id, "document": d["document"],
+            "principal": d.get("principal"), "price_preference": d.get("price_preference"),
+            "location": d.get("location"), "preferred_notary_id": d.get("preferred_notary_id"),
+            "idempotency_key": d["idempotency_key"],
+            "kyc_session_id": caller.claims.get("kyc_session_id"),
+            "face_match_score": caller.claims.get("face_match_score"),
+            "expires_at": iso(now + timedelta(seconds=self.ctx.settings.request_ttl_s)),
+        }
+        event = self._move(L.REQUESTED, caller.user_id, request=request)
+        reply = {"session_id": self.session_id, "state": L.REQUESTED}
+        await self._commit_request(msg, [event], reply)
+        self._track(caller)
+        self._arm_ttl()
+        self._enqueue_for_matching()
+        return Reply(reply, follow=topic, track=True)
+
+    async def on_session_join(self, msg: Message) -> Reply:
+        caller = self._require(msg.caller, "customer", "enp", "admin")
+        d = msg.data
+        since = d.get("since_seq")
+        if since is not None and since > self.seq:
+            raise ProtocolError("bad_request", f"since_seq {since} is ahead of the session "
+                                f"(latest seq {self.seq})")
+        role = self._role_in(caller)
+        if role == "admin" or self.state["state"] in L.TERMINAL:
+            return Reply({"session": self.snapshot_view()},
+                         follow={self.actor_id: self.seq if since is None else since},
+                         heads={self.actor_id: self.seq})
+        p = self.state["participants"][caller.user_id]
+        consent = d.get("consent")
+        if consent is not None and p.get("consent"):
+            withdrawn = [k for k, v in p["consent"].items() if v and not consent.get(k, v)]
+            if withdrawn:
+                raise ProtocolError("conflict", "consent cannot be withdrawn; cancel the "
+                                    f"session instead ({', '.join(withdrawn)})")
+        self._track(caller)
+        self.cancel_timer(f"grace:{caller.user_id}")
+        view = self.snapshot_view()
+        data: dict[str, Any] = {"user_id": caller.user_id, "role": role}
+        if consent is not None and consent != p.get("consent"):
+            data["consent"] = {**(p.get("consent") or {}), **consent}
+        if d.get("location") is not None and d["location"] != p.get("location"):
+            data["location"] = d["location"]
+        if not p["present"] or len(data) > 2:
+            await self.commit([("participant.joined", data)])
+        return Reply({"session": view},
+                     follow={self.actor_id: view["seq"] if since is None else since}, track=True,
+                     heads={self.actor_id: view["seq"]})
+
+    async def on_session_leave(self, msg: Message) -> Reply:
+        caller = self._require(msg.caller, "customer", "enp")
+        self.conns.pop(caller.user_id, None)
+        self.cancel_timer(f"grace:{caller.user_id}")
+        p = self.state["participants"][caller.user_id]
+        if p["present"] and self.state["state"] not in L.TERMINAL:
+            await self.commit([("participant.left", {"user_id": caller.user_id,
+                                                     "role": p["role"]})])
+        return Reply({})
+
+    async def on_signal(self, msg: Message) -> Reply:
+        caller = self._require(msg.caller, "customer", "enp")
+        d = msg.data
+        self._in_state(L.VIDEO_IN_PROGRESS)
+        to = d["to"]
+        if to == "recorder":
+            if self.ctx.settings.recording == "off":
+                raise ProtocolError("conflict", "recording is off: there is no recorder peer")
+            raise ProtocolError("unavailable", "the recorder is not available on this server")
+        if to == caller.user_id or to not in self.state["participants"]:
+            raise ProtocolError("not_found", "no such participant in this session")
+        out = {"from": caller.user_id, "kind": d["kind"]}
+        for k in ("sdp", "candidate"):
+            if d.get(k) is not None:
+                out[k] = d[k]
+        self.publish_ephemeral(self.actor_id, "signal", out, to_user=to)
+        return Reply({})
+
+    async def on_video_start(self, msg: Message) -> Reply:
+        caller = self._require(msg.caller, "enp")
+        settings = self.ctx.settings
+        reply: dict[str, Any] = {"provider": settings.video_provider,
+                                 "ice_servers": settings.ice_server_list}
+        if self.state["state"] == L.VIDEO_IN_PROGRESS:
+            return Reply(reply)  # rejoining the call: same answer, no new event
+        self._in_state(L.ENP_ASSIGNED)
+        missing = [p["role"] for p in self.state["participants"].values() if not p["present"]]
+        if missing:
+            raise ProtocolError("conflict", f"waiting for {' and '.join(missing)} to join")
+        customer = self.state["participants"][self.state["customer_id"]]
+        if not (customer.get("consent") or {}).get("recording"):
+            raise ProtocolError("conflict", "the customer has not consented to recording")
+        await self._commit_request(msg, [self._move(L.VIDEO_IN_PROGRESS, caller.user_id)], reply)
+        return Reply(reply)
+
+    async def on_checks_record(self, msg: Message) -> Reply:
+        caller = self._require(msg.caller, "enp")
+        self._in_state(L.VIDEO_IN_PROGRESS)
+        d = msg.data
+        await self._commit_request(msg, [("checks.recorded", {
+            "comprehension_confirmed": d["comprehension_confirmed"],
+            "duress_check_passed": d["duress_check_passed"], "by": caller.user_id})], {})
+        return Reply({})
+
+    def _check_location(self, caller: Caller) -> None:
+        loc = self.state["participants"][caller.user_id].get("location") or {}
+        country = loc.get("country")
+        if country is not None and country.upper() not in self.ctx.settings.allowed_country_set:
+            raise ProtocolError("forbidden", f"parties must be in {self.ctx.settings.allowed_countries}"
+                                f" during the act; your location says {country}")
+
+    async def on_act_sign(self, msg: Message) -> Reply:
+        caller = self._require(msg.caller, "customer")
+        self._check_location(caller)
+        if (replayed := self.replay_reply(caller, msg.kind, msg.data)) is not None:
+            return Reply(replayed)
+        self._in_state(L.VIDEO_IN_PROGRESS)
+        if self.state["signed"] is not None:
+            raise ProtocolError("conflict", "the act is already signed")
+        await self._commit_request(msg, [("act.signed", {
+            "user_id": caller.user_id, "signature": msg.data["signature"]})], {})
+        return Reply({})
+
+    async def on_act_seal(self, msg: Message) -> Reply:
+        caller = self._require(msg.caller, "enp")
+        self._check_location(caller)
+        if (replayed := self.replay_reply(caller, msg.kind, msg.data)) is not None:
+            return Reply(replayed)
+        self._in_state(L.VIDEO_IN_PROGRESS)
+        checks = self.state["checks"]
+        if not (checks.get("comprehension_confirmed") and checks.get("duress_check_passed")):
+            raise ProtocolError("conflict", "record comprehension and duress checks (both true)"
+                                " before sealing")
+        if self.state["signed"] is None:
+            raise ProtocolError("conflict", "the principal has not signed yet")
+        if self.state["sealed"] is not None:
+            raise ProtocolError("conflict", "the act is already sealed")
+        await self._commit_request(msg, [("act.sealed", {
+            "user_id": caller.user_id, "signature": msg.data["signature"],
+            "seal": msg.data["seal"]})], {})
+        return Reply({})
+
+    async def on_video_end(self, msg: Message) -> Reply:
+        caller = self._require(msg.caller, "enp")
+        if (replayed := self.replay_reply(caller, msg.kind, msg.data)) is not None:
+            return Reply(replayed)
+        self._in_state(L.VIDEO_IN_PROGRESS)
+        await self._commit_request(msg, [self._move(L.VIDEO_COMPLETED, caller.user_id)], {})
+        return Reply({})
+
+    async def on_session_notarize(self, msg: Message) -> Reply:
+        caller = self._require(msg.caller, "enp")
+        if (replayed := self.replay_reply(caller, msg.kind, msg.data)) is not None:
+            return Reply(replayed)
+        self._in_state(L.VIDEO_COMPLETED)
+        if self.state["signed"] is None or self.state["sealed"] is None:
+            raise ProtocolError("conflict", "the act must be signed and sealed first")
+        if self.ctx.settings.recording == "required" and self.state["recording"] is None:
+            raise ProtocolError("conflict", "no finished recording yet (ENF_RECORDING=required)")
+        await self._commit_request(msg, [self._move(L.NOTARIZING, caller.user_id)], {})
+        self.set_timer("finalize", 0, Message("finalize"))
+        return Reply({})
+
+    async def on_finalize(self, msg: Message) -> None:
+        """NOTARIZING → NOTARIZED: the record of the act is issued."""
+        if self.state["state"] != L.NOTARIZING:
+            return
+        envelope_id = f"ENF-{self.session_id}"
+        await self.commit([self._move(L.NOTARIZED, "system"),
+                           ("session.notarized", {"envelope_id": envelope_id})])
+        self._after_move()
+
+    async def on_session_distribute(self, msg: Message) -> Reply:
+        caller = self._require(msg.caller, "customer", "enp")
+        if (replayed := self.replay_reply(caller, msg.kind, msg.data)) is not None:
+            return Reply(replayed)
+        self._in_state(L.NOTARIZED)
+        recipients = msg.data["recipients"]
+        events = [self._move(L.DISTRIBUTING, caller.user_id, recipients=recipients)]
+        if not recipients:
+            events.append(("session.state", {"state": L.COMPLETED, "prev": L.DISTRIBUTING,
+                                             "by": "system"}))
+            logger.info("session %s state %s -> %s", self.session_id, L.DISTRIBUTING,
+                        L.COMPLETED)
+        await self._commit_request(msg, events, {})
+        self._after_move()
+        return Reply({})
+
+    async def on_session_cancel(self, msg: Message) -> Reply:
+        caller = self._require(msg.caller, "customer", "enp", "admin")
+        if (replayed := self.replay_reply(caller, msg.kind, msg.data)) is not None:
+            return Reply(replayed)
+        if self.state["state"] not in L.CANCELLABLE:
+            raise ProtocolError("conflict", f"cannot cancel in state {self.state['state']}")
+        await self._commit_request(
+            msg, [self._move(L.CANCELLED, caller.user_id, reason=msg.data["reason"])], {})
+        self._after_move()
+        return Reply({})
+
+    async def on_snapshot(self, msg: Message) -> dict[str, Any]:
+        self._require(msg.caller, "customer", "enp", "admin")
+        return self.snapshot_view()
+
+    # -- internal messages ----------------------------------------------------
+
+    async def on_assign(self, msg: Message) -> dict[str, Any]:
+        """From the NotaryActor that holds the accepted offer."""
+        d = msg.data
+        if not self.exists or self.state["state"] != L.REQUESTED:
+            raise ProtocolError("conflict", "the session is no longer waiting for a notary")
+        amount = round(float(d.get("tariff") or 0.0), 2)
+        platform_fee = round(amount * self.ctx.settings.platform_fee_share, 2)
+        stored = await self.commit([self._move(
+            L.ENP_ASSIGNED, d["enp_id"], enp_id=d["enp_id"], offer_id=d["offer_id"],
+            amount=amount, platform_fee=platform_fee,
+            enp_fee=round(amount - platform_fee, 2))])
+        self._after_move()
+        return {"session_id": self.session_id, "seq": stored[0].seq}
+
+    async def on_request_expired(self, msg: Message) -> None:
+        if self.state["state"] != L.REQUESTED:
+            return
+        if datetime.now(UTC) < parse_iso(self.state["expires_at"]):
+            self._arm_ttl()
+            return
+        await self.commit([self._move(L.CANCELLED, "system", reason="no_notary")])
+        self._after_move()
+
+    async def on_recover(self, msg: Message) -> None:
+        """Sent at start-up to sessions that need the server to act by itself."""
+        st = self.state["state"]
+        if st == L.REQUESTED:
+            self._arm_ttl()
+            self._enqueue_for_matching()
+        elif st == L.NOTARIZING:
+            self.set_timer("finalize", 0, Message("finalize"))
+
+    async def on_conn_closed(self, msg: Message) -> None:
+        uid, conn = msg.data["user_id"], msg.data["connection_id"]
+        conns = self.conns.get(uid)
+        if conns is None:
+            return
+        conns.discard(conn)
+        if not conns:
+            del self.conns[uid]
+            p = self.state["participants"].get(uid)
+            if p and p["present"] and self.state["state"] not in L.TERMINAL:
+                self._start_grace(uid)
+
+    def _start_grace(self, uid: str) -> None:
+        self.set_timer(f"grace:{uid}", self.ctx.settings.reconnect_grace_s,
+                       Message("grace_expired", {"user_id": uid}))
+
+    async def on_grace_expired(self, msg: Message) -> None:
+        uid = msg.data["user_id"]
+        p = self.state["participants"].get(uid)
+        if self.conns.get(uid) or not p or not p["present"]:
+            return
+        await self.commit([("participant.left", {"user_id": uid, "role": p["role"]})])
+
+    async def on_activate(self) -> None:
+        await super().on_activate()
+        for uid, p in self.state["participants"].items():
+            if p["present"] and self.state["state"] not in L.TERMINAL:
+                self._start_grace(uid)
+
+    def _track(self, caller: Caller) -> None:
+        if caller.connection_id and caller.role != "admin":
+            self.conns.setdefault(caller.user_id, set()).add(caller.connection_id)
+
+
+def _matching_request(s: dict[str, Any]) -> dict[str, Any]:
+    req = s.get("request") or {}
+    return {
+        "customer_id": s.get("customer_id"),
+        "document_type": (s.get("document") or {}).get("type"),
+        "price_preference": req.get("price_preference"),
+        "location": req.get("location"),
+        "preferred_notary_id": req.get("preferred_notary_id"),
+        "created_at": s.get("created_at"),
+    }
+
+
+__all__ = ["SessionActor", "actor_id", "now_iso", "session_id_for"]

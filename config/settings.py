@@ -1,0 +1,103 @@
+"""Every setting of the server, read from the environment (PROTOCOL.md §1).
+
+One `Settings` object is built at start-up and passed down; nothing else reads
+`os.environ` for ENF_* names.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+RecordingMode = Literal["required", "optional", "off"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ENF_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path("./.enf-data")
+    jwt_secret: str | None = None
+    offer_timeout_s: float = Field(30.0, gt=0)
+    request_ttl_s: float = Field(900.0, gt=0)
+    reconnect_grace_s: float = Field(20.0, ge=0)
+    video_provider: Literal["webrtc", "twilio"] = "webrtc"
+    recordings_url: str | None = None
+    s3_endpoint_url: str | None = None
+    cluster: Literal["local", "ray"] = "local"
+    signing_key_file: Path | None = None
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    recording: RecordingMode = "required"
+    shards: int = Field(8, ge=1, le=4096)
+    allowed_countries: str = "PH"
+    pii_key_file: Path | None = None
+    ice_servers: str = "[]"
+    delivery_max_attempts: int = Field(12, ge=1)
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    # Per-connection request rate (PROTOCOL §8 Limits): sustained rate, burst = 2x.
+    rate_limit: float = Field(50.0, gt=0)
+    # Share of the amount kept by the platform (the rest is the ENP's fee).
+    platform_fee_share: float = Field(0.20, ge=0, le=1)
+    heartbeat_s: float = Field(20.0, gt=0)
+    # Actor runtime tuning.
+    mailbox_size: int = Field(1024, ge=8)
+    passivate_after_s: float = Field(300.0, gt=0)
+    snapshot_every: int = Field(50, ge=1)
+    outbound_queue: int = Field(1024, ge=16)
+
+    @field_validator("allowed_countries")
+    @classmethod
+    def _countries(cls, v: str) -> str:
+        return ",".join(c.strip().upper() for c in v.split(",") if c.strip())
+
+    @field_validator("ice_servers")
+    @classmethod
+    def _ice(cls, v: str) -> str:
+        parsed = json.loads(v)
+        if not isinstance(parsed, list):
+            raise ValueError("ENF_ICE_SERVERS must be a JSON list")
+        return v
+
+    @property
+    def allowed_country_set(self) -> frozenset[str]:
+        return frozenset(self.allowed_countries.split(","))
+
+    @property
+    def ice_server_list(self) -> list[Any]:
+        servers: list[Any] = json.loads(self.ice_servers)
+        return servers
+
+    @property
+    def recordings_location(self) -> str:
+        return self.recordings_url or f"file://{(self.data_dir / 'recordings').resolve()}"
+
+    def resolve_jwt_secret(self) -> tuple[str, bool]:
+        """The HS256 key and whether it was generated here.
+
+        With no ENF_JWT_SECRET a random key is generated once and kept under
+        ENF_DATA_DIR, so `run.py token` and a restarted server agree on it.
+        """
+        if self.jwt_secret:
+            return self.jwt_secret, False
+        path = self.data_dir / "jwt.secret"
+        if path.exists():
+            return path.read_text().strip(), True
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key, True
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

@@ -1,0 +1,112 @@
+"""The aiohttp application: wiring of pool, journal, actor host, bus and routes.
+
+Resources are opened and closed by one `cleanup_ctx` generator, in order; on
+shutdown, sockets are closed with 1001 before the actors are snapshotted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiohttp import web
+
+from actors import lifecycle as L
+from actors.bus import LocalBus
+from actors.matchmaker import Matchmaker
+from actors.messages import Message
+from actors.notary import NotaryActor
+from actors.runtime import Actor, LocalHost
+from actors.session import SessionActor
+from config.settings import Settings
+from gateway import protocol as P
+from gateway.http_api import errors_middleware, routes
+from gateway.ws import ws_handler
+from persistence.journal import Journal
+from persistence.migrate import apply_migrations
+from persistence.pool import create_pool
+
+if TYPE_CHECKING:
+    from gateway.connection import Connection
+
+logger = logging.getLogger(__name__)
+
+ACTOR_KINDS: dict[str, type[Actor]] = {
+    "session": SessionActor,
+    "notary": NotaryActor,
+    "matchmaker": Matchmaker,
+}
+
+
+@dataclass
+class Services:
+    settings: Settings
+    jwt_secret: str
+    pool: asyncpg.Pool
+    journal: Journal
+    bus: LocalBus
+    host: LocalHost
+    connections: set[Connection] = field(default_factory=set)
+    shutting_down: bool = False
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+def create_app(settings: Settings, dsn: str, jwt_secret: str, *, migrate: bool = True
+               ) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=P.MAX_FRAME)
+    app.router.add_get("/v1/ws", ws_handler)
+    app.router.add_routes(routes)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        pool = await create_pool(dsn)
+        if migrate:
+            async with pool.acquire() as conn:
+                await apply_migrations(conn)
+        journal = Journal(pool)
+        await journal.start()
+        bus = LocalBus()
+        host = LocalHost(settings, journal, bus, ACTOR_KINDS)
+        await host.start()
+        services = Services(settings, jwt_secret, pool, journal, bus, host)
+        app[SERVICES] = services
+        await recover(services)
+        try:
+            yield
+        finally:
+            services.shutting_down = True
+            await host.stop()
+            await journal.stop()
+            await pool.close()
+
+    async def close_sockets(app: web.Application) -> None:
+        services = app.get(SERVICES)
+        if services is None:
+            return
+        services.shutting_down = True
+        conns = list(services.connections)
+        if conns:
+            logger.info("closing %d connections (1001)", len(conns))
+        await asyncio.gather(*(c.ws.close(code=P.CLOSE_GOING_AWAY, message=b"server shutting down")
+                               for c in conns), return_exceptions=True)
+
+    app.cleanup_ctx.append(resources)
+    app.on_shutdown.append(close_sockets)
+    return app
+
+
+async def recover(services: Services) -> None:
+    """After a start (or a crash), pick up what must go on without a client:
+    the Matchmaker's queue, request expiry timers, unfinished finalisation."""
+    await services.host.ask("matchmaker", Message("presence_list"))
+    rows = await services.pool.fetch(
+        "SELECT session_id FROM sessions WHERE state = ANY($1)", list(L.RECOVER_ON_START))
+    for row in rows:
+        services.host.tell(f"session:{row['session_id']}", Message("recover"))
+    if rows:
+        logger.info("recovering %d sessions", len(rows))

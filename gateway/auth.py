@@ -1,0 +1,67 @@
+"""Client tokens: HS256 JWTs with the claims of PROTOCOL §2 and §8 (PyJWT)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import jwt
+
+from actors.messages import Role
+from gateway.protocol import ProtocolError
+
+ROLES: frozenset[str] = frozenset({"customer", "enp", "admin"})
+MAX_IAT_SKEW_S = 60
+OPTIONAL_CLAIMS = ("name", "license_number", "commission_expires", "kyc_session_id",
+                   "face_match_score")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user_id: str
+    role: Role
+    kyc_verified: bool
+    claims: dict[str, Any] = field(default_factory=dict)
+
+
+def verify_token(token: str, secret: str) -> Identity:
+    """Return the identity a token proves, or raise ProtocolError('unauthorized')."""
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=["HS256"],
+            options={"require": ["sub", "type", "kyc_verified", "exp", "iat"]},
+            leeway=0,
+        )
+    except jwt.ExpiredSignatureError:
+        raise ProtocolError("unauthorized", "token expired") from None
+    except jwt.ImmatureSignatureError:
+        raise ProtocolError("unauthorized", "token not valid yet") from None
+    except jwt.InvalidTokenError as exc:
+        raise ProtocolError("unauthorized", f"invalid token: {exc}") from None
+    sub, role, kyc, iat = claims["sub"], claims["type"], claims["kyc_verified"], claims["iat"]
+    if not isinstance(sub, str) or not sub or len(sub) > 128 or ":" in sub or "\x00" in sub:
+        raise ProtocolError("unauthorized", "invalid token: bad sub")
+    if role not in ROLES:
+        raise ProtocolError("unauthorized", "invalid token: unknown type")
+    if not isinstance(kyc, bool):
+        raise ProtocolError("unauthorized", "invalid token: kyc_verified must be a boolean")
+    if not isinstance(iat, int | float) or iat > time.time() + MAX_IAT_SKEW_S:
+        raise ProtocolError("unauthorized", "invalid token: iat in the future")
+    extra = {k: claims[k] for k in OPTIONAL_CLAIMS if k in claims}
+    return Identity(sub, cast(Role, role), kyc, extra)
+
+
+def mint_token(secret: str, sub: str, role: str, *, kyc: bool = False, ttl_s: int = 3600,
+               **claims: Any) -> str:
+    """A token for tests and for trying the server out (`run.py token`)."""
+    now = int(time.time())
+    body = {"sub": sub, "type": role, "kyc_verified": kyc, "iat": now, "exp": now + ttl_s,
+            **claims}
+    return jwt.encode(body, secret, algorithm="HS256")
+
+
+def bearer(header: str | None) -> str | None:
+    if header and header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return None

@@ -1,0 +1,54 @@
+"""The two codecs of PROTOCOL §3: `enf.v1.json` (text) and `enf.v1.msgpack` (binary)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgpack
+
+from gateway.protocol import SUBPROTOCOL_MSGPACK
+
+
+class DecodeError(ValueError):
+    pass
+
+
+def _no_constants(name: str) -> Any:
+    raise DecodeError(f"{name} is not valid JSON")
+
+
+class JsonCodec:
+    name = "enf.v1.json"
+    binary = False
+
+    def encode(self, msg: dict[str, Any]) -> str:
+        return json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
+
+    def decode(self, raw: str | bytes) -> Any:
+        try:
+            return json.loads(raw, parse_constant=_no_constants)
+        except (ValueError, RecursionError) as exc:
+            raise DecodeError(f"undecodable JSON: {exc}") from None
+
+
+class MsgpackCodec:
+    name = "enf.v1.msgpack"
+    binary = True
+
+    def encode(self, msg: dict[str, Any]) -> bytes:
+        out: bytes = msgpack.packb(msg, use_bin_type=True)
+        return out
+
+    def decode(self, raw: str | bytes) -> Any:
+        try:
+            return msgpack.unpackb(raw, raw=False, strict_map_key=True, max_bin_len=65536)
+        except Exception as exc:  # msgpack raises a variety of types
+            raise DecodeError(f"undecodable msgpack: {exc}") from None
+
+
+Codec = JsonCodec | MsgpackCodec
+
+
+def codec_for(subprotocol: str | None) -> Codec:
+    return MsgpackCodec() if subprotocol == SUBPROTOCOL_MSGPACK else JsonCodec()

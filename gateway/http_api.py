@@ -1,0 +1,228 @@
+"""HTTP endpoints of PROTOCOL §6 that this server has so far."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from datetime import date
+from typing import TYPE_CHECKING, Annotated, Any
+
+from aiohttp import web
+from pydantic import Field, ValidationError, field_validator
+
+from actors import lifecycle as L
+from actors.messages import Caller, Message
+from gateway import protocol as P
+from gateway.auth import Identity, bearer, verify_token
+from gateway.requests import LatLng, Model, Text
+
+if TYPE_CHECKING:
+    from gateway.app import Services
+
+logger = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+
+def error_response(code: P.ErrorCode, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}},
+                             status=P.HTTP_STATUS[code])
+
+
+def _services(request: web.Request) -> Services:
+    from gateway.app import SERVICES
+
+    return request.app[SERVICES]
+
+
+def _identity(request: web.Request, *roles: str) -> Identity:
+    token = bearer(request.headers.get("Authorization"))
+    if token is None:
+        raise P.ProtocolError("unauthorized", "send Authorization: Bearer <token>")
+    ident = verify_token(token, _services(request).jwt_secret)
+    if roles and ident.role not in roles:
+        raise P.ProtocolError("forbidden", f"not allowed for role {ident.role}")
+    return ident
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return await request.json(loads=lambda s: json.loads(s, parse_constant=_bad_constant))
+    except (ValueError, UnicodeDecodeError):
+        raise P.ProtocolError("bad_request", "the body must be JSON") from None
+
+
+def _bad_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _validate(model: type[Model], body: Any) -> Any:
+    if not isinstance(body, dict):
+        raise P.ProtocolError("bad_request", "the body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise P.ProtocolError("bad_request", f"{where}: {first['msg']}") from None
+
+
+def _session_id(request: web.Request) -> str:
+    try:
+        return str(uuid.UUID(request.match_info["id"]))
+    except ValueError:
+        raise P.ProtocolError("not_found", "no such session") from None
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except P.ProtocolError as exc:
+        logger.info("%s %s refused: %s %s", request.method, request.path, exc.code, exc.message)
+        return error_response(exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.content_type != "application/json":
+            code: P.ErrorCode = {404: "not_found", 405: "bad_request", 413: "too_large"}.get(
+                exc.status, "bad_request")
+            return web.json_response({"error": {"code": code, "message": exc.reason}},
+                                     status=exc.status)
+        raise
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        raise
+    except Exception:
+        logger.exception("%s %s failed", request.method, request.path)
+        return error_response("internal", "internal error")
+
+
+# -- probes --------------------------------------------------------------------
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/ready")
+async def ready(request: web.Request) -> web.Response:
+    services = _services(request)
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(services.pool.fetchval("SELECT 1"), 2.0)
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values()) and not services.shutting_down
+    return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
+
+
+# -- profiles ----------------------------------------------------------------------
+
+
+class NotaryProfile(Model):
+    name: Text | None = None
+    license_number: Text | None = None
+    commission_expires: Text | None = None
+    rating: Annotated[float, Field(ge=0, le=5)] | None = None
+    tariff: Annotated[float, Field(ge=0)] | None = None
+    specializations: Annotated[list[Text], Field(max_length=100)] = []
+    location: LatLng | None = None
+    avg_response_time_s: Annotated[float, Field(ge=0)] | None = None
+
+    @field_validator("commission_expires")
+    @classmethod
+    def _date(cls, v: str | None) -> str | None:
+        if v is not None:
+            date.fromisoformat(v[:10])
+        return v
+
+
+class Favorites(Model):
+    notary_ids: Annotated[list[Text], Field(max_length=500)]
+
+
+def _user_id(request: web.Request) -> str:
+    uid = request.match_info["id"]
+    if not 0 < len(uid) <= 128 or ":" in uid:
+        raise P.ProtocolError("bad_request", "invalid id")
+    return uid
+
+
+@routes.put("/v1/notaries/{id}")
+async def put_notary(request: web.Request) -> web.Response:
+    _identity(request, "admin")
+    notary_id = _user_id(request)
+    profile = _validate(NotaryProfile, await _json_body(request)).model_dump(exclude_none=True)
+    services = _services(request)
+    await services.pool.execute(
+        "INSERT INTO notaries (notary_id, profile) VALUES ($1, $2) ON CONFLICT (notary_id)"
+        " DO UPDATE SET profile = $2, updated_at = now()", notary_id, profile)
+    services.host.tell(f"notary:{notary_id}", Message("profile_updated"))
+    logger.info("notary profile %s updated", notary_id)
+    return web.json_response({"notary_id": notary_id, "profile": profile})
+
+
+@routes.put("/v1/customers/{id}/favorites")
+async def put_favorites(request: web.Request) -> web.Response:
+    ident = _identity(request, "admin", "customer")
+    customer_id = _user_id(request)
+    if ident.role == "customer" and ident.user_id != customer_id:
+        raise P.ProtocolError("forbidden", "you may only change your own favorites")
+    body = _validate(Favorites, await _json_body(request))
+    ids = list(dict.fromkeys(body.notary_ids))
+    await _services(request).pool.execute(
+        "INSERT INTO favorites (customer_id, notary_ids) VALUES ($1, $2) ON CONFLICT"
+        " (customer_id) DO UPDATE SET notary_ids = $2, updated_at = now()", customer_id, ids)
+    return web.json_response({"customer_id": customer_id, "notary_ids": ids})
+
+
+# -- sessions ------------------------------------------------------------------------
+
+
+@routes.get("/v1/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    _identity(request, "admin")
+    state = request.query.get("state")
+    if state is not None and state not in L.STATES:
+        raise P.ProtocolError("bad_request", f"state must be one of {', '.join(L.STATES)}")
+    try:
+        limit = min(1000, max(1, int(request.query.get("limit", "200"))))
+    except ValueError:
+        raise P.ProtocolError("bad_request", "limit must be an integer") from None
+    pool = _services(request).pool
+    if state is None:
+        rows = await pool.fetch(
+            "SELECT snapshot FROM sessions ORDER BY created_at DESC LIMIT $1", limit)
+    else:
+        rows = await pool.fetch("SELECT snapshot FROM sessions WHERE state = $1"
+                                " ORDER BY created_at DESC LIMIT $2", state, limit)
+    return web.json_response({"sessions": [r["snapshot"] for r in rows]})
+
+
+@routes.get("/v1/sessions/{id}")
+async def get_session(request: web.Request) -> web.Response:
+    ident = _identity(request)
+    session_id = _session_id(request)
+    caller = Caller(ident.user_id, ident.role, kyc_verified=ident.kyc_verified,
+                    claims=ident.claims)
+    snap = await _services(request).host.ask(f"session:{session_id}",
+                                             Message("snapshot", {}, caller))
+    return web.json_response(snap)
+
+
+@routes.get("/v1/sessions/{id}/journal")
+async def get_journal(request: web.Request) -> web.Response:
+    ident = _identity(request)
+    session_id = _session_id(request)
+    services = _services(request)
+    row = await services.pool.fetchrow(
+        "SELECT customer_id, enp_id FROM sessions WHERE session_id = $1", session_id)
+    if row is None or (ident.role != "admin" and ident.user_id not in (
+            row["customer_id"] if ident.role == "customer" else None,
+            row["enp_id"] if ident.role == "enp" else None)):
+        raise P.ProtocolError("not_found", "no such session")
+    events = await services.journal.read(f"session:{session_id}")
+    return web.json_response({"session_id": session_id,
+                              "events": [e.with_hashes() for e in events]})

@@ -1,0 +1,254 @@
+"""Every request type of PROTOCOL §4: its data's shape, who may send it, and
+which actor handles it.
+
+Shapes are checked here (`bad_request`), then roles (`forbidden`); existence,
+ownership (`not_found`) and state (`conflict`) are the actors' business.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from actors.messages import Role
+from actors.session import session_id_for
+from gateway.auth import Identity
+from gateway.protocol import ProtocolError
+
+
+def _no_nul(v: str) -> str:
+    if "\x00" in v:
+        raise ValueError("must not contain NUL characters")
+    return v
+
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=512), AfterValidator(_no_nul)]
+LongText = Annotated[str, StringConstraints(min_length=1, max_length=32_768),
+                     AfterValidator(_no_nul)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
+Seq = Annotated[int, Field(ge=0)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False, frozen=True)
+
+
+class LatLng(Model):
+    lat: float = Field(ge=-90, le=90)
+    lng: float = Field(ge=-180, le=180)
+
+
+class JoinLocation(LatLng):
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")] | None = None
+
+
+class Empty(Model):
+    pass
+
+
+class PresenceOnline(Model):
+    since_seq: Seq | None = None
+
+
+class PresenceSet(Model):
+    status: Literal["available", "away"]
+
+
+class NotariesAvailable(Model):
+    document_type: Text | None = None
+    location: LatLng | None = None
+    price_preference: float | None = Field(default=None, ge=0)
+    limit: int | None = Field(default=None, ge=1, le=100)
+
+
+class Document(Model):
+    id: Text
+    sha256: Sha256
+    type: Text
+    title: Text
+
+
+class Principal(Model):
+    name: Text
+    address: Text | None = None
+    id_type: Text | None = None
+    id_number: Text | None = None
+
+
+class SessionRequest(Model):
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=128),
+                               AfterValidator(_no_nul)]
+    document: Document
+    principal: Principal | None = None
+    price_preference: float | None = Field(default=None, ge=0)
+    location: LatLng | None = None
+    preferred_notary_id: Text | None = None
+
+
+class OfferRef(Model):
+    offer_id: Text
+
+
+class SessionRef(Model):
+    session_id: Text
+
+
+class Consent(Model):
+    recording: bool | None = None
+    privacy: bool | None = None
+
+
+class SessionJoin(SessionRef):
+    since_seq: Seq | None = None
+    consent: Consent | None = None
+    location: JoinLocation | None = None
+
+
+class IceCandidate(Model):
+    candidate: Annotated[str, StringConstraints(max_length=4096), AfterValidator(_no_nul)]
+    sdpMid: Annotated[str, StringConstraints(max_length=64)] | None = None  # noqa: N815
+    sdpMLineIndex: Annotated[int, Field(ge=0, le=1024)] | None = None  # noqa: N815
+
+
+_SDP_LINE = re.compile(r"^v=0\r?\n")
+
+
+class Signal(SessionRef):
+    to: Text
+    kind: Literal["offer", "answer", "ice"]
+    sdp: LongText | None = None
+    candidate: IceCandidate | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Signal:
+        if self.kind in ("offer", "answer"):
+            if self.sdp is None:
+                raise ValueError(f"{self.kind} needs sdp")
+            if not _SDP_LINE.match(self.sdp) or "\nm=" not in self.sdp:
+                raise ValueError("sdp is not a session description (RFC 8866)")
+        elif self.candidate is None:
+            raise ValueError("ice needs candidate")
+        return self
+
+
+class ChecksRecord(SessionRef):
+    comprehension_confirmed: bool
+    duress_check_passed: bool
+
+
+class ActSign(SessionRef):
+    signature: LongText
+
+
+class ActSeal(SessionRef):
+    signature: LongText
+    seal: LongText
+
+
+class Recipient(Model):
+    channel: Literal["sms", "webhook"]
+    to: Text
+
+
+class Distribute(SessionRef):
+    recipients: Annotated[list[Recipient], Field(max_length=50)]
+
+
+class Cancel(SessionRef):
+    reason: Text
+
+
+ALL: tuple[Role, ...] = ("customer", "enp", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    model: type[Model]
+    roles: tuple[Role, ...]
+    route: Callable[[Identity, Any], str]  # -> actor id
+    kind: str = ""  # message kind for the actor; defaults to the request type
+
+
+def _own_notary(ident: Identity, _: Any) -> str:
+    return f"notary:{ident.user_id}"
+
+
+def _session(_: Identity, data: Any) -> str:
+    sid = data.session_id
+    try:
+        canonical = str(uuid.UUID(sid))
+    except ValueError:
+        raise ProtocolError("not_found", "no such session") from None
+    return f"session:{canonical}"
+
+
+def _new_session(ident: Identity, data: Any) -> str:
+    return f"session:{session_id_for(ident.user_id, data.idempotency_key)}"
+
+
+def _matchmaker(_: Identity, __: Any) -> str:
+    return "matchmaker"
+
+
+REQUESTS: dict[str, Spec] = {
+    "presence.online": Spec(PresenceOnline, ("enp",), _own_notary),
+    "presence.set": Spec(PresenceSet, ("enp",), _own_notary),
+    "presence.offline": Spec(Empty, ("enp",), _own_notary),
+    "presence.subscribe": Spec(Empty, ALL, _matchmaker, "presence_list"),
+    "notaries.available": Spec(NotariesAvailable, ("customer", "admin"), _matchmaker, "available"),
+    "session.request": Spec(SessionRequest, ("customer",), _new_session),
+    "offer.accept": Spec(OfferRef, ("enp",), _own_notary),
+    "offer.decline": Spec(OfferRef, ("enp",), _own_notary),
+    "session.join": Spec(SessionJoin, ALL, _session),
+    "session.leave": Spec(SessionRef, ("customer", "enp"), _session),
+    "signal": Spec(Signal, ("customer", "enp"), _session),
+    "video.start": Spec(SessionRef, ("enp",), _session),
+    "checks.record": Spec(ChecksRecord, ("enp",), _session),
+    "act.sign": Spec(ActSign, ("customer",), _session),
+    "act.seal": Spec(ActSeal, ("enp",), _session),
+    "video.end": Spec(SessionRef, ("enp",), _session),
+    "session.notarize": Spec(SessionRef, ("enp",), _session),
+    "session.distribute": Spec(Distribute, ("customer", "enp"), _session),
+    "session.cancel": Spec(Cancel, ALL, _session),
+    "ping": Spec(Empty, ALL, _matchmaker),  # answered by the gateway itself
+}
+
+
+def parse(kind: str, data: Any, ident: Identity) -> tuple[Spec, dict[str, Any], str]:
+    """Validate a request; return its spec, clean data and actor id, or raise
+    ProtocolError in the contract's order: bad_request, forbidden, not_found."""
+    spec = REQUESTS.get(kind)
+    if spec is None:
+        raise ProtocolError("bad_request", f"unknown type {kind!r}")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ProtocolError("bad_request", "data must be an object")
+    try:
+        model = spec.model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "data"
+        raise ProtocolError("bad_request", f"{where}: {first['msg']}") from None
+    if ident.role not in spec.roles:
+        raise ProtocolError("forbidden", f"{kind} is not allowed for role {ident.role}")
+    if kind == "session.request" and not ident.kyc_verified:
+        raise ProtocolError("forbidden", "complete identity verification (KYC) first")
+    actor = spec.route(ident, model)
+    clean = model.model_dump(exclude_none=True)
+    if "session_id" in clean:
+        clean["session_id"] = actor.split(":", 1)[1]
+    return spec, clean, actor

@@ -1,0 +1,116 @@
+"""`GET /v1/ws`: authentication (header or `hello`), codec choice, the read loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import WSMsgType, web
+
+from gateway import protocol as P
+from gateway.auth import Identity, bearer, verify_token
+from gateway.codec import Codec, DecodeError, codec_for
+from gateway.connection import Connection
+from gateway.http_api import error_response
+
+if TYPE_CHECKING:
+    from gateway.app import Services
+
+logger = logging.getLogger(__name__)
+
+
+def _too_big(msg_data: str | bytes) -> bool:
+    if isinstance(msg_data, bytes):
+        return len(msg_data) > P.MAX_FRAME
+    return len(msg_data) > P.MAX_FRAME // 4 and len(msg_data.encode()) > P.MAX_FRAME
+
+
+async def ws_handler(request: web.Request) -> web.StreamResponse:
+    from gateway.app import SERVICES
+
+    services: Services = request.app[SERVICES]
+    if services.shutting_down:
+        return error_response("unavailable", "server is shutting down")
+    ident: Identity | None = None
+    token = bearer(request.headers.get("Authorization"))
+    if token is not None:
+        try:
+            ident = verify_token(token, services.jwt_secret)
+        except P.ProtocolError as exc:
+            logger.info("refused header token from %s: %s", request.remote, exc.message)
+            return error_response("unauthorized", exc.message)
+
+    ws = web.WebSocketResponse(
+        protocols=(P.SUBPROTOCOL_JSON, P.SUBPROTOCOL_MSGPACK),
+        heartbeat=services.settings.heartbeat_s,
+        # aiohttp refuses a frame of exactly max_msg_size; the contract allows 65,536.
+        max_msg_size=P.MAX_FRAME + 1,
+    )
+    await ws.prepare(request)
+    codec = codec_for(ws.ws_protocol)
+    if ident is None:
+        ident = await _hello(ws, codec, services.jwt_secret, request.remote)
+        if ident is None:
+            return ws
+    conn = Connection(ws, ident, codec, services, request.remote)
+    services.connections.add(conn)
+    conn.start()
+    conn.log.info("connected as %s (%s, %s)", ident.user_id, ident.role, codec.name)
+    conn.send({"type": "welcome", "data": {
+        "user_id": ident.user_id, "role": ident.role, "connection_id": conn.id,
+        "heartbeat_s": services.settings.heartbeat_s}})
+    try:
+        async for msg in ws:
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                if (msg.type == WSMsgType.BINARY) != codec.binary:
+                    conn.log.info("protocol violation: wrong frame type for %s", codec.name)
+                    await ws.close(code=P.CLOSE_PROTOCOL,
+                                   message=f"{codec.name} uses "
+                                           f"{'binary' if codec.binary else 'text'} frames"
+                                   .encode())
+                    break
+                if _too_big(msg.data):
+                    await ws.close(code=P.CLOSE_TOO_BIG, message=b"frame over 65536 bytes")
+                    break
+                conn.on_frame(msg.data)
+                if conn.closing:
+                    await conn.drain(0.5)
+            elif msg.type == WSMsgType.ERROR:
+                conn.log.info("socket error: %s", ws.exception())
+                break
+    finally:
+        services.connections.discard(conn)
+        await conn.finish()
+        conn.log.info("disconnected (close code %s)", ws.close_code)
+    return ws
+
+
+async def _hello(ws: web.WebSocketResponse, codec: Codec, secret: str, remote: str | None
+                 ) -> Identity | None:
+    try:
+        msg = await ws.receive(timeout=P.HELLO_TIMEOUT_S)
+    except TimeoutError:
+        await ws.close(code=P.CLOSE_NO_HELLO, message=b"no hello within 5 s")
+        return None
+    except asyncio.CancelledError:
+        raise
+    if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+        return None
+    if (msg.type == WSMsgType.BINARY) != codec.binary:
+        await ws.close(code=P.CLOSE_PROTOCOL, message=b"wrong frame type for the subprotocol")
+        return None
+    try:
+        hello = codec.decode(msg.data)
+        if not isinstance(hello, dict) or hello.get("type") != "hello":
+            raise P.ProtocolError("unauthorized", "the first frame must be hello")
+        data = hello.get("data")
+        token = data.get("token") if isinstance(data, dict) else None
+        if not isinstance(token, str):
+            raise P.ProtocolError("unauthorized", "hello needs data.token")
+        return verify_token(token, secret)
+    except (P.ProtocolError, DecodeError) as exc:
+        text = exc.message if isinstance(exc, P.ProtocolError) else str(exc)
+        logger.info("refused hello from %s: %s", remote, text)
+        await ws.close(code=P.CLOSE_BAD_TOKEN, message=text[:120].encode())
+        return None

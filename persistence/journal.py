@@ -1,0 +1,291 @@
+"""The event journal: hash-chained rows per actor, appended by group commit.
+
+Actors hand complete appends (events already numbered and hashed, plus the
+rows that must commit with them: projections, idempotency records, a
+snapshot) to `Journal.append`, which resolves once they are committed. A few
+writer tasks drain the queue, each committing everything waiting in one
+transaction, so concurrent actors share the cost of a commit.
+
+A batch that fails on one actor's rows (a stale activation hitting the
+`(actor_id, seq)` key, a value Postgres refuses) is retried one append per
+transaction, so only the offending actor sees the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from gateway.protocol import iso, parse_iso
+
+logger = logging.getLogger(__name__)
+
+GENESIS_HASH = "0" * 64
+
+
+class Unavailable(Exception):
+    """The database could not make the append durable; nothing was applied."""
+
+
+class StaleActivation(Exception):
+    """Another activation of the same actor appended first; this one must stop."""
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def chain_hash(
+    prev_hash: str, actor_id: str, seq: int, name: str, data: dict[str, Any], at: str
+) -> str:
+    """hash = sha256(prev_hash || canonical row) — ARCHITECTURE.md, Durability."""
+    row = canonical_json(
+        {"actor_id": actor_id, "seq": seq, "name": name, "data": data, "at": at,
+         "prev_hash": prev_hash}
+    )
+    return hashlib.sha256((prev_hash + row).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    actor_id: str
+    seq: int
+    name: str
+    data: dict[str, Any]
+    at: str
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def make(
+        cls, actor_id: str, seq: int, name: str, data: dict[str, Any], at: str, prev_hash: str
+    ) -> StoredEvent:
+        return cls(actor_id, seq, name, data, at, prev_hash,
+                   chain_hash(prev_hash, actor_id, seq, name, data, at))
+
+    def wire(self) -> dict[str, Any]:
+        """The event as clients see it (PROTOCOL §3); the topic is the actor id."""
+        return {"type": "event", "topic": self.actor_id, "seq": self.seq, "name": self.name,
+                "data": self.data, "at": self.at}
+
+    def with_hashes(self) -> dict[str, Any]:
+        return {"seq": self.seq, "name": self.name, "data": self.data, "at": self.at,
+                "prev_hash": self.prev_hash, "hash": self.hash}
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    user_id: str
+    request_id: str
+    fingerprint: str
+    reply: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Append:
+    actor_id: str
+    events: Sequence[StoredEvent] = ()
+    # (sql, args) statements that must commit with the events (projections).
+    statements: Sequence[tuple[str, tuple[Any, ...]]] = ()
+    idempotency: Sequence[IdempotencyRecord] = ()
+    snapshot: tuple[int, dict[str, Any]] | None = None
+    future: asyncio.Future[None] | None = field(default=None, repr=False)
+
+
+@dataclass(slots=True)
+class JournalStats:
+    batches: int = 0
+    appends: int = 0
+    rows: int = 0
+    max_batch: int = 0
+
+
+_CONNECTION_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+class Journal:
+    def __init__(self, pool: asyncpg.Pool, *, writers: int = 2, max_batch: int = 500) -> None:
+        self._pool = pool
+        self._queue: asyncio.Queue[Append] = asyncio.Queue()
+        self._writers_n = writers
+        self._max_batch = max_batch
+        self._tasks: list[asyncio.Task[None]] = []
+        self.stats = JournalStats()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    async def start(self) -> None:
+        for i in range(self._writers_n):
+            self._tasks.append(asyncio.create_task(self._writer(), name=f"journal-writer-{i}"))
+
+    async def stop(self) -> None:
+        """Let queued appends commit, then stop the writers."""
+        deadline = time.monotonic() + 5
+        while not self._queue.empty() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+
+    async def append(self, append: Append) -> None:
+        """Resolve once `append` is committed; raise Unavailable or StaleActivation."""
+        if not self._tasks:
+            raise Unavailable("journal is not running")
+        append.future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(append)
+        await append.future
+
+    # -- writers ----------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._commit_batch(batch)
+            except asyncio.CancelledError:
+                for a in batch:
+                    _settle(a, Unavailable("server shutting down"))
+                raise
+            except Exception:  # never let a writer die
+                logger.exception("journal writer failed")
+                for a in batch:
+                    _settle(a, Unavailable("journal error"))
+
+    async def _commit_batch(self, batch: list[Append]) -> None:
+        try:
+            await self._write(batch)
+        except _CONNECTION_ERRORS as exc:
+            logger.warning("journal unavailable: %s", exc)
+            for a in batch:
+                _settle(a, Unavailable("database unavailable"))
+            return
+        except asyncpg.PostgresError as exc:
+            if len(batch) == 1:
+                _settle(batch[0], _classify(exc, batch[0].actor_id))
+                return
+            # Isolate the offending append: one transaction each.
+            for a in batch:
+                await self._commit_batch([a])
+            return
+        self.stats.batches += 1
+        self.stats.appends += len(batch)
+        self.stats.rows += sum(len(a.events) for a in batch)
+        self.stats.max_batch = max(self.stats.max_batch, len(batch))
+        for a in batch:
+            _settle(a, None)
+
+    async def _write(self, batch: list[Append]) -> None:
+        events = [e for a in batch for e in a.events]
+        idem = [(a.actor_id, r) for a in batch for r in a.idempotency]
+        snaps = [(a.actor_id, a.snapshot) for a in batch if a.snapshot is not None]
+        statements: dict[str, list[tuple[Any, ...]]] = {}
+        for a in batch:
+            for sql, args in a.statements:
+                statements.setdefault(sql, []).append(args)
+        async with self._pool.acquire() as conn, conn.transaction():
+            if events:
+                await conn.execute(
+                    "INSERT INTO journal (actor_id, seq, name, data, at, prev_hash, hash)"
+                    " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[],"
+                    " $4::jsonb[], $5::timestamptz[], $6::text[], $7::text[])",
+                    [e.actor_id for e in events], [e.seq for e in events],
+                    [e.name for e in events], [e.data for e in events],
+                    [parse_iso(e.at) for e in events], [e.prev_hash for e in events],
+                    [e.hash for e in events],
+                )
+            for sql, rows in statements.items():
+                await conn.executemany(sql, rows)
+            if idem:
+                await conn.execute(
+                    "INSERT INTO idempotency (actor_id, user_id, request_id, fingerprint, reply)"
+                    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+                    " $5::jsonb[]) ON CONFLICT (actor_id, user_id, request_id) DO UPDATE"
+                    " SET fingerprint = EXCLUDED.fingerprint, reply = EXCLUDED.reply,"
+                    " created_at = now()",
+                    [a for a, _ in idem], [r.user_id for _, r in idem],
+                    [r.request_id for _, r in idem], [r.fingerprint for _, r in idem],
+                    [r.reply for _, r in idem],
+                )
+            if snaps:
+                await conn.execute(
+                    "INSERT INTO snapshots (actor_id, seq, state)"
+                    " SELECT * FROM unnest($1::text[], $2::bigint[], $3::jsonb[])"
+                    " ON CONFLICT (actor_id) DO UPDATE SET seq = EXCLUDED.seq,"
+                    " state = EXCLUDED.state, at = now() WHERE snapshots.seq <= EXCLUDED.seq",
+                    [a for a, _ in snaps], [s[0] for _, s in snaps if s], [s[1] for _, s in snaps if s],
+                )
+
+    # -- reads ------------------------------------------------------------------
+
+    async def read(self, actor_id: str, after_seq: int = 0, limit: int | None = None
+                   ) -> list[StoredEvent]:
+        sql = ("SELECT seq, name, data, at, prev_hash, hash FROM journal"
+               " WHERE actor_id = $1 AND seq > $2 ORDER BY seq")
+        args: list[Any] = [actor_id, after_seq]
+        if limit is not None:
+            sql += " LIMIT $3"
+            args.append(limit)
+        try:
+            rows = await self._pool.fetch(sql, *args)
+        except _CONNECTION_ERRORS as exc:
+            raise Unavailable("database unavailable") from exc
+        return [_row_event(actor_id, r) for r in rows]
+
+    async def load_snapshot(self, actor_id: str) -> tuple[int, dict[str, Any]] | None:
+        row = await self._pool.fetchrow(
+            "SELECT seq, state FROM snapshots WHERE actor_id = $1", actor_id)
+        return None if row is None else (row["seq"], row["state"])
+
+    async def load_idempotency(self, actor_id: str) -> list[IdempotencyRecord]:
+        rows = await self._pool.fetch(
+            "SELECT user_id, request_id, fingerprint, reply FROM idempotency WHERE actor_id = $1",
+            actor_id)
+        return [IdempotencyRecord(r["user_id"], r["request_id"], r["fingerprint"], r["reply"])
+                for r in rows]
+
+
+def _row_event(actor_id: str, r: asyncpg.Record) -> StoredEvent:
+    at: datetime = r["at"]
+    return StoredEvent(actor_id, r["seq"], r["name"], r["data"], iso(at), r["prev_hash"],
+                       r["hash"])
+
+
+def _classify(exc: asyncpg.PostgresError, actor_id: str) -> Exception:
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        logger.warning("stale activation of %s: %s", actor_id, exc)
+        return StaleActivation(actor_id)
+    logger.error("journal refused an append of %s: %s", actor_id, exc)
+    return Unavailable("the database refused the change")
+
+
+def _settle(a: Append, exc: Exception | None) -> None:
+    if a.future is None or a.future.done():
+        return
+    if exc is None:
+        a.future.set_result(None)
+    else:
+        a.future.set_exception(exc)

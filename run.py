@@ -1,0 +1,115 @@
+"""ENF session server.
+
+    python run.py                 serve on ENF_HOST:ENF_PORT (default)
+    python run.py migrate         apply database migrations
+    python run.py token --sub ID --type customer|enp|admin [--kyc]
+                                  print a token signed with ENF_JWT_SECRET
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+from config.logging import setup_logging
+from config.settings import Settings
+
+logger = logging.getLogger("enf")
+
+
+def resolve_database(settings: Settings) -> tuple[str, Any]:
+    """ENF_DATABASE_URL, or an embedded Postgres under ENF_DATA_DIR."""
+    if settings.database_url:
+        return settings.database_url, None
+    from persistence.embedded import start_embedded_postgres
+
+    return start_embedded_postgres(settings.data_dir)
+
+
+async def serve(settings: Settings) -> None:
+    from aiohttp import web
+
+    from gateway.app import create_app
+
+    dsn, embedded = resolve_database(settings)
+    secret, generated = settings.resolve_jwt_secret()
+    if generated:
+        logger.warning(
+            "ENF_JWT_SECRET is unset: using the generated key in %s; mint a dev token with "
+            "`python run.py token --sub alice --type customer --kyc`",
+            settings.data_dir / "jwt.secret")
+    app = create_app(settings, dsn, secret)
+    runner = web.AppRunner(app, shutdown_timeout=3.0, handle_signals=False,
+                           access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    host, port = settings.host, settings.port
+    for addr in runner.addresses:
+        if isinstance(addr, tuple):
+            host, port = addr[0], addr[1]
+            break
+    print(f"listening on http://{host}:{port}", flush=True)
+    logger.info("listening on http://%s:%s", host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logger.info("shutting down")
+    await runner.cleanup()
+    del embedded  # the embedded Postgres keeps running for the next start
+    logger.info("stopped")
+
+
+async def migrate(settings: Settings) -> None:
+    from persistence.migrate import apply_migrations
+    from persistence.pool import create_pool
+
+    dsn, _embedded = resolve_database(settings)
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            applied = await apply_migrations(conn)
+    finally:
+        await pool.close()
+    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="run.py", description="ENF session server")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="serve HTTP and WebSocket (the default)")
+    sub.add_parser("migrate", help="apply database migrations")
+    tok = sub.add_parser("token", help="print a signed client token for trying it out")
+    tok.add_argument("--sub", required=True, help="user id")
+    tok.add_argument("--type", required=True, choices=["customer", "enp", "admin"])
+    tok.add_argument("--kyc", action="store_true", help="kyc_verified: true")
+    tok.add_argument("--name")
+    tok.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default 1 day)")
+    args = parser.parse_args(argv)
+
+    settings = Settings()
+    setup_logging(settings.log_level, settings.log_format)
+    if args.command == "token":
+        from gateway.auth import mint_token
+
+        secret, _ = settings.resolve_jwt_secret()
+        extra = {"name": args.name} if args.name else {}
+        print(mint_token(secret, args.sub, args.type, kyc=args.kyc, ttl_s=args.ttl, **extra))
+        return 0
+    import uvloop
+
+    runner = migrate if args.command == "migrate" else serve
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(runner(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Shared fixtures: a real Postgres, a fresh database per test, a real server.
+
+Postgres: ENF_TEST_DATABASE_URL, else the machine's (127.0.0.1:5432, user
+postgres), else an embedded one (pgserver) started for the test run. Each
+test gets its own database, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestServer
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from config.settings import Settings  # noqa: E402
+from gateway.app import SERVICES, Services, create_app  # noqa: E402
+from gateway.auth import mint_token  # noqa: E402
+from gateway.client import EnfClient  # noqa: E402
+
+JWT_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+MACHINE_PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+async def _reachable(dsn: str) -> bool:
+    try:
+        conn = await asyncpg.connect(dsn, timeout=3)
+    except Exception:
+        return False
+    await conn.close()
+    return True
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> Iterator[str]:
+    """A DSN with the right to create databases."""
+    explicit = os.environ.get("ENF_TEST_DATABASE_URL")
+    if explicit:
+        yield explicit
+        return
+    if asyncio.run(_reachable(MACHINE_PG)):
+        yield MACHINE_PG
+        return
+    import pgserver
+
+    tmp = tempfile.mkdtemp(prefix="enf-pg-")
+    server = pgserver.get_server(tmp, cleanup_mode="delete")
+    print(f"\nusing embedded Postgres in {tmp}", file=sys.stderr)
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture
+async def database(pg_admin_dsn: str) -> AsyncIterator[str]:
+    name = f"enf_t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield _with_database(pg_admin_dsn, name)
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def make_settings(tmp: Path, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "host": "127.0.0.1", "port": 0, "data_dir": tmp, "jwt_secret": JWT_SECRET,
+        "recording": "off", "offer_timeout_s": 30, "request_ttl_s": 900,
+        "reconnect_grace_s": 20, "log_format": "console",
+    }
+    base.update(overrides)
+    return Settings(**base)
+
+
+class Harness:
+    """A running server (in this process, on a loopback socket) and helpers."""
+
+    def __init__(self, server: TestServer, settings: Settings) -> None:
+        self.server = server
+        self.settings = settings
+
+    @property
+    def services(self) -> Services:
+        return self.server.app[SERVICES]
+
+    @property
+    def ws_url(self) -> str:
+        return str(self.server.make_url("/v1/ws"))
+
+    def url(self, path: str) -> str:
+        return str(self.server.make_url(path))
+
+    def token(self, sub: str, role: str, *, kyc: bool = True, **claims: Any) -> str:
+        return mint_token(JWT_SECRET, sub, role, kyc=kyc, **claims)
+
+    async def client(self, sub: str, role: str, *, codec: str = "json", kyc: bool = True,
+                     **claims: Any) -> EnfClient:
+        c = EnfClient(self.ws_url, self.token(sub, role, kyc=kyc, **claims), codec=codec)
+        await c.connect()
+        self._clients.append(c)
+        return c
+
+    _clients: list[EnfClient]
+
+
+@pytest.fixture
+async def make_server(database: str, tmp_path: Path
+                      ) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
+    started: list[Harness] = []
+
+    async def start(**overrides: Any) -> Harness:
+        settings = make_settings(tmp_path, **overrides)
+        app = create_app(settings, database, JWT_SECRET)
+        server = TestServer(app, host="127.0.0.1", port=0)
+        await server.start_server()
+        h = Harness(server, settings)
+        h._clients = []
+        started.append(h)
+        return h
+
+    yield start
+    for h in started:
+        for c in h._clients:
+            await c.close()
+        await h.server.close()
+
+
+@pytest.fixture
+async def server(make_server: Callable[..., Awaitable[Harness]]) -> Harness:
+    return await make_server()
