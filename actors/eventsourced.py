@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from actors.messages import Caller, Delivery
+from actors.messages import Caller, Delivery, Message, Reply
 from actors.runtime import Actor, ActorContext
 from gateway.protocol import now_iso
 from persistence.journal import (
@@ -83,15 +83,29 @@ class EventSourcedActor(Actor):
 
     # -- idempotent requests ------------------------------------------------
 
+    # Requests whose handler is idempotent by itself (and must see repeats).
+    SELF_IDEMPOTENT: frozenset[str] = frozenset()
+
+    async def receive(self, msg: Message) -> Any:
+        """A client request already applied (a retry after a reconnect or a
+        crash) gets its first reply again instead of being applied twice."""
+        if msg.kind not in self.SELF_IDEMPOTENT:
+            replayed = self.replay_reply(msg.caller, msg.kind, msg.data)
+            if replayed is not None:
+                logger.info("%s: replaying the reply to %s %s", self.actor_id, msg.kind,
+                            msg.caller.request_id if msg.caller else "")
+                return replayed
+        return await super().receive(msg)
+
     def replay_reply(self, caller: Caller | None, kind: str, data: dict[str, Any]
-                     ) -> dict[str, Any] | None:
+                     ) -> Reply | None:
         """The reply already given to this very request (same user, id, type
         and data), if it changed state before; a retry gets it again."""
         if caller is None or not caller.request_id:
             return None
         seen = self._replies.get((caller.user_id, caller.request_id))
         if seen and seen[0] == request_fingerprint(kind, data):
-            return seen[1]
+            return Reply(seen[1]["data"], follow=dict(seen[1].get("follow") or {}))
         return None
 
     # -- the one state-changing path ---------------------------------------
@@ -102,12 +116,14 @@ class EventSourcedActor(Actor):
         *,
         caller: Caller | None = None,
         request: tuple[str, dict[str, Any]] | None = None,
-        reply: dict[str, Any] | None = None,
+        reply: Reply | None = None,
         statements: Sequence[tuple[str, tuple[Any, ...]]] = (),
     ) -> list[StoredEvent]:
         """Journal `events` (and the reply of `request`, for retries); then
         apply and publish them. Raises Unavailable/StaleActivation with the
         state untouched."""
+        record = {"data": reply.data if reply else {},
+                  "follow": reply.follow if reply else {}}
         new_state = copy.deepcopy(self.state)
         stored: list[StoredEvent] = []
         seq, head = self.seq, self.head_hash
@@ -121,7 +137,7 @@ class EventSourcedActor(Actor):
         idem: list[IdempotencyRecord] = []
         if caller is not None and request is not None and caller.request_id:
             idem.append(IdempotencyRecord(caller.user_id, caller.request_id,
-                                          request_fingerprint(*request), reply or {}))
+                                          request_fingerprint(*request), record))
         since = self._since_snapshot + len(stored)
         snapshot = None
         if stored and since >= self.ctx.settings.snapshot_every:

@@ -224,10 +224,10 @@ class NotaryActor(EventSourcedActor):
     async def on_offer_accept(self, msg: Message) -> Reply:
         caller = self._self(msg.caller)
         offer_id = msg.data["offer_id"]
-        if (replayed := self.replay_reply(caller, msg.kind, msg.data)) is not None:
-            return Reply(replayed)
         if offer_id in self.accepted and self.accepted[offer_id] == self.active_session:
-            return Reply({"session_id": self.active_session})
+            # Accepted before a crash that lost the reply and its record.
+            return Reply({"session_id": self.active_session},
+                         follow={f"session:{self.active_session}": 0})
         offer = self._holds(offer_id)
         if datetime.now(UTC) >= parse_iso(offer["expires_at"]):
             await self._expire(offer)
@@ -247,7 +247,8 @@ class NotaryActor(EventSourcedActor):
             raise
         seconds = time.monotonic() - self.offered_at
         avg = update_ema(self._current_avg(), seconds)
-        reply = {"session_id": session_id}
+        reply = Reply({"session_id": session_id},
+                      follow={f"session:{session_id}": assigned["seq"] - 1})
         await self.commit([], caller=caller, request=(msg.kind, msg.data), reply=reply,
                           statements=[(_OFFER_SQL, (offer_id, "accepted")),
                                       (_AVG_SQL, (self.notary_id, avg))])
@@ -256,7 +257,7 @@ class NotaryActor(EventSourcedActor):
         self.accepted = {offer_id: session_id}
         self._offer_resolved(offer, "accepted")
         self._status_changed()
-        return Reply(reply, follow={f"session:{session_id}": assigned["seq"] - 1}, track=False)
+        return reply
 
     async def on_offer_decline(self, msg: Message) -> Reply:
         self._self(msg.caller)

@@ -39,6 +39,9 @@ def actor_id(session_id: str) -> str:
 
 
 class SessionActor(EventSourcedActor):
+    # Its id derives from the idempotency key: a repeat reaches this handler.
+    SELF_IDEMPOTENT = frozenset({"session.request"})
+
     def __init__(self, actor_id: str, ctx: ActorContext) -> None:
         super().__init__(actor_id, ctx)
         self.session_id = actor_id.split(":", 1)[1]
@@ -172,7 +175,7 @@ class SessionActor(EventSourcedActor):
     async def _commit_request(self, msg: Message, events: list[tuple[str, dict[str, Any]]],
                               reply: dict[str, Any]) -> list[StoredEvent]:
         return await self.commit(events, caller=msg.caller, request=(msg.kind, msg.data),
-                                 reply=reply)
+                                 reply=Reply(reply))
 
     def _after_move(self) -> None:
         """Side effects owed to others once a state is durable (tell only: no waits)."""
@@ -327,8 +330,6 @@ class SessionActor(EventSourcedActor):
     async def on_act_sign(self, msg: Message) -> Reply:
         caller = self._require(msg.caller, "customer")
         self._check_location(caller)
-        if (replayed := self.replay_reply(caller, msg.kind, msg.data)) is not None:
-            return Reply(replayed)
         self._in_state(L.VIDEO_IN_PROGRESS)
         if self.state["signed"] is not None:
             raise ProtocolError("conflict", "the act is already signed")
@@ -339,8 +340,6 @@ class SessionActor(EventSourcedActor):
     async def on_act_seal(self, msg: Message) -> Reply:
         caller = self._require(msg.caller, "enp")
         self._check_location(caller)
-        if (replayed := self.replay_reply(caller, msg.kind, msg.data)) is not None:
-            return Reply(replayed)
         self._in_state(L.VIDEO_IN_PROGRESS)
         checks = self.state["checks"]
         if not (checks.get("comprehension_confirmed") and checks.get("duress_check_passed")):
@@ -357,16 +356,12 @@ class SessionActor(EventSourcedActor):
 
     async def on_video_end(self, msg: Message) -> Reply:
         caller = self._require(msg.caller, "enp")
-        if (replayed := self.replay_reply(caller, msg.kind, msg.data)) is not None:
-            return Reply(replayed)
         self._in_state(L.VIDEO_IN_PROGRESS)
         await self._commit_request(msg, [self._move(L.VIDEO_COMPLETED, caller.user_id)], {})
         return Reply({})
 
     async def on_session_notarize(self, msg: Message) -> Reply:
         caller = self._require(msg.caller, "enp")
-        if (replayed := self.replay_reply(caller, msg.kind, msg.data)) is not None:
-            return Reply(replayed)
         self._in_state(L.VIDEO_COMPLETED)
         if self.state["signed"] is None or self.state["sealed"] is None:
             raise ProtocolError("conflict", "the act must be signed and sealed first")
@@ -387,8 +382,6 @@ class SessionActor(EventSourcedActor):
 
     async def on_session_distribute(self, msg: Message) -> Reply:
         caller = self._require(msg.caller, "customer", "enp")
-        if (replayed := self.replay_reply(caller, msg.kind, msg.data)) is not None:
-            return Reply(replayed)
         self._in_state(L.NOTARIZED)
         recipients = msg.data["recipients"]
         events = [self._move(L.DISTRIBUTING, caller.user_id, recipients=recipients)]
@@ -403,8 +396,6 @@ class SessionActor(EventSourcedActor):
 
     async def on_session_cancel(self, msg: Message) -> Reply:
         caller = self._require(msg.caller, "customer", "enp", "admin")
-        if (replayed := self.replay_reply(caller, msg.kind, msg.data)) is not None:
-            return Reply(replayed)
         if self.state["state"] not in L.CANCELLABLE:
             raise ProtocolError("conflict", f"cannot cancel in state {self.state['state']}")
         await self._commit_request(
