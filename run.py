@@ -1,9 +1,9 @@
 """ENF session server.
 
-    python run.py                 serve on ENF_HOST:ENF_PORT (default)
-    python run.py migrate         apply database migrations
-    python run.py token --sub ID --type customer|enp|admin [--kyc]
-                                  print a token signed with ENF_JWT_SECRET
+python run.py                 serve on ENF_HOST:ENF_PORT (default)
+python run.py migrate         apply database migrations
+python run.py token --sub ID --type customer|enp|admin [--kyc]
+                              print a token signed with ENF_JWT_SECRET
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ async def serve(settings: Settings) -> None:
         logger.warning(
             "ENF_JWT_SECRET is unset: using the generated key in %s; mint a dev token with "
             "`python run.py token --sub alice --type customer --kyc`",
-            settings.data_dir / "jwt.secret")
+            settings.data_dir / "jwt.secret",
+        )
     app = create_app(settings, dsn, secret)
-    runner = web.AppRunner(app, shutdown_timeout=3.0, handle_signals=False,
-                           access_log=None)
+    runner = web.AppRunner(app, shutdown_timeout=3.0, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()

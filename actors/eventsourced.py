@@ -54,8 +54,9 @@ class EventSourcedActor(Actor):
         """Fold one event into `state` (mutating it). Pure: no I/O, no clock."""
         raise NotImplementedError
 
-    def projections(self, state: dict[str, Any], events: Sequence[StoredEvent]
-                    ) -> list[tuple[str, tuple[Any, ...]]]:
+    def projections(
+        self, state: dict[str, Any], events: Sequence[StoredEvent]
+    ) -> list[tuple[str, tuple[Any, ...]]]:
         return []
 
     # -- lifecycle ---------------------------------------------------------
@@ -92,13 +93,16 @@ class EventSourcedActor(Actor):
         if msg.kind not in self.SELF_IDEMPOTENT:
             replayed = self.replay_reply(msg.caller, msg.kind, msg.data)
             if replayed is not None:
-                logger.info("%s: replaying the reply to %s %s", self.actor_id, msg.kind,
-                            msg.caller.request_id if msg.caller else "")
+                logger.info(
+                    "%s: replaying the reply to %s %s",
+                    self.actor_id,
+                    msg.kind,
+                    msg.caller.request_id if msg.caller else "",
+                )
                 return replayed
         return await super().receive(msg)
 
-    def replay_reply(self, caller: Caller | None, kind: str, data: dict[str, Any]
-                     ) -> Reply | None:
+    def replay_reply(self, caller: Caller | None, kind: str, data: dict[str, Any]) -> Reply | None:
         """The reply already given to this very request (same user, id, type
         and data), if it changed state before; a retry gets it again."""
         if caller is None or not caller.request_id:
@@ -122,8 +126,7 @@ class EventSourcedActor(Actor):
         """Journal `events` (and the reply of `request`, for retries); then
         apply and publish them. Raises Unavailable/StaleActivation with the
         state untouched."""
-        record = {"data": reply.data if reply else {},
-                  "follow": reply.follow if reply else {}}
+        record = {"data": reply.data if reply else {}, "follow": reply.follow if reply else {}}
         new_state = copy.deepcopy(self.state)
         stored: list[StoredEvent] = []
         seq, head = self.seq, self.head_hash
@@ -136,19 +139,24 @@ class EventSourcedActor(Actor):
             head = event.hash
         idem: list[IdempotencyRecord] = []
         if caller is not None and request is not None and caller.request_id:
-            idem.append(IdempotencyRecord(caller.user_id, caller.request_id,
-                                          request_fingerprint(*request), record))
+            idem.append(
+                IdempotencyRecord(
+                    caller.user_id, caller.request_id, request_fingerprint(*request), record
+                )
+            )
         since = self._since_snapshot + len(stored)
         snapshot = None
         if stored and since >= self.ctx.settings.snapshot_every:
             snapshot = (seq, {"state": new_state, "head_hash": head})
-        await self.ctx.journal.append(Append(
-            self.actor_id,
-            events=stored,
-            statements=[*self.projections(new_state, stored), *statements],
-            idempotency=idem,
-            snapshot=snapshot,
-        ))
+        await self.ctx.journal.append(
+            Append(
+                self.actor_id,
+                events=stored,
+                statements=[*self.projections(new_state, stored), *statements],
+                idempotency=idem,
+                snapshot=snapshot,
+            )
+        )
         self.state, self.seq, self.head_hash = new_state, seq, head
         self._since_snapshot = 0 if snapshot else since
         for r in idem:
@@ -157,7 +165,8 @@ class EventSourcedActor(Actor):
             self.ctx.bus.publish(Delivery(self.actor_id, event.wire(), event.seq))
         return stored
 
-    def publish_ephemeral(self, topic: str, name: str, data: dict[str, Any],
-                          to_user: str | None = None) -> None:
+    def publish_ephemeral(
+        self, topic: str, name: str, data: dict[str, Any], to_user: str | None = None
+    ) -> None:
         event = {"type": "event", "topic": topic, "name": name, "data": data, "at": now_iso()}
         self.ctx.bus.publish(Delivery(topic, event, None, to_user))

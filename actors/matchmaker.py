@@ -57,12 +57,14 @@ class Matchmaker(Actor):
     async def on_activate(self) -> None:
         pool = self.ctx.pool
         for row in await pool.fetch(
-                "SELECT session_id, request FROM sessions WHERE state = 'REQUESTED'"
-                " ORDER BY created_at"):
+            "SELECT session_id, request FROM sessions WHERE state = 'REQUESTED' ORDER BY created_at"
+        ):
             await self._add_pending(row["session_id"], row["request"])
         for row in await pool.fetch(
-                "SELECT offer_id, session_id, notary_id, state, expires_at FROM offers"
-                " WHERE session_id = ANY($1)", list(self.pending)):
+            "SELECT offer_id, session_id, notary_id, state, expires_at FROM offers"
+            " WHERE session_id = ANY($1)",
+            list(self.pending),
+        ):
             p = self.pending[row["session_id"]]
             if row["state"] in ("declined", "expired"):
                 p.excluded.add(row["notary_id"])
@@ -70,32 +72,43 @@ class Matchmaker(Actor):
                 p.offer_id = row["offer_id"]
                 self.offers[row["offer_id"]] = (row["session_id"], row["notary_id"])
                 remaining = (row["expires_at"] - datetime.now(UTC)).total_seconds()
-                self.set_timer(f"offer:{row['offer_id']}", remaining,
-                               Message("offer_timeout", {"offer_id": row["offer_id"]}))
+                self.set_timer(
+                    f"offer:{row['offer_id']}",
+                    remaining,
+                    Message("offer_timeout", {"offer_id": row["offer_id"]}),
+                )
         if self.pending:
-            logger.info("matchmaker recovered %d waiting sessions, %d open offers",
-                        len(self.pending), len(self.offers))
+            logger.info(
+                "matchmaker recovered %d waiting sessions, %d open offers",
+                len(self.pending),
+                len(self.offers),
+            )
 
     async def _add_pending(self, session_id: str, req: dict[str, Any]) -> None:
         if session_id in self.pending:
             return
         self.pending[session_id] = Pending(
-            session_id=session_id, created_at=req.get("created_at") or "",
+            session_id=session_id,
+            created_at=req.get("created_at") or "",
             criteria=await self._criteria(req, req.get("customer_id")),
-            preferred=req.get("preferred_notary_id"))
+            preferred=req.get("preferred_notary_id"),
+        )
 
     async def _criteria(self, req: dict[str, Any], customer_id: str | None) -> Criteria:
         favorites: frozenset[str] = frozenset()
         if customer_id:
             ids = await self.ctx.pool.fetchval(
-                "SELECT notary_ids FROM favorites WHERE customer_id = $1", customer_id)
+                "SELECT notary_ids FROM favorites WHERE customer_id = $1", customer_id
+            )
             favorites = frozenset(ids or ())
         loc = req.get("location")
         price = req.get("price_preference")
-        return Criteria(document_type=req.get("document_type"),
-                        price_preference=None if price is None else float(price),
-                        location=(float(loc["lat"]), float(loc["lng"])) if loc else None,
-                        favorites=favorites)
+        return Criteria(
+            document_type=req.get("document_type"),
+            price_preference=None if price is None else float(price),
+            location=(float(loc["lat"]), float(loc["lng"])) if loc else None,
+            favorites=favorites,
+        )
 
     # -- messages --------------------------------------------------------------
 
@@ -107,11 +120,13 @@ class Matchmaker(Actor):
         p = self.pending.pop(msg.data["session_id"], None)
         if p is None or p.offer_id is None:
             return
-        session_id, notary_id = self.offers.pop(p.offer_id, (None, ""))
+        _session_id, notary_id = self.offers.pop(p.offer_id, (None, ""))
         self.cancel_timer(f"offer:{p.offer_id}")
         if notary_id:
-            await self.ctx.host.ask(f"notary:{notary_id}", Message(
-                "withdraw_offer", {"offer_id": p.offer_id, "reason": "session_closed"}))
+            await self.ctx.host.ask(
+                f"notary:{notary_id}",
+                Message("withdraw_offer", {"offer_id": p.offer_id, "reason": "session_closed"}),
+            )
         await self._match()
 
     async def on_notary_update(self, msg: Message) -> None:
@@ -122,10 +137,13 @@ class Matchmaker(Actor):
         else:
             profile = d.get("profile") or {}
             self.notaries[nid] = NotaryEntry(
-                notary_id=nid, status=d["status"], offerable=bool(d["offerable"]),
+                notary_id=nid,
+                status=d["status"],
+                offerable=bool(d["offerable"]),
                 available_since=float(d["available_since"]),
                 candidate=candidate_from_profile(nid, profile, d.get("live_avg")),
-                name=profile.get("name"))
+                name=profile.get("name"),
+            )
         if d["offerable"]:
             await self._match()
 
@@ -151,8 +169,9 @@ class Matchmaker(Actor):
         # The notary decides (its mailbox orders this against an accept); it
         # reports the outcome with `offer_resolved`.
         try:
-            await self.ctx.host.ask(f"notary:{entry[1]}",
-                                    Message("expire_offer", {"offer_id": offer_id}))
+            await self.ctx.host.ask(
+                f"notary:{entry[1]}", Message("expire_offer", {"offer_id": offer_id})
+            )
         except ProtocolError as exc:
             logger.warning("could not expire offer %s: %s; retrying", offer_id, exc.message)
             self.set_timer(f"offer:{offer_id}", 1.0, msg)
@@ -162,16 +181,34 @@ class Matchmaker(Actor):
         d = msg.data
         customer = caller.user_id if caller is not None and caller.role == "customer" else None
         q = await self._criteria(d, customer)
-        ranked = rank([(n.candidate, n.available_since) for n in self.notaries.values()
-                       if n.offerable and not self._holding(n.notary_id)], q)
+        ranked = rank(
+            [
+                (n.candidate, n.available_since)
+                for n in self.notaries.values()
+                if n.offerable and not self._holding(n.notary_id)
+            ],
+            q,
+        )
         limit = d.get("limit") or 20
-        return {"notaries": [
-            {"notary_id": c.notary_id, "name": self.notaries[c.notary_id].name,
-             "score": round(s, 6), "status": "available"} for c, s in ranked[:limit]]}
+        return {
+            "notaries": [
+                {
+                    "notary_id": c.notary_id,
+                    "name": self.notaries[c.notary_id].name,
+                    "score": round(s, 6),
+                    "status": "available",
+                }
+                for c, s in ranked[:limit]
+            ]
+        }
 
     async def on_presence_list(self, msg: Message) -> dict[str, Any]:
-        return {"notaries": [{"notary_id": n.notary_id, "status": n.status}
-                             for n in sorted(self.notaries.values(), key=lambda n: n.notary_id)]}
+        return {
+            "notaries": [
+                {"notary_id": n.notary_id, "status": n.status}
+                for n in sorted(self.notaries.values(), key=lambda n: n.notary_id)
+            ]
+        }
 
     # -- matching ------------------------------------------------------------------
 
@@ -183,9 +220,13 @@ class Matchmaker(Actor):
             if p.offer_id is not None:
                 continue
             while True:
-                pool = [(n.candidate, n.available_since) for n in self.notaries.values()
-                        if n.offerable and n.notary_id not in p.excluded
-                        and not self._holding(n.notary_id)]
+                pool = [
+                    (n.candidate, n.available_since)
+                    for n in self.notaries.values()
+                    if n.offerable
+                    and n.notary_id not in p.excluded
+                    and not self._holding(n.notary_id)
+                ]
                 if not pool:
                     break
                 ranked = [c for c, _ in rank(pool, p.criteria)]
@@ -200,9 +241,18 @@ class Matchmaker(Actor):
         timeout = self.ctx.settings.offer_timeout_s
         expires = iso(datetime.now(UTC) + timedelta(seconds=timeout))
         try:
-            res = await self.ctx.host.ask(f"notary:{notary_id}", Message("hold_offer", {
-                "offer_id": offer_id, "session_id": p.session_id,
-                "document_type": p.criteria.document_type, "expires_at": expires}))
+            res = await self.ctx.host.ask(
+                f"notary:{notary_id}",
+                Message(
+                    "hold_offer",
+                    {
+                        "offer_id": offer_id,
+                        "session_id": p.session_id,
+                        "document_type": p.criteria.document_type,
+                        "expires_at": expires,
+                    },
+                ),
+            )
         except ProtocolError as exc:
             logger.warning("offer to %s failed: %s", notary_id, exc.message)
             return False
@@ -210,8 +260,8 @@ class Matchmaker(Actor):
             return False
         p.offer_id = offer_id
         self.offers[offer_id] = (p.session_id, notary_id)
-        self.set_timer(f"offer:{offer_id}", timeout, Message("offer_timeout",
-                                                             {"offer_id": offer_id}))
-        logger.info("offered session %s to notary %s (offer %s)", p.session_id, notary_id,
-                    offer_id)
+        self.set_timer(
+            f"offer:{offer_id}", timeout, Message("offer_timeout", {"offer_id": offer_id})
+        )
+        logger.info("offered session %s to notary %s (offer %s)", p.session_id, notary_id, offer_id)
         return True

@@ -30,10 +30,13 @@ from persistence.journal import StoredEvent
 
 logger = logging.getLogger(__name__)
 
-_OFFER_SQL = ("UPDATE offers SET state = $2, resolved_at = now()"
-              " WHERE offer_id = $1 AND state = 'open'")
-_AVG_SQL = ("INSERT INTO notaries (notary_id, profile, live_avg_response_s) VALUES ($1, '{}', $2)"
-            " ON CONFLICT (notary_id) DO UPDATE SET live_avg_response_s = $2")
+_OFFER_SQL = (
+    "UPDATE offers SET state = $2, resolved_at = now() WHERE offer_id = $1 AND state = 'open'"
+)
+_AVG_SQL = (
+    "INSERT INTO notaries (notary_id, profile, live_avg_response_s) VALUES ($1, '{}', $2)"
+    " ON CONFLICT (notary_id) DO UPDATE SET live_avg_response_s = $2"
+)
 
 
 class NotaryActor(EventSourcedActor):
@@ -64,18 +67,22 @@ class NotaryActor(EventSourcedActor):
         await self._load_profile()
         active = await pool.fetch(
             "SELECT session_id, snapshot FROM sessions WHERE enp_id = $1 AND NOT state = ANY($2)",
-            self.notary_id, list(L.RELEASES_NOTARY))
+            self.notary_id,
+            list(L.RELEASES_NOTARY),
+        )
         if active:
             self.active_session = active[0]["session_id"]
         for row in await pool.fetch(
-                "SELECT offer_id, session_id, expires_at, created_at FROM offers"
-                " WHERE notary_id = $1 AND state = 'open'", self.notary_id):
+            "SELECT offer_id, session_id, expires_at, created_at FROM offers"
+            " WHERE notary_id = $1 AND state = 'open'",
+            self.notary_id,
+        ):
             await self._reconcile_open_offer(dict(row))
 
     async def _load_profile(self) -> None:
         row = await self.ctx.pool.fetchrow(
-            "SELECT profile, live_avg_response_s FROM notaries WHERE notary_id = $1",
-            self.notary_id)
+            "SELECT profile, live_avg_response_s FROM notaries WHERE notary_id = $1", self.notary_id
+        )
         if row is not None:
             self.profile = row["profile"] or {}
             self.live_avg = row["live_avg_response_s"]
@@ -88,13 +95,18 @@ class NotaryActor(EventSourcedActor):
             await self.commit([], statements=[(_OFFER_SQL, (row["offer_id"], "accepted"))])
             return
         state = await self.ctx.pool.fetchval(
-            "SELECT state FROM sessions WHERE session_id = $1", session_id)
+            "SELECT state FROM sessions WHERE session_id = $1", session_id
+        )
         if state != L.REQUESTED or self.active_session is not None:
-            await self._close_offer_row(row["offer_id"], session_id, "offer.withdrawn",
-                                        "withdrawn", "session_closed")
+            await self._close_offer_row(
+                row["offer_id"], session_id, "offer.withdrawn", "withdrawn", "session_closed"
+            )
             return
-        self.offer = {"offer_id": row["offer_id"], "session_id": session_id,
-                      "expires_at": iso(row["expires_at"])}
+        self.offer = {
+            "offer_id": row["offer_id"],
+            "session_id": session_id,
+            "expires_at": iso(row["expires_at"]),
+        }
         elapsed = (datetime.now(UTC) - row["created_at"]).total_seconds()
         self.offered_at = time.monotonic() - max(0.0, elapsed)
 
@@ -123,21 +135,29 @@ class NotaryActor(EventSourcedActor):
         status = self.status()
         if status == "available" and self._last_status != "available":
             self.available_since = time.time()
-        self.ctx.host.tell(MATCHMAKER, Message("notary_update", {
-            "notary_id": self.notary_id, "status": status,
-            "offerable": status == "available" and self.commission_ok(),
-            "available_since": self.available_since, "profile": self.profile,
-            "live_avg": self.live_avg,
-        }))
+        self.ctx.host.tell(
+            MATCHMAKER,
+            Message(
+                "notary_update",
+                {
+                    "notary_id": self.notary_id,
+                    "status": status,
+                    "offerable": status == "available" and self.commission_ok(),
+                    "available_since": self.available_since,
+                    "profile": self.profile,
+                    "live_avg": self.live_avg,
+                },
+            ),
+        )
         if status != self._last_status:
             logger.info("notary %s presence %s -> %s", self.notary_id, self._last_status, status)
             self._last_status = status
-            self.publish_ephemeral("presence", "notary.presence",
-                                   {"notary_id": self.notary_id, "status": status})
+            self.publish_ephemeral(
+                "presence", "notary.presence", {"notary_id": self.notary_id, "status": status}
+            )
 
     def is_idle(self) -> bool:
-        return (super().is_idle() and not self.conns and not self.online
-                and self.offer is None)
+        return super().is_idle() and not self.conns and not self.online and self.offer is None
 
     # -- presence requests -------------------------------------------------------
 
@@ -148,16 +168,20 @@ class NotaryActor(EventSourcedActor):
             raise ProtocolError("forbidden", "your notarial commission has expired")
         since = msg.data.get("since_seq")
         if since is not None and since > self.seq:
-            raise ProtocolError("bad_request", f"since_seq {since} is ahead of your topic "
-                                f"(latest seq {self.seq})")
+            raise ProtocolError(
+                "bad_request", f"since_seq {since} is ahead of your topic (latest seq {self.seq})"
+            )
         self.conns.add(caller.connection_id)
         self.cancel_timer("grace")
         if not self.online:
             self.online, self.preference = True, "available"
         self._status_changed()
-        return Reply({"status": self.status()},
-                     follow={self.actor_id: self.seq if since is None else since}, track=True,
-                     heads={self.actor_id: self.seq})
+        return Reply(
+            {"status": self.status()},
+            follow={self.actor_id: self.seq if since is None else since},
+            track=True,
+            heads={self.actor_id: self.seq},
+        )
 
     async def on_presence_set(self, msg: Message) -> Reply:
         self._self(msg.caller)
@@ -177,16 +201,16 @@ class NotaryActor(EventSourcedActor):
         self.cancel_timer("grace")
         if self.offer is not None:
             offer = self.offer
-            await self._close_offer_row(offer["offer_id"], offer["session_id"],
-                                        "offer.withdrawn", "withdrawn", reason)
+            await self._close_offer_row(
+                offer["offer_id"], offer["session_id"], "offer.withdrawn", "withdrawn", reason
+            )
             self._offer_resolved(offer, "withdrawn")
         self._status_changed()
 
     async def on_conn_closed(self, msg: Message) -> None:
         self.conns.discard(msg.data["connection_id"])
         if not self.conns and self.online:
-            self.set_timer("grace", self.ctx.settings.reconnect_grace_s,
-                           Message("grace_expired"))
+            self.set_timer("grace", self.ctx.settings.reconnect_grace_s, Message("grace_expired"))
 
     async def on_grace_expired(self, msg: Message) -> None:
         if not self.conns and self.online:
@@ -205,13 +229,23 @@ class NotaryActor(EventSourcedActor):
         d = msg.data
         if self.status() != "available" or not self.commission_ok():
             return {"ok": False, "status": self.status()}
-        offer = {"offer_id": d["offer_id"], "session_id": d["session_id"],
-                 "document_type": d.get("document_type"), "amount": self.profile.get("tariff"),
-                 "expires_at": d["expires_at"]}
-        await self.commit([("offer", offer)], statements=[(
-            "INSERT INTO offers (offer_id, session_id, notary_id, state, created_at, expires_at)"
-            " VALUES ($1, $2, $3, 'open', now(), $4)",
-            (d["offer_id"], d["session_id"], self.notary_id, parse_iso(d["expires_at"])))])
+        offer = {
+            "offer_id": d["offer_id"],
+            "session_id": d["session_id"],
+            "document_type": d.get("document_type"),
+            "amount": self.profile.get("tariff"),
+            "expires_at": d["expires_at"],
+        }
+        await self.commit(
+            [("offer", offer)],
+            statements=[
+                (
+                    "INSERT INTO offers (offer_id, session_id, notary_id, state, created_at,"
+                    " expires_at) VALUES ($1, $2, $3, 'open', now(), $4)",
+                    (d["offer_id"], d["session_id"], self.notary_id, parse_iso(d["expires_at"])),
+                )
+            ],
+        )
         self.offer, self.offered_at = offer, time.monotonic()
         self._status_changed()
         return {"ok": True}
@@ -226,32 +260,48 @@ class NotaryActor(EventSourcedActor):
         offer_id = msg.data["offer_id"]
         if offer_id in self.accepted and self.accepted[offer_id] == self.active_session:
             # Accepted before a crash that lost the reply and its record.
-            return Reply({"session_id": self.active_session},
-                         follow={f"session:{self.active_session}": 0})
+            return Reply(
+                {"session_id": self.active_session}, follow={f"session:{self.active_session}": 0}
+            )
         offer = self._holds(offer_id)
         if datetime.now(UTC) >= parse_iso(offer["expires_at"]):
             await self._expire(offer)
             raise ProtocolError("conflict", "this offer has expired")
         session_id = offer["session_id"]
         try:
-            assigned = await self.ctx.host.ask(f"session:{session_id}", Message("assign", {
-                "enp_id": self.notary_id, "offer_id": offer_id,
-                "tariff": self.profile.get("tariff") or 0.0}, caller))
+            assigned = await self.ctx.host.ask(
+                f"session:{session_id}",
+                Message(
+                    "assign",
+                    {
+                        "enp_id": self.notary_id,
+                        "offer_id": offer_id,
+                        "tariff": self.profile.get("tariff") or 0.0,
+                    },
+                    caller,
+                ),
+            )
         except ProtocolError as exc:
             if exc.code != "conflict":
                 raise
-            await self._close_offer_row(offer_id, session_id, "offer.withdrawn", "withdrawn",
-                                        "session_closed")
+            await self._close_offer_row(
+                offer_id, session_id, "offer.withdrawn", "withdrawn", "session_closed"
+            )
             self._offer_resolved(offer, "withdrawn")
             self._status_changed()
             raise
         seconds = time.monotonic() - self.offered_at
         avg = update_ema(self._current_avg(), seconds)
-        reply = Reply({"session_id": session_id},
-                      follow={f"session:{session_id}": assigned["seq"] - 1})
-        await self.commit([], caller=caller, request=(msg.kind, msg.data), reply=reply,
-                          statements=[(_OFFER_SQL, (offer_id, "accepted")),
-                                      (_AVG_SQL, (self.notary_id, avg))])
+        reply = Reply(
+            {"session_id": session_id}, follow={f"session:{session_id}": assigned["seq"] - 1}
+        )
+        await self.commit(
+            [],
+            caller=caller,
+            request=(msg.kind, msg.data),
+            reply=reply,
+            statements=[(_OFFER_SQL, (offer_id, "accepted")), (_AVG_SQL, (self.notary_id, avg))],
+        )
         self.live_avg = avg
         self.offer, self.active_session = None, session_id
         self.accepted = {offer_id: session_id}
@@ -262,8 +312,9 @@ class NotaryActor(EventSourcedActor):
     async def on_offer_decline(self, msg: Message) -> Reply:
         self._self(msg.caller)
         offer = self._holds(msg.data["offer_id"])
-        await self._close_offer_row(offer["offer_id"], offer["session_id"], "offer.withdrawn",
-                                    "declined", "declined")
+        await self._close_offer_row(
+            offer["offer_id"], offer["session_id"], "offer.withdrawn", "declined", "declined"
+        )
         self._offer_resolved(offer, "declined")
         self._status_changed()
         return Reply({})
@@ -277,8 +328,14 @@ class NotaryActor(EventSourcedActor):
 
     async def _expire(self, offer: dict[str, Any]) -> None:
         avg = update_ema(self._current_avg(), self.ctx.settings.offer_timeout_s)
-        await self._close_offer_row(offer["offer_id"], offer["session_id"], "offer.expired",
-                                    "expired", None, extra=[(_AVG_SQL, (self.notary_id, avg))])
+        await self._close_offer_row(
+            offer["offer_id"],
+            offer["session_id"],
+            "offer.expired",
+            "expired",
+            None,
+            extra=[(_AVG_SQL, (self.notary_id, avg))],
+        )
         self.live_avg = avg
         self._offer_resolved(offer, "expired")
         self._status_changed()
@@ -288,27 +345,48 @@ class NotaryActor(EventSourcedActor):
         if self.offer is None or self.offer["offer_id"] != msg.data["offer_id"]:
             return {"withdrawn": False}
         offer = self.offer
-        await self._close_offer_row(offer["offer_id"], offer["session_id"], "offer.withdrawn",
-                                    "withdrawn", msg.data.get("reason", "session_closed"))
+        await self._close_offer_row(
+            offer["offer_id"],
+            offer["session_id"],
+            "offer.withdrawn",
+            "withdrawn",
+            msg.data.get("reason", "session_closed"),
+        )
         self.offer = None
         self._status_changed()
         return {"withdrawn": True}
 
-    async def _close_offer_row(self, offer_id: str, session_id: str, event: str, state: str,
-                               reason: str | None,
-                               extra: list[tuple[str, tuple[Any, ...]]] | None = None) -> None:
+    async def _close_offer_row(
+        self,
+        offer_id: str,
+        session_id: str,
+        event: str,
+        state: str,
+        reason: str | None,
+        extra: list[tuple[str, tuple[Any, ...]]] | None = None,
+    ) -> None:
         data: dict[str, Any] = {"offer_id": offer_id, "session_id": session_id}
         if reason is not None:
             data["reason"] = reason
-        await self.commit([(event, data)],
-                          statements=[(_OFFER_SQL, (offer_id, state)), *(extra or [])])
+        await self.commit(
+            [(event, data)], statements=[(_OFFER_SQL, (offer_id, state)), *(extra or [])]
+        )
         if self.offer is not None and self.offer["offer_id"] == offer_id:
             self.offer = None
 
     def _offer_resolved(self, offer: dict[str, Any], outcome: str) -> None:
-        self.ctx.host.tell(MATCHMAKER, Message("offer_resolved", {
-            "offer_id": offer["offer_id"], "session_id": offer["session_id"],
-            "notary_id": self.notary_id, "outcome": outcome}))
+        self.ctx.host.tell(
+            MATCHMAKER,
+            Message(
+                "offer_resolved",
+                {
+                    "offer_id": offer["offer_id"],
+                    "session_id": offer["session_id"],
+                    "notary_id": self.notary_id,
+                    "outcome": outcome,
+                },
+            ),
+        )
 
     def _current_avg(self) -> float:
         if self.live_avg is not None:

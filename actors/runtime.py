@@ -53,8 +53,9 @@ class ActorContext:
     """What an actor may use: the host (to reach other actors), the journal,
     the bus, the settings and the database pool."""
 
-    def __init__(self, host: ActorHost, journal: Journal, bus: TopicBus,
-                 settings: Settings) -> None:
+    def __init__(
+        self, host: ActorHost, journal: Journal, bus: TopicBus, settings: Settings
+    ) -> None:
         self.host = host
         self.journal = journal
         self.bus = bus
@@ -127,12 +128,14 @@ ActorFactory = Callable[[str, ActorContext], Actor]
 class ActorCell:
     """An activated actor: its mailbox and run loop."""
 
-    def __init__(self, actor: Actor, mailbox_size: int, on_stop: Callable[[ActorCell], None]
-                 ) -> None:
+    def __init__(
+        self, actor: Actor, mailbox_size: int, on_stop: Callable[[ActorCell], None]
+    ) -> None:
         self.actor = actor
         actor._cell = self
-        self._mailbox: asyncio.Queue[tuple[Message, asyncio.Future[Any] | None]] = (
-            asyncio.Queue(mailbox_size))
+        self._mailbox: asyncio.Queue[tuple[Message, asyncio.Future[Any] | None]] = asyncio.Queue(
+            mailbox_size
+        )
         self._on_stop = on_stop
         self.stopped = False
         self.busy = False
@@ -267,13 +270,13 @@ class Shard:
 class LocalHost:
     """All shards in this process (ENF_CLUSTER=local)."""
 
-    def __init__(self, settings: Settings, journal: Journal, bus: TopicBus,
-                 factories: dict[str, type[Actor]]) -> None:
+    def __init__(
+        self, settings: Settings, journal: Journal, bus: TopicBus, factories: dict[str, type[Actor]]
+    ) -> None:
         self.settings = settings
         self.ctx = ActorContext(self, journal, bus, settings)
         self._factories = factories
-        self.shards = [Shard(i, self._make, settings.mailbox_size)
-                       for i in range(settings.shards)]
+        self.shards = [Shard(i, self._make, settings.mailbox_size) for i in range(settings.shards)]
         self._sweeper: asyncio.Task[None] | None = None
 
     def _make(self, actor_id: str) -> Actor:

@@ -16,8 +16,10 @@ def clamp01(x: float) -> float:
 
 def haversine_km(a: tuple[float, float], b: tuple[float, float]) -> float:
     lat1, lng1, lat2, lng2 = map(math.radians, (a[0], a[1], b[0], b[1]))
-    h = (math.sin((lat2 - lat1) / 2) ** 2
-         + math.cos(lat1) * math.cos(lat2) * math.sin((lng2 - lng1) / 2) ** 2)
+    h = (
+        math.sin((lat2 - lat1) / 2) ** 2
+        + math.cos(lat1) * math.cos(lat2) * math.sin((lng2 - lng1) / 2) ** 2
+    )
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
 
 
@@ -60,8 +62,15 @@ def score(c: Candidate, q: Criteria) -> float:
     else:
         distance = clamp01(1 - haversine_km(q.location, c.location) / 100)
     favorite = 1.0 if c.notary_id in q.favorites else 0.0
-    return (0.25 * rating + 0.20 * availability + 0.15 * clamp01(response) + 0.10 * price
-            + 0.10 * special + 0.05 * distance + 0.15 * favorite)
+    return (
+        0.25 * rating
+        + 0.20 * availability
+        + 0.15 * clamp01(response)
+        + 0.10 * price
+        + 0.10 * special
+        + 0.05 * distance
+        + 0.15 * favorite
+    )
 
 
 def rank(candidates: list[tuple[Candidate, float]], q: Criteria) -> list[tuple[Candidate, float]]:
@@ -76,14 +85,16 @@ def update_ema(previous: float, seconds: float) -> float:
     return (1 - EMA_WEIGHT) * previous + EMA_WEIGHT * seconds
 
 
-def candidate_from_profile(notary_id: str, profile: dict[str, Any], live_avg: float | None
-                           ) -> Candidate:
+def candidate_from_profile(
+    notary_id: str, profile: dict[str, Any], live_avg: float | None
+) -> Candidate:
     loc = profile.get("location") or None
     return Candidate(
         notary_id=notary_id,
         rating=float(profile.get("rating") or 0.0),
-        avg_response_time_s=float(live_avg if live_avg is not None
-                                  else profile.get("avg_response_time_s") or 0.0),
+        avg_response_time_s=float(
+            live_avg if live_avg is not None else profile.get("avg_response_time_s") or 0.0
+        ),
         tariff=float(profile.get("tariff") or 0.0),
         specializations=frozenset(profile.get("specializations") or ()),
         location=(float(loc["lat"]), float(loc["lng"])) if loc else None,

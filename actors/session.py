@@ -49,8 +49,15 @@ class SessionActor(EventSourcedActor):
         self.conns: dict[str, set[str]] = {}
 
     def initial_state(self) -> dict[str, Any]:
-        return {"state": None, "participants": {}, "checks": {}, "signed": None,
-                "sealed": None, "recording": None, "envelope_id": None}
+        return {
+            "state": None,
+            "participants": {},
+            "checks": {},
+            "signed": None,
+            "sealed": None,
+            "recording": None,
+            "envelope_id": None,
+        }
 
     # -- folding events -----------------------------------------------------
 
@@ -61,13 +68,27 @@ class SessionActor(EventSourcedActor):
             s["updated_at"] = e.at
             if d["state"] == L.REQUESTED:
                 req = d["request"]
-                s.update(customer_id=req["customer_id"], document=req["document"],
-                         request=req, created_at=e.at, expires_at=req["expires_at"],
-                         enp_id=None, amount=None, platform_fee=None, enp_fee=None)
+                s.update(
+                    customer_id=req["customer_id"],
+                    document=req["document"],
+                    request=req,
+                    created_at=e.at,
+                    expires_at=req["expires_at"],
+                    enp_id=None,
+                    amount=None,
+                    platform_fee=None,
+                    enp_fee=None,
+                )
                 s["participants"][req["customer_id"]] = {"role": "customer", "present": False}
             elif d["state"] == L.ENP_ASSIGNED:
-                s.update(enp_id=d["enp_id"], amount=d["amount"], platform_fee=d["platform_fee"],
-                         enp_fee=d["enp_fee"], offer_id=d.get("offer_id"), assigned_at=e.at)
+                s.update(
+                    enp_id=d["enp_id"],
+                    amount=d["amount"],
+                    platform_fee=d["platform_fee"],
+                    enp_fee=d["enp_fee"],
+                    offer_id=d.get("offer_id"),
+                    assigned_at=e.at,
+                )
                 s["participants"][d["enp_id"]] = {"role": "enp", "present": False}
             elif d["state"] == L.VIDEO_IN_PROGRESS:
                 s["video_started_at"] = e.at
@@ -87,50 +108,79 @@ class SessionActor(EventSourcedActor):
         elif e.name == "participant.left":
             s["participants"][d["user_id"]]["present"] = False
         elif e.name == "checks.recorded":
-            s["checks"] = {"comprehension_confirmed": d["comprehension_confirmed"],
-                           "duress_check_passed": d["duress_check_passed"], "at": e.at}
+            s["checks"] = {
+                "comprehension_confirmed": d["comprehension_confirmed"],
+                "duress_check_passed": d["duress_check_passed"],
+                "at": e.at,
+            }
         elif e.name == "act.signed":
             s["signed"] = {"user_id": d["user_id"], "signature": d["signature"], "at": e.at}
         elif e.name == "act.sealed":
-            s["sealed"] = {"user_id": d["user_id"], "signature": d["signature"],
-                           "seal": d["seal"], "at": e.at}
+            s["sealed"] = {
+                "user_id": d["user_id"],
+                "signature": d["signature"],
+                "seal": d["seal"],
+                "at": e.at,
+            }
         elif e.name == "session.notarized":
             s["envelope_id"] = d["envelope_id"]
             s["notarized_at"] = e.at
 
-    def projections(self, s: dict[str, Any], events: Sequence[StoredEvent]
-                    ) -> list[tuple[str, tuple[Any, ...]]]:
+    def projections(
+        self, s: dict[str, Any], events: Sequence[StoredEvent]
+    ) -> list[tuple[str, tuple[Any, ...]]]:
         if not events or s["state"] is None:
             return []
-        return [(
-            "INSERT INTO sessions (session_id, state, customer_id, enp_id, seq, snapshot,"
-            " request, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
-            " ON CONFLICT (session_id) DO UPDATE SET state=$2, enp_id=$4, seq=$5, snapshot=$6,"
-            " updated_at=$9",
-            (self.session_id, s["state"], s["customer_id"], s.get("enp_id"), events[-1].seq,
-             self._public(s, events[-1].seq, live=False), _matching_request(s),
-             parse_iso(s["created_at"]), parse_iso(events[-1].at)),
-        )]
+        return [
+            (
+                "INSERT INTO sessions (session_id, state, customer_id, enp_id, seq, snapshot,"
+                " request, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
+                " ON CONFLICT (session_id) DO UPDATE SET state=$2, enp_id=$4, seq=$5, snapshot=$6,"
+                " updated_at=$9",
+                (
+                    self.session_id,
+                    s["state"],
+                    s["customer_id"],
+                    s.get("enp_id"),
+                    events[-1].seq,
+                    self._public(s, events[-1].seq, live=False),
+                    _matching_request(s),
+                    parse_iso(s["created_at"]),
+                    parse_iso(events[-1].at),
+                ),
+            )
+        ]
 
     # -- views ----------------------------------------------------------------
 
     def _public(self, s: dict[str, Any], seq: int, *, live: bool = True) -> dict[str, Any]:
         """The session snapshot of PROTOCOL §4."""
         participants = [
-            {"user_id": uid, "role": p["role"],
-             "online": bool(self.conns.get(uid)) if live else p["present"]}
+            {
+                "user_id": uid,
+                "role": p["role"],
+                "online": bool(self.conns.get(uid)) if live else p["present"],
+            }
             for uid, p in s["participants"].items()
         ]
         checks = {k: v for k, v in s["checks"].items() if k != "at"}
         return {
-            "session_id": self.session_id, "state": s["state"],
-            "customer_id": s.get("customer_id"), "enp_id": s.get("enp_id"),
-            "document": s.get("document"), "amount": s.get("amount"),
-            "platform_fee": s.get("platform_fee"), "enp_fee": s.get("enp_fee"),
-            "participants": participants, "checks": checks,
-            "signed": s["signed"] is not None, "sealed": s["sealed"] is not None,
-            "recording": s["recording"], "envelope_id": s["envelope_id"],
-            "created_at": s.get("created_at"), "seq": seq,
+            "session_id": self.session_id,
+            "state": s["state"],
+            "customer_id": s.get("customer_id"),
+            "enp_id": s.get("enp_id"),
+            "document": s.get("document"),
+            "amount": s.get("amount"),
+            "platform_fee": s.get("platform_fee"),
+            "enp_fee": s.get("enp_fee"),
+            "participants": participants,
+            "checks": checks,
+            "signed": s["signed"] is not None,
+            "sealed": s["sealed"] is not None,
+            "recording": s["recording"],
+            "envelope_id": s["envelope_id"],
+            "created_at": s.get("created_at"),
+            "seq": seq,
         }
 
     def snapshot_view(self) -> dict[str, Any]:
@@ -160,22 +210,30 @@ class SessionActor(EventSourcedActor):
     def _in_state(self, *states: str) -> None:
         if self.state["state"] not in states:
             raise ProtocolError(
-                "conflict", f"not allowed in state {self.state['state']}"
-                f" (needs {' or '.join(states)})")
+                "conflict",
+                f"not allowed in state {self.state['state']} (needs {' or '.join(states)})",
+            )
 
     def _move(self, dst: str, by: str, **extra: Any) -> tuple[str, dict[str, Any]]:
         """The event for a state change; the one place transitions are decided."""
         src = self.state["state"]
         if not L.can_move(src, dst):
             raise ProtocolError("conflict", f"cannot move from {src} to {dst}")
-        logger.info("session %s state %s -> %s", self.session_id, src, dst,
-                    extra={"session_id": self.session_id})
+        logger.info(
+            "session %s state %s -> %s",
+            self.session_id,
+            src,
+            dst,
+            extra={"session_id": self.session_id},
+        )
         return "session.state", {"state": dst, "prev": src, "by": by, **extra}
 
-    async def _commit_request(self, msg: Message, events: list[tuple[str, dict[str, Any]]],
-                              reply: dict[str, Any]) -> list[StoredEvent]:
-        return await self.commit(events, caller=msg.caller, request=(msg.kind, msg.data),
-                                 reply=Reply(reply))
+    async def _commit_request(
+        self, msg: Message, events: list[tuple[str, dict[str, Any]]], reply: dict[str, Any]
+    ) -> list[StoredEvent]:
+        return await self.commit(
+            events, caller=msg.caller, request=(msg.kind, msg.data), reply=Reply(reply)
+        )
 
     def _after_move(self) -> None:
         """Side effects owed to others once a state is durable (tell only: no waits)."""
@@ -194,8 +252,10 @@ class SessionActor(EventSourcedActor):
         self.set_timer("ttl", remaining, Message("request_expired"))
 
     def _enqueue_for_matching(self) -> None:
-        self.ctx.host.tell(MATCHMAKER, Message("enqueue", {
-            "session_id": self.session_id, **_matching_request(self.state)}))
+        self.ctx.host.tell(
+            MATCHMAKER,
+            Message("enqueue", {"session_id": self.session_id, **_matching_request(self.state)}),
+        )
 
     def is_idle(self) -> bool:
         return super().is_idle() and not any(self.conns.values())
@@ -206,20 +266,26 @@ class SessionActor(EventSourcedActor):
         caller = msg.caller
         assert caller is not None
         d = msg.data
-        topic = {self.actor_id: 0}
+        topic: dict[str, int | None] = {self.actor_id: 0}
         if self.exists:
             if self.state["customer_id"] != caller.user_id:
                 raise ProtocolError("not_found", "no such session")
             if self.state["document"] != d["document"]:
                 raise ProtocolError("conflict", "idempotency key already used for another document")
             self._track(caller)
-            return Reply({"session_id": self.session_id, "state": self.state["state"]},
-                         follow=topic, track=True)
+            return Reply(
+                {"session_id": self.session_id, "state": self.state["state"]},
+                follow=topic,
+                track=True,
+            )
         now = datetime.now(UTC)
         request = {
-            "customer_id": caller.user_id, "document": d["document"],
-            "principal": d.get("principal"), "price_preference": d.get("price_preference"),
-            "location": d.get("location"), "preferred_notary_id": d.get("preferred_notary_id"),
+            "customer_id": caller.user_id,
+            "document": d["document"],
+            "principal": d.get("principal"),
+            "price_preference": d.get("price_preference"),
+            "location": d.get("location"),
+            "preferred_notary_id": d.get("preferred_notary_id"),
             "idempotency_key": d["idempotency_key"],
             "kyc_session_id": caller.claims.get("kyc_session_id"),
             "face_match_score": caller.claims.get("face_match_score"),
@@ -238,20 +304,26 @@ class SessionActor(EventSourcedActor):
         d = msg.data
         since = d.get("since_seq")
         if since is not None and since > self.seq:
-            raise ProtocolError("bad_request", f"since_seq {since} is ahead of the session "
-                                f"(latest seq {self.seq})")
+            raise ProtocolError(
+                "bad_request", f"since_seq {since} is ahead of the session (latest seq {self.seq})"
+            )
         role = self._role_in(caller)
         if role == "admin" or self.state["state"] in L.TERMINAL:
-            return Reply({"session": self.snapshot_view()},
-                         follow={self.actor_id: self.seq if since is None else since},
-                         heads={self.actor_id: self.seq})
+            return Reply(
+                {"session": self.snapshot_view()},
+                follow={self.actor_id: self.seq if since is None else since},
+                heads={self.actor_id: self.seq},
+            )
         p = self.state["participants"][caller.user_id]
         consent = d.get("consent")
         if consent is not None and p.get("consent"):
             withdrawn = [k for k, v in p["consent"].items() if v and not consent.get(k, v)]
             if withdrawn:
-                raise ProtocolError("conflict", "consent cannot be withdrawn; cancel the "
-                                    f"session instead ({', '.join(withdrawn)})")
+                raise ProtocolError(
+                    "conflict",
+                    "consent cannot be withdrawn; cancel the "
+                    f"session instead ({', '.join(withdrawn)})",
+                )
         self._track(caller)
         self.cancel_timer(f"grace:{caller.user_id}")
         view = self.snapshot_view()
@@ -262,9 +334,12 @@ class SessionActor(EventSourcedActor):
             data["location"] = d["location"]
         if not p["present"] or len(data) > 2:
             await self.commit([("participant.joined", data)])
-        return Reply({"session": view},
-                     follow={self.actor_id: view["seq"] if since is None else since}, track=True,
-                     heads={self.actor_id: view["seq"]})
+        return Reply(
+            {"session": view},
+            follow={self.actor_id: view["seq"] if since is None else since},
+            track=True,
+            heads={self.actor_id: view["seq"]},
+        )
 
     async def on_session_leave(self, msg: Message) -> Reply:
         caller = self._require(msg.caller, "customer", "enp")
@@ -272,8 +347,9 @@ class SessionActor(EventSourcedActor):
         self.cancel_timer(f"grace:{caller.user_id}")
         p = self.state["participants"][caller.user_id]
         if p["present"] and self.state["state"] not in L.TERMINAL:
-            await self.commit([("participant.left", {"user_id": caller.user_id,
-                                                     "role": p["role"]})])
+            await self.commit(
+                [("participant.left", {"user_id": caller.user_id, "role": p["role"]})]
+            )
         return Reply({})
 
     async def on_signal(self, msg: Message) -> Reply:
@@ -297,8 +373,10 @@ class SessionActor(EventSourcedActor):
     async def on_video_start(self, msg: Message) -> Reply:
         caller = self._require(msg.caller, "enp")
         settings = self.ctx.settings
-        reply: dict[str, Any] = {"provider": settings.video_provider,
-                                 "ice_servers": settings.ice_server_list}
+        reply: dict[str, Any] = {
+            "provider": settings.video_provider,
+            "ice_servers": settings.ice_server_list,
+        }
         if self.state["state"] == L.VIDEO_IN_PROGRESS:
             return Reply(reply)  # rejoining the call: same answer, no new event
         self._in_state(L.ENP_ASSIGNED)
@@ -315,17 +393,31 @@ class SessionActor(EventSourcedActor):
         caller = self._require(msg.caller, "enp")
         self._in_state(L.VIDEO_IN_PROGRESS)
         d = msg.data
-        await self._commit_request(msg, [("checks.recorded", {
-            "comprehension_confirmed": d["comprehension_confirmed"],
-            "duress_check_passed": d["duress_check_passed"], "by": caller.user_id})], {})
+        await self._commit_request(
+            msg,
+            [
+                (
+                    "checks.recorded",
+                    {
+                        "comprehension_confirmed": d["comprehension_confirmed"],
+                        "duress_check_passed": d["duress_check_passed"],
+                        "by": caller.user_id,
+                    },
+                )
+            ],
+            {},
+        )
         return Reply({})
 
     def _check_location(self, caller: Caller) -> None:
         loc = self.state["participants"][caller.user_id].get("location") or {}
         country = loc.get("country")
         if country is not None and country.upper() not in self.ctx.settings.allowed_country_set:
-            raise ProtocolError("forbidden", f"parties must be in {self.ctx.settings.allowed_countries}"
-                                f" during the act; your location says {country}")
+            raise ProtocolError(
+                "forbidden",
+                f"parties must be in {self.ctx.settings.allowed_countries}"
+                f" during the act; your location says {country}",
+            )
 
     async def on_act_sign(self, msg: Message) -> Reply:
         caller = self._require(msg.caller, "customer")
@@ -333,8 +425,11 @@ class SessionActor(EventSourcedActor):
         self._in_state(L.VIDEO_IN_PROGRESS)
         if self.state["signed"] is not None:
             raise ProtocolError("conflict", "the act is already signed")
-        await self._commit_request(msg, [("act.signed", {
-            "user_id": caller.user_id, "signature": msg.data["signature"]})], {})
+        await self._commit_request(
+            msg,
+            [("act.signed", {"user_id": caller.user_id, "signature": msg.data["signature"]})],
+            {},
+        )
         return Reply({})
 
     async def on_act_seal(self, msg: Message) -> Reply:
@@ -343,15 +438,27 @@ class SessionActor(EventSourcedActor):
         self._in_state(L.VIDEO_IN_PROGRESS)
         checks = self.state["checks"]
         if not (checks.get("comprehension_confirmed") and checks.get("duress_check_passed")):
-            raise ProtocolError("conflict", "record comprehension and duress checks (both true)"
-                                " before sealing")
+            raise ProtocolError(
+                "conflict", "record comprehension and duress checks (both true) before sealing"
+            )
         if self.state["signed"] is None:
             raise ProtocolError("conflict", "the principal has not signed yet")
         if self.state["sealed"] is not None:
             raise ProtocolError("conflict", "the act is already sealed")
-        await self._commit_request(msg, [("act.sealed", {
-            "user_id": caller.user_id, "signature": msg.data["signature"],
-            "seal": msg.data["seal"]})], {})
+        await self._commit_request(
+            msg,
+            [
+                (
+                    "act.sealed",
+                    {
+                        "user_id": caller.user_id,
+                        "signature": msg.data["signature"],
+                        "seal": msg.data["seal"],
+                    },
+                )
+            ],
+            {},
+        )
         return Reply({})
 
     async def on_video_end(self, msg: Message) -> Reply:
@@ -376,8 +483,9 @@ class SessionActor(EventSourcedActor):
         if self.state["state"] != L.NOTARIZING:
             return
         envelope_id = f"ENF-{self.session_id}"
-        await self.commit([self._move(L.NOTARIZED, "system"),
-                           ("session.notarized", {"envelope_id": envelope_id})])
+        await self.commit(
+            [self._move(L.NOTARIZED, "system"), ("session.notarized", {"envelope_id": envelope_id})]
+        )
         self._after_move()
 
     async def on_session_distribute(self, msg: Message) -> Reply:
@@ -386,10 +494,10 @@ class SessionActor(EventSourcedActor):
         recipients = msg.data["recipients"]
         events = [self._move(L.DISTRIBUTING, caller.user_id, recipients=recipients)]
         if not recipients:
-            events.append(("session.state", {"state": L.COMPLETED, "prev": L.DISTRIBUTING,
-                                             "by": "system"}))
-            logger.info("session %s state %s -> %s", self.session_id, L.DISTRIBUTING,
-                        L.COMPLETED)
+            events.append(
+                ("session.state", {"state": L.COMPLETED, "prev": L.DISTRIBUTING, "by": "system"})
+            )
+            logger.info("session %s state %s -> %s", self.session_id, L.DISTRIBUTING, L.COMPLETED)
         await self._commit_request(msg, events, {})
         self._after_move()
         return Reply({})
@@ -399,7 +507,8 @@ class SessionActor(EventSourcedActor):
         if self.state["state"] not in L.CANCELLABLE:
             raise ProtocolError("conflict", f"cannot cancel in state {self.state['state']}")
         await self._commit_request(
-            msg, [self._move(L.CANCELLED, caller.user_id, reason=msg.data["reason"])], {})
+            msg, [self._move(L.CANCELLED, caller.user_id, reason=msg.data["reason"])], {}
+        )
         self._after_move()
         return Reply({})
 
@@ -416,10 +525,19 @@ class SessionActor(EventSourcedActor):
             raise ProtocolError("conflict", "the session is no longer waiting for a notary")
         amount = round(float(d.get("tariff") or 0.0), 2)
         platform_fee = round(amount * self.ctx.settings.platform_fee_share, 2)
-        stored = await self.commit([self._move(
-            L.ENP_ASSIGNED, d["enp_id"], enp_id=d["enp_id"], offer_id=d["offer_id"],
-            amount=amount, platform_fee=platform_fee,
-            enp_fee=round(amount - platform_fee, 2))])
+        stored = await self.commit(
+            [
+                self._move(
+                    L.ENP_ASSIGNED,
+                    d["enp_id"],
+                    enp_id=d["enp_id"],
+                    offer_id=d["offer_id"],
+                    amount=amount,
+                    platform_fee=platform_fee,
+                    enp_fee=round(amount - platform_fee, 2),
+                )
+            ]
+        )
         self._after_move()
         return {"session_id": self.session_id, "seq": stored[0].seq}
 
@@ -454,8 +572,11 @@ class SessionActor(EventSourcedActor):
                 self._start_grace(uid)
 
     def _start_grace(self, uid: str) -> None:
-        self.set_timer(f"grace:{uid}", self.ctx.settings.reconnect_grace_s,
-                       Message("grace_expired", {"user_id": uid}))
+        self.set_timer(
+            f"grace:{uid}",
+            self.ctx.settings.reconnect_grace_s,
+            Message("grace_expired", {"user_id": uid}),
+        )
 
     async def on_grace_expired(self, msg: Message) -> None:
         uid = msg.data["user_id"]

@@ -57,8 +57,9 @@ class Services:
 SERVICES = web.AppKey("services", Services)
 
 
-def create_app(settings: Settings, dsn: str, jwt_secret: str, *, migrate: bool = True
-               ) -> web.Application:
+def create_app(
+    settings: Settings, dsn: str, jwt_secret: str, *, migrate: bool = True
+) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=P.MAX_FRAME)
     app.router.add_get("/v1/ws", ws_handler)
     app.router.add_routes(routes)
@@ -92,8 +93,10 @@ def create_app(settings: Settings, dsn: str, jwt_secret: str, *, migrate: bool =
         conns = list(services.connections)
         if conns:
             logger.info("closing %d connections (1001)", len(conns))
-        await asyncio.gather(*(c.ws.close(code=P.CLOSE_GOING_AWAY, message=b"server shutting down")
-                               for c in conns), return_exceptions=True)
+        await asyncio.gather(
+            *(c.ws.close(code=P.CLOSE_GOING_AWAY, message=b"server shutting down") for c in conns),
+            return_exceptions=True,
+        )
 
     app.cleanup_ctx.append(resources)
     app.on_shutdown.append(close_sockets)
@@ -105,7 +108,8 @@ async def recover(services: Services) -> None:
     the Matchmaker's queue, request expiry timers, unfinished finalisation."""
     await services.host.ask("matchmaker", Message("presence_list"))
     rows = await services.pool.fetch(
-        "SELECT session_id FROM sessions WHERE state = ANY($1)", list(L.RECOVER_ON_START))
+        "SELECT session_id FROM sessions WHERE state = ANY($1)", list(L.RECOVER_ON_START)
+    )
     for row in rows:
         services.host.tell(f"session:{row['session_id']}", Message("recover"))
     if rows:

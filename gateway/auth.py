@@ -13,8 +13,13 @@ from gateway.protocol import ProtocolError
 
 ROLES: frozenset[str] = frozenset({"customer", "enp", "admin"})
 MAX_IAT_SKEW_S = 60
-OPTIONAL_CLAIMS = ("name", "license_number", "commission_expires", "kyc_session_id",
-                   "face_match_score")
+OPTIONAL_CLAIMS = (
+    "name",
+    "license_number",
+    "commission_expires",
+    "kyc_session_id",
+    "face_match_score",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +34,9 @@ def verify_token(token: str, secret: str) -> Identity:
     """Return the identity a token proves, or raise ProtocolError('unauthorized')."""
     try:
         claims = jwt.decode(
-            token, secret, algorithms=["HS256"],
+            token,
+            secret,
+            algorithms=["HS256"],
             options={"require": ["sub", "type", "kyc_verified", "exp", "iat"]},
             leeway=0,
         )
@@ -52,12 +59,12 @@ def verify_token(token: str, secret: str) -> Identity:
     return Identity(sub, cast(Role, role), kyc, extra)
 
 
-def mint_token(secret: str, sub: str, role: str, *, kyc: bool = False, ttl_s: int = 3600,
-               **claims: Any) -> str:
+def mint_token(
+    secret: str, sub: str, role: str, *, kyc: bool = False, ttl_s: int = 3600, **claims: Any
+) -> str:
     """A token for tests and for trying the server out (`run.py token`)."""
     now = int(time.time())
-    body = {"sub": sub, "type": role, "kyc_verified": kyc, "iat": now, "exp": now + ttl_s,
-            **claims}
+    body = {"sub": sub, "type": role, "kyc_verified": kyc, "iat": now, "exp": now + ttl_s, **claims}
     return jwt.encode(body, secret, algorithm="HS256")
 
 

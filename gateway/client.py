@@ -1,8 +1,8 @@
 """A small async client for the wire contract (tests, benchmarks, trying it out).
 
-    async with EnfClient(url, token) as c:
-        reply = await c.call("session.request", {...})
-        event = await c.expect("session.state", state="ENP_ASSIGNED")
+async with EnfClient(url, token) as c:
+    reply = await c.call("session.request", {...})
+    event = await c.expect("session.state", state="ENP_ASSIGNED")
 """
 
 from __future__ import annotations
@@ -26,8 +26,15 @@ class RequestFailed(Exception):
 
 
 class EnfClient:
-    def __init__(self, url: str, token: str | None, *, codec: str = "json",
-                 hello: bool = False, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        *,
+        codec: str = "json",
+        hello: bool = False,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
         self.url = url
         self.token = token
         self.codec: Codec = MsgpackCodec() if codec == "msgpack" else JsonCodec()
@@ -61,13 +68,12 @@ class EnfClient:
         if self.token and not self.use_hello:
             headers["Authorization"] = f"Bearer {self.token}"
         self.ws = await self._session.ws_connect(
-            self.url, protocols=(self.codec.name,), headers=headers, autoping=True,
-            max_msg_size=0)
+            self.url, protocols=(self.codec.name,), headers=headers, autoping=True, max_msg_size=0
+        )
         self._reader = asyncio.create_task(self._read())
         if self.use_hello:
             await self.send_raw({"type": "hello", "data": {"token": self.token}})
-        welcome = await self.wait(lambda: self.welcome is not None or self.closed.is_set(),
-                                  timeout)
+        welcome = await self.wait(lambda: self.welcome is not None or self.closed.is_set(), timeout)
         if self.welcome is None:
             raise ConnectionError(f"closed before welcome (code {self.close_code})")
         del welcome
@@ -118,8 +124,14 @@ class EnfClient:
         else:
             await self.ws.send_str(data)
 
-    async def request(self, type_: str, data: dict[str, Any] | None = None, *,
-                      id: Any = None, timeout: float = 10.0) -> dict[str, Any]:
+    async def request(
+        self,
+        type_: str,
+        data: dict[str, Any] | None = None,
+        *,
+        id: Any = None,
+        timeout: float = 10.0,
+    ) -> dict[str, Any]:
         """Send a request and return its reply (ok or not)."""
         rid = id if id is not None else f"c{next(self._ids)}"
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -128,8 +140,9 @@ class EnfClient:
         async with asyncio.timeout(timeout):
             return await fut
 
-    async def call(self, type_: str, data: dict[str, Any] | None = None, **kw: Any
-                   ) -> dict[str, Any]:
+    async def call(
+        self, type_: str, data: dict[str, Any] | None = None, **kw: Any
+    ) -> dict[str, Any]:
         """Send a request; return its data, or raise RequestFailed."""
         reply = await self.request(type_, data, **kw)
         if not reply.get("ok"):
@@ -137,8 +150,14 @@ class EnfClient:
         result: dict[str, Any] = reply["data"]
         return result
 
-    async def expect(self, name: str | None = None, *, topic: str | None = None,
-                     timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+    async def expect(
+        self,
+        name: str | None = None,
+        *,
+        topic: str | None = None,
+        timeout: float = 10.0,
+        **match: Any,
+    ) -> dict[str, Any]:
         """Take the first event not yet taken with this name/topic and data fields."""
 
         def find() -> dict[str, Any] | None:
@@ -155,8 +174,10 @@ class EnfClient:
         try:
             found: dict[str, Any] = await self.wait(find, timeout)
         except TimeoutError:
-            raise TimeoutError(f"no event {name} {match} within {timeout}s; "
-                               f"got {[e.get('name') for e in self._inbox]}") from None
+            raise TimeoutError(
+                f"no event {name} {match} within {timeout}s; "
+                f"got {[e.get('name') for e in self._inbox]}"
+            ) from None
         return found
 
     def drop_inbox(self) -> None:

@@ -74,9 +74,11 @@ class RateLimiter:
                 self.window.append(0)
             self.second, self.count = sec, 0
         self.count += 1
-        flooding = (len(self.window) == self.window.maxlen
-                    and all(c >= 10 * self.rate for c in self.window)
-                    and self.count >= 10 * self.rate)
+        flooding = (
+            len(self.window) == self.window.maxlen
+            and all(c >= 10 * self.rate for c in self.window)
+            and self.count >= 10 * self.rate
+        )
         if self.tokens >= 1:
             self.tokens -= 1
             return True, flooding
@@ -84,8 +86,14 @@ class RateLimiter:
 
 
 class Connection:
-    def __init__(self, ws: web.WebSocketResponse, ident: Identity, codec: Codec,
-                 services: Services, remote: str | None) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        ident: Identity,
+        codec: Codec,
+        services: Services,
+        remote: str | None,
+    ) -> None:
         self.id = uuid.uuid4().hex
         self.ws = ws
         self.ident = ident
@@ -100,8 +108,9 @@ class Connection:
         self._limiter = RateLimiter(services.settings.rate_limit)
         self._writer: asyncio.Task[None] | None = None
         self.closing = False
-        self.log = logging.LoggerAdapter(logger, {"connection_id": self.id,
-                                                  "user_id": ident.user_id})
+        self.log = logging.LoggerAdapter(
+            logger, {"connection_id": self.id, "user_id": ident.user_id}
+        )
 
     # -- output --------------------------------------------------------------
 
@@ -112,10 +121,13 @@ class Connection:
         try:
             while True:
                 frame = await self._out.get()
-                if isinstance(frame, bytes):
-                    await self.ws.send_bytes(frame)
-                else:
-                    await self.ws.send_str(frame)
+                try:
+                    if isinstance(frame, bytes):
+                        await self.ws.send_bytes(frame)
+                    else:
+                        await self.ws.send_str(frame)
+                finally:
+                    self._out.task_done()
         except (ConnectionError, RuntimeError):
             pass  # the socket went away; the read loop notices too
 
@@ -142,9 +154,8 @@ class Connection:
 
     async def drain(self, timeout: float = 2.0) -> None:
         """Wait (briefly) until queued frames are written."""
-        deadline = time.monotonic() + timeout
-        while not self._out.empty() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._out.join(), timeout)
 
     # -- bus subscriber --------------------------------------------------------
 
@@ -219,8 +230,7 @@ class Connection:
         f.paused += 1
         return created
 
-    async def _resume(self, topic: str, after: int | None, head: int | None,
-                      created: bool) -> None:
+    async def _resume(self, topic: str, after: int | None, head: int | None, created: bool) -> None:
         """Release a pause. With `after`, (re)position the follow there: events
         after it are sent, from the journal unless `head` says none are missing."""
         f = self.follows.get(topic)
@@ -262,8 +272,12 @@ class Connection:
             self._refuse(None, "bad_request", "a frame must be an object")
             return
         rid = msg.get("id")
-        if rid is None or not isinstance(rid, str | int) or isinstance(rid, bool) or (
-                isinstance(rid, str) and not 0 < len(rid) <= 128):
+        if (
+            rid is None
+            or not isinstance(rid, str | int)
+            or isinstance(rid, bool)
+            or (isinstance(rid, str) and not 0 < len(rid) <= 128)
+        ):
             self._refuse(None, "bad_request", "a request needs an id (string or integer)")
             return
         kind = msg.get("type")
@@ -290,20 +304,28 @@ class Connection:
         self.log.info("refused %s: %s %s", kind or "frame", code, message)
         self.send(P.reply_error(rid, code, message))
 
-    async def _request(self, rid: Any, kind: str, msg_kind: str, data: dict[str, Any],
-                       actor: str) -> None:
+    async def _request(
+        self, rid: Any, kind: str, msg_kind: str, data: dict[str, Any], actor: str
+    ) -> None:
         lock = self._locks.setdefault(actor, asyncio.Lock())
         async with lock:
             # The topic this request may start following is subscribed before the
             # ask, so nothing published while it runs is missed.
-            pre = {"session.join": actor, "session.request": actor,
-                   "presence.online": actor}.get(kind)
+            pre = {"session.join": actor, "session.request": actor, "presence.online": actor}.get(
+                kind
+            )
             paused = [t for t in {actor, pre} if t and (t == pre or t in self.follows)]
             created = {t: self._pause(t, create=t == pre) for t in paused}
             if kind == "presence.subscribe":
                 self.services.bus.subscribe(PRESENCE_TOPIC, self)
-            caller = Caller(self.ident.user_id, self.ident.role, self.id, str(rid),
-                            self.ident.kyc_verified, self.ident.claims)
+            caller = Caller(
+                self.ident.user_id,
+                self.ident.role,
+                self.id,
+                str(rid),
+                self.ident.kyc_verified,
+                self.ident.claims,
+            )
             reply: Reply | None = None
             try:
                 result = await self.services.host.ask(actor, Message(msg_kind, data, caller))
@@ -342,12 +364,13 @@ class Connection:
             self.unfollow(topic)
         self.services.bus.unsubscribe(PRESENCE_TOPIC, self)
         for actor in self.tracked:
-            self.services.host.tell(actor, Message("conn_closed", {
-                "connection_id": self.id, "user_id": self.ident.user_id}))
+            self.services.host.tell(
+                actor,
+                Message("conn_closed", {"connection_id": self.id, "user_id": self.ident.user_id}),
+            )
         for task in list(self._tasks):
             task.cancel()
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
-

@@ -27,8 +27,9 @@ routes = web.RouteTableDef()
 
 
 def error_response(code: P.ErrorCode, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}},
-                             status=P.HTTP_STATUS[code])
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=P.HTTP_STATUS[code]
+    )
 
 
 def _services(request: web.Request) -> Services:
@@ -85,10 +86,11 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         return error_response(exc.code, exc.message)
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.content_type != "application/json":
-            code: P.ErrorCode = {404: "not_found", 405: "bad_request", 413: "too_large"}.get(
-                exc.status, "bad_request")
-            return web.json_response({"error": {"code": code, "message": exc.reason}},
-                                     status=exc.status)
+            codes: dict[int, P.ErrorCode] = {404: "not_found", 413: "too_large"}
+            code: P.ErrorCode = codes.get(exc.status, "bad_request")
+            return web.json_response(
+                {"error": {"code": code, "message": exc.reason}}, status=exc.status
+            )
         raise
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise
@@ -158,7 +160,10 @@ async def put_notary(request: web.Request) -> web.Response:
     services = _services(request)
     await services.pool.execute(
         "INSERT INTO notaries (notary_id, profile) VALUES ($1, $2) ON CONFLICT (notary_id)"
-        " DO UPDATE SET profile = $2, updated_at = now()", notary_id, profile)
+        " DO UPDATE SET profile = $2, updated_at = now()",
+        notary_id,
+        profile,
+    )
     services.host.tell(f"notary:{notary_id}", Message("profile_updated"))
     logger.info("notary profile %s updated", notary_id)
     return web.json_response({"notary_id": notary_id, "profile": profile})
@@ -174,7 +179,10 @@ async def put_favorites(request: web.Request) -> web.Response:
     ids = list(dict.fromkeys(body.notary_ids))
     await _services(request).pool.execute(
         "INSERT INTO favorites (customer_id, notary_ids) VALUES ($1, $2) ON CONFLICT"
-        " (customer_id) DO UPDATE SET notary_ids = $2, updated_at = now()", customer_id, ids)
+        " (customer_id) DO UPDATE SET notary_ids = $2, updated_at = now()",
+        customer_id,
+        ids,
+    )
     return web.json_response({"customer_id": customer_id, "notary_ids": ids})
 
 
@@ -194,10 +202,14 @@ async def list_sessions(request: web.Request) -> web.Response:
     pool = _services(request).pool
     if state is None:
         rows = await pool.fetch(
-            "SELECT snapshot FROM sessions ORDER BY created_at DESC LIMIT $1", limit)
+            "SELECT snapshot FROM sessions ORDER BY created_at DESC LIMIT $1", limit
+        )
     else:
-        rows = await pool.fetch("SELECT snapshot FROM sessions WHERE state = $1"
-                                " ORDER BY created_at DESC LIMIT $2", state, limit)
+        rows = await pool.fetch(
+            "SELECT snapshot FROM sessions WHERE state = $1 ORDER BY created_at DESC LIMIT $2",
+            state,
+            limit,
+        )
     return web.json_response({"sessions": [r["snapshot"] for r in rows]})
 
 
@@ -205,10 +217,10 @@ async def list_sessions(request: web.Request) -> web.Response:
 async def get_session(request: web.Request) -> web.Response:
     ident = _identity(request)
     session_id = _session_id(request)
-    caller = Caller(ident.user_id, ident.role, kyc_verified=ident.kyc_verified,
-                    claims=ident.claims)
-    snap = await _services(request).host.ask(f"session:{session_id}",
-                                             Message("snapshot", {}, caller))
+    caller = Caller(ident.user_id, ident.role, kyc_verified=ident.kyc_verified, claims=ident.claims)
+    snap = await _services(request).host.ask(
+        f"session:{session_id}", Message("snapshot", {}, caller)
+    )
     return web.json_response(snap)
 
 
@@ -218,11 +230,18 @@ async def get_journal(request: web.Request) -> web.Response:
     session_id = _session_id(request)
     services = _services(request)
     row = await services.pool.fetchrow(
-        "SELECT customer_id, enp_id FROM sessions WHERE session_id = $1", session_id)
-    if row is None or (ident.role != "admin" and ident.user_id not in (
+        "SELECT customer_id, enp_id FROM sessions WHERE session_id = $1", session_id
+    )
+    if row is None or (
+        ident.role != "admin"
+        and ident.user_id
+        not in (
             row["customer_id"] if ident.role == "customer" else None,
-            row["enp_id"] if ident.role == "enp" else None)):
+            row["enp_id"] if ident.role == "enp" else None,
+        )
+    ):
         raise P.ProtocolError("not_found", "no such session")
     events = await services.journal.read(f"session:{session_id}")
-    return web.json_response({"session_id": session_id,
-                              "events": [e.with_hashes() for e in events]})
+    return web.json_response(
+        {"session_id": session_id, "events": [e.with_hashes() for e in events]}
+    )

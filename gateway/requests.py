@@ -36,8 +36,9 @@ def _no_nul(v: str) -> str:
 
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=512), AfterValidator(_no_nul)]
-LongText = Annotated[str, StringConstraints(min_length=1, max_length=32_768),
-                     AfterValidator(_no_nul)]
+LongText = Annotated[
+    str, StringConstraints(min_length=1, max_length=32_768), AfterValidator(_no_nul)
+]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
 Seq = Annotated[int, Field(ge=0)]
 
@@ -89,8 +90,9 @@ class Principal(Model):
 
 
 class SessionRequest(Model):
-    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=128),
-                               AfterValidator(_no_nul)]
+    idempotency_key: Annotated[
+        str, StringConstraints(min_length=1, max_length=128), AfterValidator(_no_nul)
+    ]
     document: Document
     principal: Principal | None = None
     price_preference: float | None = Field(default=None, ge=0)
@@ -119,8 +121,8 @@ class SessionJoin(SessionRef):
 
 class IceCandidate(Model):
     candidate: Annotated[str, StringConstraints(max_length=4096), AfterValidator(_no_nul)]
-    sdpMid: Annotated[str, StringConstraints(max_length=64)] | None = None  # noqa: N815
-    sdpMLineIndex: Annotated[int, Field(ge=0, le=1024)] | None = None  # noqa: N815
+    sdpMid: Annotated[str, StringConstraints(max_length=64)] | None = None
+    sdpMLineIndex: Annotated[int, Field(ge=0, le=1024)] | None = None
 
 
 _SDP_LINE = re.compile(r"^v=0\r?\n")

@@ -57,18 +57,27 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     services.connections.add(conn)
     conn.start()
     conn.log.info("connected as %s (%s, %s)", ident.user_id, ident.role, codec.name)
-    conn.send({"type": "welcome", "data": {
-        "user_id": ident.user_id, "role": ident.role, "connection_id": conn.id,
-        "heartbeat_s": services.settings.heartbeat_s}})
+    conn.send(
+        {
+            "type": "welcome",
+            "data": {
+                "user_id": ident.user_id,
+                "role": ident.role,
+                "connection_id": conn.id,
+                "heartbeat_s": services.settings.heartbeat_s,
+            },
+        }
+    )
     try:
         async for msg in ws:
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 if (msg.type == WSMsgType.BINARY) != codec.binary:
                     conn.log.info("protocol violation: wrong frame type for %s", codec.name)
-                    await ws.close(code=P.CLOSE_PROTOCOL,
-                                   message=f"{codec.name} uses "
-                                           f"{'binary' if codec.binary else 'text'} frames"
-                                   .encode())
+                    await ws.close(
+                        code=P.CLOSE_PROTOCOL,
+                        message=f"{codec.name} uses "
+                        f"{'binary' if codec.binary else 'text'} frames".encode(),
+                    )
                     break
                 if _too_big(msg.data):
                     await ws.close(code=P.CLOSE_TOO_BIG, message=b"frame over 65536 bytes")
@@ -86,8 +95,9 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _hello(ws: web.WebSocketResponse, codec: Codec, secret: str, remote: str | None
-                 ) -> Identity | None:
+async def _hello(
+    ws: web.WebSocketResponse, codec: Codec, secret: str, remote: str | None
+) -> Identity | None:
     try:
         msg = await ws.receive(timeout=P.HELLO_TIMEOUT_S)
     except TimeoutError:

@@ -24,6 +24,6 @@ def start_embedded_postgres(data_dir: Path) -> tuple[str, Any]:
     pgdata = (data_dir / "pg").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     logger.info("starting embedded postgres", extra={"pgdata": str(pgdata)})
-    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    server = pgserver.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
     uri: str = server.get_uri()
     return uri, server

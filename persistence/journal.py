@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,8 +49,14 @@ def chain_hash(
 ) -> str:
     """hash = sha256(prev_hash || canonical row) — ARCHITECTURE.md, Durability."""
     row = canonical_json(
-        {"actor_id": actor_id, "seq": seq, "name": name, "data": data, "at": at,
-         "prev_hash": prev_hash}
+        {
+            "actor_id": actor_id,
+            "seq": seq,
+            "name": name,
+            "data": data,
+            "at": at,
+            "prev_hash": prev_hash,
+        }
     )
     return hashlib.sha256((prev_hash + row).encode()).hexdigest()
 
@@ -70,17 +75,36 @@ class StoredEvent:
     def make(
         cls, actor_id: str, seq: int, name: str, data: dict[str, Any], at: str, prev_hash: str
     ) -> StoredEvent:
-        return cls(actor_id, seq, name, data, at, prev_hash,
-                   chain_hash(prev_hash, actor_id, seq, name, data, at))
+        return cls(
+            actor_id,
+            seq,
+            name,
+            data,
+            at,
+            prev_hash,
+            chain_hash(prev_hash, actor_id, seq, name, data, at),
+        )
 
     def wire(self) -> dict[str, Any]:
         """The event as clients see it (PROTOCOL §3); the topic is the actor id."""
-        return {"type": "event", "topic": self.actor_id, "seq": self.seq, "name": self.name,
-                "data": self.data, "at": self.at}
+        return {
+            "type": "event",
+            "topic": self.actor_id,
+            "seq": self.seq,
+            "name": self.name,
+            "data": self.data,
+            "at": self.at,
+        }
 
     def with_hashes(self) -> dict[str, Any]:
-        return {"seq": self.seq, "name": self.name, "data": self.data, "at": self.at,
-                "prev_hash": self.prev_hash, "hash": self.hash}
+        return {
+            "seq": self.seq,
+            "name": self.name,
+            "data": self.data,
+            "at": self.at,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +162,9 @@ class Journal:
             self._tasks.append(asyncio.create_task(self._writer(), name=f"journal-writer-{i}"))
 
     async def stop(self) -> None:
-        """Let queued appends commit, then stop the writers."""
-        deadline = time.monotonic() + 5
-        while not self._queue.empty() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        """Let queued appends commit (up to 5 s), then stop the writers."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), 5)
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -166,6 +189,8 @@ class Journal:
                 batch.append(self._queue.get_nowait())
             try:
                 await self._commit_batch(batch)
+                for _ in batch:
+                    self._queue.task_done()
             except asyncio.CancelledError:
                 for a in batch:
                     _settle(a, Unavailable("server shutting down"))
@@ -174,6 +199,7 @@ class Journal:
                 logger.exception("journal writer failed")
                 for a in batch:
                     _settle(a, Unavailable("journal error"))
+                    self._queue.task_done()
 
     async def _commit_batch(self, batch: list[Append]) -> None:
         try:
@@ -212,9 +238,12 @@ class Journal:
                     "INSERT INTO journal (actor_id, seq, name, data, at, prev_hash, hash)"
                     " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[],"
                     " $4::jsonb[], $5::timestamptz[], $6::text[], $7::text[])",
-                    [e.actor_id for e in events], [e.seq for e in events],
-                    [e.name for e in events], [e.data for e in events],
-                    [parse_iso(e.at) for e in events], [e.prev_hash for e in events],
+                    [e.actor_id for e in events],
+                    [e.seq for e in events],
+                    [e.name for e in events],
+                    [e.data for e in events],
+                    [parse_iso(e.at) for e in events],
+                    [e.prev_hash for e in events],
                     [e.hash for e in events],
                 )
             for sql, rows in statements.items():
@@ -226,8 +255,10 @@ class Journal:
                     " $5::jsonb[]) ON CONFLICT (actor_id, user_id, request_id) DO UPDATE"
                     " SET fingerprint = EXCLUDED.fingerprint, reply = EXCLUDED.reply,"
                     " created_at = now()",
-                    [a for a, _ in idem], [r.user_id for _, r in idem],
-                    [r.request_id for _, r in idem], [r.fingerprint for _, r in idem],
+                    [a for a, _ in idem],
+                    [r.user_id for _, r in idem],
+                    [r.request_id for _, r in idem],
+                    [r.fingerprint for _, r in idem],
                     [r.reply for _, r in idem],
                 )
             if snaps:
@@ -236,15 +267,20 @@ class Journal:
                     " SELECT * FROM unnest($1::text[], $2::bigint[], $3::jsonb[])"
                     " ON CONFLICT (actor_id) DO UPDATE SET seq = EXCLUDED.seq,"
                     " state = EXCLUDED.state, at = now() WHERE snapshots.seq <= EXCLUDED.seq",
-                    [a for a, _ in snaps], [s[0] for _, s in snaps if s], [s[1] for _, s in snaps if s],
+                    [a for a, _ in snaps],
+                    [s[0] for _, s in snaps if s],
+                    [s[1] for _, s in snaps if s],
                 )
 
     # -- reads ------------------------------------------------------------------
 
-    async def read(self, actor_id: str, after_seq: int = 0, limit: int | None = None
-                   ) -> list[StoredEvent]:
-        sql = ("SELECT seq, name, data, at, prev_hash, hash FROM journal"
-               " WHERE actor_id = $1 AND seq > $2 ORDER BY seq")
+    async def read(
+        self, actor_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[StoredEvent]:
+        sql = (
+            "SELECT seq, name, data, at, prev_hash, hash FROM journal"
+            " WHERE actor_id = $1 AND seq > $2 ORDER BY seq"
+        )
         args: list[Any] = [actor_id, after_seq]
         if limit is not None:
             sql += " LIMIT $3"
@@ -257,21 +293,24 @@ class Journal:
 
     async def load_snapshot(self, actor_id: str) -> tuple[int, dict[str, Any]] | None:
         row = await self._pool.fetchrow(
-            "SELECT seq, state FROM snapshots WHERE actor_id = $1", actor_id)
+            "SELECT seq, state FROM snapshots WHERE actor_id = $1", actor_id
+        )
         return None if row is None else (row["seq"], row["state"])
 
     async def load_idempotency(self, actor_id: str) -> list[IdempotencyRecord]:
         rows = await self._pool.fetch(
             "SELECT user_id, request_id, fingerprint, reply FROM idempotency WHERE actor_id = $1",
-            actor_id)
-        return [IdempotencyRecord(r["user_id"], r["request_id"], r["fingerprint"], r["reply"])
-                for r in rows]
+            actor_id,
+        )
+        return [
+            IdempotencyRecord(r["user_id"], r["request_id"], r["fingerprint"], r["reply"])
+            for r in rows
+        ]
 
 
 def _row_event(actor_id: str, r: asyncpg.Record) -> StoredEvent:
     at: datetime = r["at"]
-    return StoredEvent(actor_id, r["seq"], r["name"], r["data"], iso(at), r["prev_hash"],
-                       r["hash"])
+    return StoredEvent(actor_id, r["seq"], r["name"], r["data"], iso(at), r["prev_hash"], r["hash"])
 
 
 def _classify(exc: asyncpg.PostgresError, actor_id: str) -> Exception:

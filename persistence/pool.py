@@ -26,4 +26,4 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
         init=_init_connection,
         command_timeout=30,
     )
-    return pool  # type: ignore[no-any-return]
+    return pool

@@ -85,9 +85,15 @@ async def database(pg_admin_dsn: str) -> AsyncIterator[str]:
 
 def make_settings(tmp: Path, **overrides: Any) -> Settings:
     base: dict[str, Any] = {
-        "host": "127.0.0.1", "port": 0, "data_dir": tmp, "jwt_secret": JWT_SECRET,
-        "recording": "off", "offer_timeout_s": 30, "request_ttl_s": 900,
-        "reconnect_grace_s": 20, "log_format": "console",
+        "host": "127.0.0.1",
+        "port": 0,
+        "data_dir": tmp,
+        "jwt_secret": JWT_SECRET,
+        "recording": "off",
+        "offer_timeout_s": 30,
+        "request_ttl_s": 900,
+        "reconnect_grace_s": 20,
+        "log_format": "console",
     }
     base.update(overrides)
     return Settings(**base)
@@ -114,8 +120,9 @@ class Harness:
     def token(self, sub: str, role: str, *, kyc: bool = True, **claims: Any) -> str:
         return mint_token(JWT_SECRET, sub, role, kyc=kyc, **claims)
 
-    async def client(self, sub: str, role: str, *, codec: str = "json", kyc: bool = True,
-                     **claims: Any) -> EnfClient:
+    async def client(
+        self, sub: str, role: str, *, codec: str = "json", kyc: bool = True, **claims: Any
+    ) -> EnfClient:
         c = EnfClient(self.ws_url, self.token(sub, role, kyc=kyc, **claims), codec=codec)
         await c.connect()
         self._clients.append(c)
@@ -125,8 +132,9 @@ class Harness:
 
 
 @pytest.fixture
-async def make_server(database: str, tmp_path: Path
-                      ) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
+async def make_server(
+    database: str, tmp_path: Path
+) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
     started: list[Harness] = []
 
     async def start(**overrides: Any) -> Harness:

@@ -13,22 +13,37 @@ ADMIN = "admin-1"
 
 
 def doc(n: int = 1, type_: str = "affidavit") -> dict[str, Any]:
-    return {"id": f"doc-{n}", "sha256": hashlib.sha256(f"document {n}".encode()).hexdigest(),
-            "type": type_, "title": f"Affidavit of loss #{n}"}
+    return {
+        "id": f"doc-{n}",
+        "sha256": hashlib.sha256(f"document {n}".encode()).hexdigest(),
+        "type": type_,
+        "title": f"Affidavit of loss #{n}",
+    }
 
 
 async def put_notary(h: Any, notary_id: str, **profile: Any) -> None:
-    body = {"name": f"Atty. {notary_id}", "license_number": f"LIC-{notary_id}",
-            "commission_expires": "2030-12-31", "rating": 4.0, "tariff": 500.0,
-            "specializations": ["affidavit"], "avg_response_time_s": 30.0, **profile}
-    async with aiohttp.ClientSession() as http, http.put(
-            h.url(f"/v1/notaries/{notary_id}"), json=body,
-            headers={"Authorization": f"Bearer {h.token(ADMIN, 'admin')}"}) as resp:
+    body = {
+        "name": f"Atty. {notary_id}",
+        "license_number": f"LIC-{notary_id}",
+        "commission_expires": "2030-12-31",
+        "rating": 4.0,
+        "tariff": 500.0,
+        "specializations": ["affidavit"],
+        "avg_response_time_s": 30.0,
+        **profile,
+    }
+    async with (
+        aiohttp.ClientSession() as http,
+        http.put(
+            h.url(f"/v1/notaries/{notary_id}"),
+            json=body,
+            headers={"Authorization": f"Bearer {h.token(ADMIN, 'admin')}"},
+        ) as resp,
+    ):
         assert resp.status == 200, await resp.text()
 
 
-async def online_notary(h: Any, notary_id: str, codec: str = "json", **profile: Any
-                        ) -> EnfClient:
+async def online_notary(h: Any, notary_id: str, codec: str = "json", **profile: Any) -> EnfClient:
     await put_notary(h, notary_id, **profile)
     n = await h.client(notary_id, "enp", codec=codec)
     assert (await n.call("presence.online"))["status"] == "available"
@@ -46,19 +61,29 @@ def assert_gapless(events: list[dict[str, Any]], first: int = 1) -> None:
 
 async def run_video_to_completion(customer: EnfClient, notary: EnfClient, sid: str) -> None:
     """From ENP_ASSIGNED (both connected) to COMPLETED."""
-    await customer.call("session.join", {
-        "session_id": sid, "consent": {"recording": True, "privacy": True},
-        "location": {"lat": 14.5995, "lng": 120.9842, "country": "PH"}})
-    await notary.call("session.join", {
-        "session_id": sid, "location": {"lat": 14.55, "lng": 121.02, "country": "PH"}})
+    await customer.call(
+        "session.join",
+        {
+            "session_id": sid,
+            "consent": {"recording": True, "privacy": True},
+            "location": {"lat": 14.5995, "lng": 120.9842, "country": "PH"},
+        },
+    )
+    await notary.call(
+        "session.join",
+        {"session_id": sid, "location": {"lat": 14.55, "lng": 121.02, "country": "PH"}},
+    )
     video = await notary.call("video.start", {"session_id": sid})
     assert video["provider"] == "webrtc"
     await customer.expect("session.state", state="VIDEO_IN_PROGRESS")
-    await notary.call("checks.record", {"session_id": sid, "comprehension_confirmed": True,
-                                        "duress_check_passed": True})
+    await notary.call(
+        "checks.record",
+        {"session_id": sid, "comprehension_confirmed": True, "duress_check_passed": True},
+    )
     await customer.call("act.sign", {"session_id": sid, "signature": "c2lnbmF0dXJl"})
-    await notary.call("act.seal", {"session_id": sid, "signature": "ZW5wLXNpZw==",
-                                   "seal": "c2VhbA=="})
+    await notary.call(
+        "act.seal", {"session_id": sid, "signature": "ZW5wLXNpZw==", "seal": "c2VhbA=="}
+    )
     await notary.call("video.end", {"session_id": sid})
     await notary.call("session.notarize", {"session_id": sid})
     notarized = await customer.expect("session.notarized")

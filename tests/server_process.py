@@ -29,16 +29,24 @@ class ServerProcess:
     async def start(self, timeout: float = 60.0) -> str:
         log = self.log_path.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(ROOT / "run.py"), *self.args, cwd=str(ROOT), env=self.env,
-            stdout=asyncio.subprocess.PIPE, stderr=log)
+            sys.executable,
+            str(ROOT / "run.py"),
+            *self.args,
+            cwd=str(ROOT),
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+        )
         log.close()
         assert self.proc.stdout is not None
         async with asyncio.timeout(timeout):
             while True:
                 line = await self.proc.stdout.readline()
                 if not line:
-                    raise RuntimeError(f"server exited ({await self.proc.wait()}): "
-                                       f"{self.log_path.read_text()[-3000:]}")
+                    raise RuntimeError(
+                        f"server exited ({await self.proc.wait()}): "
+                        f"{self.log_path.read_text()[-3000:]}"
+                    )
                 match = LISTENING.search(line.decode())
                 if match:
                     self.base_url = match.group(1)

@@ -25,8 +25,9 @@ async def _still_serving(server) -> None:
 async def _open_session(server):
     notary = await online_notary(server, "n1")
     customer = await server.client("c1", "customer")
-    sid = (await customer.call("session.request", {"idempotency_key": "k", "document": doc()})
-           )["session_id"]
+    sid = (await customer.call("session.request", {"idempotency_key": "k", "document": doc()}))[
+        "session_id"
+    ]
     offer = await notary.expect("offer")
     await notary.call("offer.accept", {"offer_id": offer["data"]["offer_id"]})
     return customer, notary, sid
@@ -38,30 +39,38 @@ async def test_frames_it_cannot_read(server, caplog):
     for raw in ("{not json", "[1,2,3]", '"text"', "NaN", '{"type":"ping"}'):
         await c.ws.send_str(raw)
     replies = await c.wait(lambda: len(c.orphan_replies) >= 5 and c.orphan_replies)
-    assert all(r["re"] is None and r["ok"] is False and r["error"]["code"] == "bad_request"
-               for r in replies)
+    assert all(
+        r["re"] is None and r["ok"] is False and r["error"]["code"] == "bad_request"
+        for r in replies
+    )
     assert not c.closed.is_set()
     assert "refused frame: bad_request" in caplog.text
 
 
-@pytest.mark.parametrize(("type_", "data", "code"), [
-    ("no.such.type", {}, "bad_request"),
-    ("_private", {}, "bad_request"),
-    ("session.request", {"document": doc()}, "bad_request"),             # missing key
-    ("session.request", {"idempotency_key": 5, "document": doc()}, "bad_request"),  # mistyped
-    ("session.request", {"idempotency_key": "k", "document": {**doc(), "sha256": "zz"}},
-     "bad_request"),
-    ("session.request", {"idempotency_key": "k\x00", "document": doc()}, "bad_request"),
-    ("session.join", {"session_id": "abc", "since_seq": -1}, "bad_request"),
-    ("session.join", {"session_id": 12}, "bad_request"),
-    ("notaries.available", {"location": {"lat": 200, "lng": 0}}, "bad_request"),
-    ("session.request", "not an object", "bad_request"),
-    ("presence.online", {}, "forbidden"),                 # a customer doing a notary's step
-    ("offer.accept", {"offer_id": "x"}, "forbidden"),
-    ("video.start", {"session_id": "00000000-0000-0000-0000-000000000000"}, "forbidden"),
-    ("session.join", {"session_id": "00000000-0000-0000-0000-000000000000"}, "not_found"),
-    ("session.join", {"session_id": "not-a-uuid"}, "not_found"),
-])
+@pytest.mark.parametrize(
+    ("type_", "data", "code"),
+    [
+        ("no.such.type", {}, "bad_request"),
+        ("_private", {}, "bad_request"),
+        ("session.request", {"document": doc()}, "bad_request"),  # missing key
+        ("session.request", {"idempotency_key": 5, "document": doc()}, "bad_request"),  # mistyped
+        (
+            "session.request",
+            {"idempotency_key": "k", "document": {**doc(), "sha256": "zz"}},
+            "bad_request",
+        ),
+        ("session.request", {"idempotency_key": "k\x00", "document": doc()}, "bad_request"),
+        ("session.join", {"session_id": "abc", "since_seq": -1}, "bad_request"),
+        ("session.join", {"session_id": 12}, "bad_request"),
+        ("notaries.available", {"location": {"lat": 200, "lng": 0}}, "bad_request"),
+        ("session.request", "not an object", "bad_request"),
+        ("presence.online", {}, "forbidden"),  # a customer doing a notary's step
+        ("offer.accept", {"offer_id": "x"}, "forbidden"),
+        ("video.start", {"session_id": "00000000-0000-0000-0000-000000000000"}, "forbidden"),
+        ("session.join", {"session_id": "00000000-0000-0000-0000-000000000000"}, "not_found"),
+        ("session.join", {"session_id": "not-a-uuid"}, "not_found"),
+    ],
+)
 async def test_request_errors(server, type_, data, code):
     c = await server.client("c1", "customer")
     reply = await c.request(type_, data)
@@ -87,17 +96,25 @@ async def test_wrong_roles_and_someone_elses_session(server):
     stranger = await server.client("c-stranger", "customer")
     other_enp = await server.client("n-stranger", "enp")
     for who, kind, data in (
-            (stranger, "session.join", {"session_id": sid}),
-            (stranger, "session.cancel", {"session_id": sid, "reason": "mine now"}),
-            (stranger, "act.sign", {"session_id": sid, "signature": "x"}),
-            (other_enp, "video.start", {"session_id": sid}),
-            (other_enp, "checks.record", {"session_id": sid, "comprehension_confirmed": True,
-                                          "duress_check_passed": True})):
+        (stranger, "session.join", {"session_id": sid}),
+        (stranger, "session.cancel", {"session_id": sid, "reason": "mine now"}),
+        (stranger, "act.sign", {"session_id": sid, "signature": "x"}),
+        (other_enp, "video.start", {"session_id": sid}),
+        (
+            other_enp,
+            "checks.record",
+            {"session_id": sid, "comprehension_confirmed": True, "duress_check_passed": True},
+        ),
+    ):
         r = await who.request(kind, data)
         assert r["error"]["code"] == "not_found", (kind, r)
-    async with aiohttp.ClientSession() as http, http.get(
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
             server.url(f"/v1/sessions/{sid}"),
-            headers={"Authorization": f"Bearer {server.token('c-stranger', 'customer')}"}) as resp:
+            headers={"Authorization": f"Bearer {server.token('c-stranger', 'customer')}"},
+        ) as resp,
+    ):
         assert resp.status == 404
         assert (await resp.json())["error"]["code"] == "not_found"
     # Nothing leaked into the stranger's stream.
@@ -107,11 +124,12 @@ async def test_wrong_roles_and_someone_elses_session(server):
 async def test_steps_in_the_wrong_state(server):
     customer, notary, sid = await _open_session(server)
     for who, kind, data in (
-            (customer, "act.sign", {"session_id": sid, "signature": "x"}),
-            (notary, "video.end", {"session_id": sid}),
-            (notary, "session.notarize", {"session_id": sid}),
-            (customer, "session.distribute", {"session_id": sid, "recipients": []}),
-            (notary, "video.start", {"session_id": sid})):   # nobody joined yet
+        (customer, "act.sign", {"session_id": sid, "signature": "x"}),
+        (notary, "video.end", {"session_id": sid}),
+        (notary, "session.notarize", {"session_id": sid}),
+        (customer, "session.distribute", {"session_id": sid, "recipients": []}),
+        (notary, "video.start", {"session_id": sid}),
+    ):  # nobody joined yet
         r = await who.request(kind, data)
         assert r["error"]["code"] == "conflict", (kind, r)
     await customer.call("session.join", {"session_id": sid, "consent": {"recording": True}})
@@ -120,8 +138,9 @@ async def test_steps_in_the_wrong_state(server):
     r = await notary.request("act.seal", {"session_id": sid, "signature": "x", "seal": "y"})
     assert r["error"]["code"] == "conflict"  # no checks, no signature yet
     # Signing outside the allowed countries.
-    await customer.call("session.join", {"session_id": sid,
-                                         "location": {"lat": 1.3, "lng": 103.8, "country": "SG"}})
+    await customer.call(
+        "session.join", {"session_id": sid, "location": {"lat": 1.3, "lng": 103.8, "country": "SG"}}
+    )
     r = await customer.request("act.sign", {"session_id": sid, "signature": "x"})
     assert r["error"]["code"] == "forbidden"
 
@@ -132,8 +151,10 @@ async def test_recording_required_blocks_notarize(make_server):
     await customer.call("session.join", {"session_id": sid, "consent": {"recording": True}})
     await notary.call("session.join", {"session_id": sid})
     await notary.call("video.start", {"session_id": sid})
-    await notary.call("checks.record", {"session_id": sid, "comprehension_confirmed": True,
-                                        "duress_check_passed": True})
+    await notary.call(
+        "checks.record",
+        {"session_id": sid, "comprehension_confirmed": True, "duress_check_passed": True},
+    )
     await customer.call("act.sign", {"session_id": sid, "signature": "s"})
     await notary.call("act.seal", {"session_id": sid, "signature": "s", "seal": "t"})
     await notary.call("video.end", {"session_id": sid})
@@ -151,8 +172,9 @@ async def test_expired_or_withdrawn_offer_conflicts(make_server):
     r = await notary.request("offer.accept", {"offer_id": offer["data"]["offer_id"]})
     assert r["error"]["code"] == "conflict"
     # Withdrawn: the customer cancels while a (new) offer is open.
-    sid2 = (await customer.call("session.request", {"idempotency_key": "k2",
-                                                     "document": doc(2)}))["session_id"]
+    sid2 = (await customer.call("session.request", {"idempotency_key": "k2", "document": doc(2)}))[
+        "session_id"
+    ]
     offer2 = await notary.expect("offer", session_id=sid2, timeout=5)
     await customer.call("session.cancel", {"session_id": sid2, "reason": "changed my mind"})
     await notary.expect("offer.withdrawn", offer_id=offer2["data"]["offer_id"])
@@ -164,8 +186,14 @@ def _token(secret: str = JWT_SECRET, alg: str = "HS256", **claims):
     import time
 
     now = int(time.time())
-    body = {"sub": "u1", "type": "customer", "kyc_verified": True, "iat": now,
-            "exp": now + 60, **claims}
+    body = {
+        "sub": "u1",
+        "type": "customer",
+        "kyc_verified": True,
+        "iat": now,
+        "exp": now + 60,
+        **claims,
+    }
     body = {k: v for k, v in body.items() if v is not None}
     return jwt.encode(body, secret, algorithm=alg)
 
@@ -213,10 +241,12 @@ async def test_hello_auth_and_timeout(server, monkeypatch):
 async def test_frame_size_limit(server):
     c = await server.client("c1", "customer")
     # Exactly 65,536 bytes is allowed (and refused as a request, not closed).
-    pad = 65_536 - len(json.dumps({"id": "big", "type": "ping", "data": {"p": ""}},
-                                  separators=(",", ":")))
-    exact = json.dumps({"id": "big", "type": "ping", "data": {"p": "x" * pad}},
-                       separators=(",", ":"))
+    pad = 65_536 - len(
+        json.dumps({"id": "big", "type": "ping", "data": {"p": ""}}, separators=(",", ":"))
+    )
+    exact = json.dumps(
+        {"id": "big", "type": "ping", "data": {"p": "x" * pad}}, separators=(",", ":")
+    )
     assert len(exact) == 65_536
     await c.ws.send_str(exact)
     reply = await c.wait(lambda: next((f for f in c.frames if f.get("re") == "big"), None))
@@ -252,8 +282,11 @@ async def test_rate_limit_and_flood(server):
     c = await server.client("c1", "customer")
     for i in range(150):
         await c.send_raw({"id": f"r{i}", "type": "ping", "data": {}})
-    replies = await c.wait(lambda: len([f for f in c.frames if "re" in f]) >= 150 and [
-        f for f in c.frames if "re" in f])
+    replies = await c.wait(
+        lambda: (
+            len([f for f in c.frames if "re" in f]) >= 150 and [f for f in c.frames if "re" in f]
+        )
+    )
     codes = [r["error"]["code"] for r in replies if not r["ok"]]
     assert 0 < len(codes) <= 60 and set(codes) == {"rate_limited"}
     assert sum(1 for r in replies if r["ok"]) >= 100

@@ -5,6 +5,7 @@ and every session is assigned as notaries finish."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import asyncpg
 
@@ -24,11 +25,12 @@ async def _notary_loop(n, done: asyncio.Event, log: list) -> None:
         log.append(("offer", n.welcome["user_id"], sid))
         await n.call("offer.accept", {"offer_id": oid})
         await n.call("session.join", {"session_id": sid})
-        await n.expect("participant.joined", topic=f"session:{sid}", role="customer",
-                       timeout=30)
+        await n.expect("participant.joined", topic=f"session:{sid}", role="customer", timeout=30)
         await n.call("video.start", {"session_id": sid})
-        await n.call("checks.record", {"session_id": sid, "comprehension_confirmed": True,
-                                       "duress_check_passed": True})
+        await n.call(
+            "checks.record",
+            {"session_id": sid, "comprehension_confirmed": True, "duress_check_passed": True},
+        )
         await n.expect("act.signed", topic=f"session:{sid}", timeout=30)
         await n.call("act.seal", {"session_id": sid, "signature": "s", "seal": "t"})
         await n.call("video.end", {"session_id": sid})
@@ -38,8 +40,9 @@ async def _notary_loop(n, done: asyncio.Event, log: list) -> None:
 
 
 async def _customer(c, i: int) -> str:
-    sid = (await c.call("session.request", {"idempotency_key": f"k{i}", "document": doc(i)})
-           )["session_id"]
+    sid = (await c.call("session.request", {"idempotency_key": f"k{i}", "document": doc(i)}))[
+        "session_id"
+    ]
     await c.expect("session.state", state="ENP_ASSIGNED", timeout=120)
     await c.call("session.join", {"session_id": sid, "consent": {"recording": True}})
     await c.expect("session.state", state="VIDEO_IN_PROGRESS", timeout=30)
@@ -49,13 +52,15 @@ async def _customer(c, i: int) -> str:
 
 
 async def test_fifty_customers_ten_notaries(server, database):
-    notaries = [await online_notary(server, f"n{j:02d}", rating=3 + (j % 3)) for j in
-                range(NOTARIES)]
+    notaries = [
+        await online_notary(server, f"n{j:02d}", rating=3 + (j % 3)) for j in range(NOTARIES)
+    ]
     customers = [await server.client(f"c{i:02d}", "customer") for i in range(CUSTOMERS)]
     done, log = asyncio.Event(), []
     workers = [asyncio.create_task(_notary_loop(n, done, log)) for n in notaries]
     sids = await asyncio.wait_for(
-        asyncio.gather(*(_customer(c, i) for i, c in enumerate(customers))), 240)
+        asyncio.gather(*(_customer(c, i) for i, c in enumerate(customers))), 240
+    )
     done.set()
     await asyncio.gather(*workers)
 
@@ -64,7 +69,7 @@ async def test_fifty_customers_ten_notaries(server, database):
     for n in notaries:
         nid = n.welcome["user_id"]
         mine = [(kind, sid) for kind, who, sid in log if who == nid]
-        for (k1, s1), (k2, s2) in zip(mine, mine[1:], strict=False):
+        for (k1, s1), (k2, s2) in itertools.pairwise(mine):
             assert (k1, k2) != ("offer", "offer"), f"{nid} held two offers: {s1}, {s2}"
             if k1 == "offer":
                 assert (k2, s2) == ("done", s1)
@@ -74,7 +79,8 @@ async def test_fifty_customers_ten_notaries(server, database):
         # No session got two notaries.
         rows = await conn.fetch(
             "SELECT actor_id, count(*) AS n FROM journal WHERE name = 'session.state'"
-            " AND data->>'state' = 'ENP_ASSIGNED' GROUP BY actor_id")
+            " AND data->>'state' = 'ENP_ASSIGNED' GROUP BY actor_id"
+        )
         assert len(rows) == CUSTOMERS and all(r["n"] == 1 for r in rows)
         # No notary had two sessions at once: assignment intervals do not overlap.
         spans = await conn.fetch(
@@ -82,9 +88,10 @@ async def test_fifty_customers_ten_notaries(server, database):
             " JOIN journal b ON a.actor_id = b.actor_id AND b.name = 'session.state'"
             " AND b.data->>'state' = 'NOTARIZED'"
             " WHERE a.name = 'session.state' AND a.data->>'state' = 'ENP_ASSIGNED'"
-            " ORDER BY enp, start")
+            " ORDER BY enp, start"
+        )
         assert len(spans) == CUSTOMERS
-        for prev, cur in zip(spans, spans[1:], strict=False):
+        for prev, cur in itertools.pairwise(spans):
             if prev["enp"] == cur["enp"]:
                 assert cur["start"] >= prev["stop"], (prev, cur)
         # No notary ever held two open offers (the unique index would have refused it),

@@ -25,10 +25,16 @@ class Cluster:
     """One server process that the test kills and restarts."""
 
     def __init__(self, database: str, tmp_path) -> None:
-        self.env = {"ENF_DATABASE_URL": database, "ENF_PORT": "0", "ENF_HOST": "127.0.0.1",
-                    "ENF_JWT_SECRET": JWT_SECRET, "ENF_RECORDING": "off",
-                    "ENF_DATA_DIR": str(tmp_path), "ENF_LOG_FORMAT": "json",
-                    "ENF_RECONNECT_GRACE_S": "30"}
+        self.env = {
+            "ENF_DATABASE_URL": database,
+            "ENF_PORT": "0",
+            "ENF_HOST": "127.0.0.1",
+            "ENF_JWT_SECRET": JWT_SECRET,
+            "ENF_RECORDING": "off",
+            "ENF_DATA_DIR": str(tmp_path),
+            "ENF_LOG_FORMAT": "json",
+            "ENF_RECONNECT_GRACE_S": "30",
+        }
         self.log = tmp_path / "server.log"
         self.proc: ServerProcess | None = None
         self.clients: list[EnfClient] = []
@@ -75,10 +81,15 @@ async def test_kill_at_three_points_and_finish(database, tmp_path):
         async with aiohttp.ClientSession() as http:
             for nid in ("n1",):
                 async with http.put(
-                        cl.proc.base_url + f"/v1/notaries/{nid}",
-                        json={"name": "Atty. One", "tariff": 300.0, "rating": 4.5,
-                              "commission_expires": "2031-01-01"},
-                        headers={"Authorization": f"Bearer {_tok('root', 'admin')}"}) as r:
+                    cl.proc.base_url + f"/v1/notaries/{nid}",
+                    json={
+                        "name": "Atty. One",
+                        "tariff": 300.0,
+                        "rating": 4.5,
+                        "commission_expires": "2031-01-01",
+                    },
+                    headers={"Authorization": f"Bearer {_tok('root', 'admin')}"},
+                ) as r:
                     assert r.status == 200
 
         # --- 1. killed after REQUESTED (no notary online yet) ---------------------
@@ -116,12 +127,15 @@ async def test_kill_at_three_points_and_finish(database, tmp_path):
         missed_offers = await notary.call("presence.online", {"since_seq": notary_topic_last})
         assert missed_offers["status"] == "busy"  # still holds the assigned session
         # A retried accept (same id) gives the same answer and applies nothing twice.
-        assert await notary.call("offer.accept", {"offer_id": offer["data"]["offer_id"]},
-                                 id=accept_id) == {"session_id": sid}
+        assert await notary.call(
+            "offer.accept", {"offer_id": offer["data"]["offer_id"]}, id=accept_id
+        ) == {"session_id": sid}
         await notary.call("session.join", {"session_id": sid, "since_seq": notary_last})
         customer = await cl.client("c1", "customer")
-        snap = await customer.call("session.join", {
-            "session_id": sid, "since_seq": cust_last, "consent": {"recording": True}})
+        snap = await customer.call(
+            "session.join",
+            {"session_id": sid, "since_seq": cust_last, "consent": {"recording": True}},
+        )
         assert snap["session"]["state"] == "ENP_ASSIGNED"
         missed = await customer.expect("participant.joined", user_id="n1")
         assert missed["seq"] == cust_last + 1
@@ -129,8 +143,11 @@ async def test_kill_at_three_points_and_finish(database, tmp_path):
         await customer.expect("session.state", state="VIDEO_IN_PROGRESS")
 
         # --- 3. killed in VIDEO_IN_PROGRESS, after acknowledged checks and signature --
-        await notary.call("checks.record", {"session_id": sid, "comprehension_confirmed": True,
-                                            "duress_check_passed": True}, id="chk-1")
+        await notary.call(
+            "checks.record",
+            {"session_id": sid, "comprehension_confirmed": True, "duress_check_passed": True},
+            id="chk-1",
+        )
         await customer.call("act.sign", {"session_id": sid, "signature": "c2ln"}, id="sign-1")
         await notary.expect("act.signed")
         cust_last = _last_seq(customer, sid)
@@ -142,11 +159,18 @@ async def test_kill_at_three_points_and_finish(database, tmp_path):
         await customer.call("session.join", {"session_id": sid, "since_seq": cust_last})
         await notary.call("session.join", {"session_id": sid, "since_seq": notary_last})
         # Retries after the crash: the same ids return the first answers.
-        assert await notary.call("checks.record", {
-            "session_id": sid, "comprehension_confirmed": True, "duress_check_passed": True},
-            id="chk-1") == {}
-        assert await customer.call("act.sign", {"session_id": sid, "signature": "c2ln"},
-                                   id="sign-1") == {}
+        assert (
+            await notary.call(
+                "checks.record",
+                {"session_id": sid, "comprehension_confirmed": True, "duress_check_passed": True},
+                id="chk-1",
+            )
+            == {}
+        )
+        assert (
+            await customer.call("act.sign", {"session_id": sid, "signature": "c2ln"}, id="sign-1")
+            == {}
+        )
         await notary.call("act.seal", {"session_id": sid, "signature": "ZQ==", "seal": "cw=="})
         await notary.call("video.end", {"session_id": sid})
         await notary.call("session.notarize", {"session_id": sid})
@@ -164,15 +188,32 @@ async def test_kill_at_three_points_and_finish(database, tmp_path):
 
     conn = await asyncpg.connect(database)
     try:
-        names = [r["name"] for r in await conn.fetch(
-            "SELECT name FROM journal WHERE actor_id = $1 ORDER BY seq", f"session:{sid}")]
-        states = [r["s"] for r in await conn.fetch(
-            "SELECT data->>'state' AS s FROM journal WHERE actor_id = $1"
-            " AND name = 'session.state' ORDER BY seq", f"session:{sid}")]
+        names = [
+            r["name"]
+            for r in await conn.fetch(
+                "SELECT name FROM journal WHERE actor_id = $1 ORDER BY seq", f"session:{sid}"
+            )
+        ]
+        states = [
+            r["s"]
+            for r in await conn.fetch(
+                "SELECT data->>'state' AS s FROM journal WHERE actor_id = $1"
+                " AND name = 'session.state' ORDER BY seq",
+                f"session:{sid}",
+            )
+        ]
     finally:
         await conn.close()
-    assert states == ["REQUESTED", "ENP_ASSIGNED", "VIDEO_IN_PROGRESS", "VIDEO_COMPLETED",
-                      "NOTARIZING", "NOTARIZED", "DISTRIBUTING", "COMPLETED"]
+    assert states == [
+        "REQUESTED",
+        "ENP_ASSIGNED",
+        "VIDEO_IN_PROGRESS",
+        "VIDEO_COMPLETED",
+        "NOTARIZING",
+        "NOTARIZED",
+        "DISTRIBUTING",
+        "COMPLETED",
+    ]
     # Nothing acknowledged was lost, nothing retried was applied twice.
     assert names.count("checks.recorded") == 1
     assert names.count("act.signed") == 1

@@ -12,8 +12,16 @@ from tests.flows import (
     session_events,
 )
 
-STATES = ["REQUESTED", "ENP_ASSIGNED", "VIDEO_IN_PROGRESS", "VIDEO_COMPLETED", "NOTARIZING",
-          "NOTARIZED", "DISTRIBUTING", "COMPLETED"]
+STATES = [
+    "REQUESTED",
+    "ENP_ASSIGNED",
+    "VIDEO_IN_PROGRESS",
+    "VIDEO_COMPLETED",
+    "NOTARIZING",
+    "NOTARIZED",
+    "DISTRIBUTING",
+    "COMPLETED",
+]
 
 
 @pytest.mark.parametrize("codec", ["json", "msgpack"])
@@ -50,7 +58,7 @@ async def test_full_lifecycle(server, codec):
         evs = session_events(client, sid)
         assert_gapless(evs, start)
         states = [e["data"]["state"] for e in evs if e["name"] == "session.state"]
-        assert states == STATES[STATES.index(evs[0]["data"]["state"]):]
+        assert states == STATES[STATES.index(evs[0]["data"]["state"]) :]
 
     # The snapshot agrees, and the session list shows it completed.
     snap = await customer.call("session.join", {"session_id": sid})
@@ -78,7 +86,8 @@ async def test_reply_comes_before_the_events_it_caused(server):
 
     # A journaled request on a followed topic: reply first, then its event.
     sid = reply["data"]["session_id"]
-    join = await customer.request("session.join", {
-        "session_id": sid, "consent": {"recording": True, "privacy": True}})
+    join = await customer.request(
+        "session.join", {"session_id": sid, "consent": {"recording": True, "privacy": True}}
+    )
     joined = await customer.expect("participant.joined", user_id="c1")
     assert customer.frames.index(join) < customer.frames.index(joined)
