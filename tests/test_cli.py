@@ -1,0 +1,94 @@
+"""run.py as a user runs it: serve on the embedded Postgres (the README's first
+command, with no ENF_DATABASE_URL), `token`, `migrate`, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import aiohttp
+import jwt
+import pytest
+
+from gateway.client import EnfClient
+from tests.server_process import ROOT, ServerProcess
+
+pytestmark = pytest.mark.slow
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENF_")}
+    return {**env, **extra}
+
+
+def test_token_command_signs_with_the_generated_key(tmp_path):
+    env = _clean_env(ENF_DATA_DIR=str(tmp_path))
+    out = subprocess.run(
+        [sys.executable, "run.py", "token", "--sub", "alice", "--type", "customer", "--kyc"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    secret = (tmp_path / "jwt.secret").read_text().strip()
+    claims = jwt.decode(out.stdout.strip(), secret, algorithms=["HS256"])
+    assert claims["sub"] == "alice" and claims["type"] == "customer"
+    assert claims["kyc_verified"] is True and claims["exp"] > time.time()
+
+
+def test_migrate_command(database, tmp_path):
+    env = _clean_env(ENF_DATABASE_URL=database, ENF_DATA_DIR=str(tmp_path))
+    cmd = [sys.executable, "run.py", "migrate"]
+    first = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "0001_core.sql" in first.stdout
+    again = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "up to date" in again.stdout
+
+
+async def test_serve_on_embedded_postgres_and_sigterm(tmp_path):
+    env = _clean_env(ENF_DATA_DIR=str(tmp_path / "data"), ENF_PORT="0", ENF_RECORDING="off")
+    proc = ServerProcess(env, tmp_path / "server.log")
+    await proc.start(timeout=120)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(proc.base_url + "/health") as r:
+                assert r.status == 200
+            async with http.get(proc.base_url + "/ready") as r:
+                assert r.status == 200, await r.text()
+        assert (tmp_path / "data" / "pg" / "PG_VERSION").exists()
+        token = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "run.py", "token", "--sub", "n1", "--type", "enp"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+        client = EnfClient(proc.ws_url, token)
+        await client.connect()
+        assert "server_time" in await client.call("ping")
+        started = time.monotonic()
+        code = await proc.stop(signal.SIGTERM, timeout=15)
+        assert code == 0 and time.monotonic() - started < 10
+        await asyncio.wait_for(client.closed.wait(), 5)
+        assert client.close_code == 1001
+        await client.close()
+    finally:
+        await proc.stop(signal.SIGKILL)
+        # The embedded Postgres runs detached (it outlives a crash of ours); stop it.
+        pgdata = tmp_path / "data" / "pg"
+        if (pgdata / "postmaster.pid").exists():
+            pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, signal.SIGTERM)
