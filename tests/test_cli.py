@@ -66,7 +66,7 @@ async def test_serve_on_embedded_postgres_and_sigterm(tmp_path):
             async with http.get(proc.base_url + "/ready") as r:
                 assert r.status == 200, await r.text()
         assert (tmp_path / "data" / "pg" / "PG_VERSION").exists()
-        token = await asyncio.to_thread(
+        minted = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "run.py", "token", "--sub", "n1", "--type", "enp"],
             cwd=ROOT,
@@ -75,8 +75,8 @@ async def test_serve_on_embedded_postgres_and_sigterm(tmp_path):
             text=True,
             timeout=60,
             check=True,
-        ).stdout.strip()
-        client = EnfClient(proc.ws_url, token)
+        )
+        client = EnfClient(proc.ws_url, minted.stdout.strip())
         await client.connect()
         assert "server_time" in await client.call("ping")
         started = time.monotonic()
