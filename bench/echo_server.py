@@ -1,6 +1,6 @@
 """A bare aiohttp WebSocket echo server: the yardstick for the gateway's cost.
 
-    python bench/echo_server.py PORT
+python bench/echo_server.py PORT
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ def main() -> None:
     app = web.Application()
     app.router.add_get("/v1/ws", echo)
     uvloop.install()
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=lambda *_: None,
-                access_log=None)
+    web.run_app(
+        app, host="127.0.0.1", port=int(sys.argv[1]), print=lambda *_: None, access_log=None
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,9 +82,13 @@ async def wait_port(port: int, timeout: float = 60) -> None:
     raise RuntimeError(f"nothing listening on {port}")
 
 
-async def drive(name: str, sockets: list[aiohttp.ClientWebSocketResponse],
-                make: Callable[[int, int], dict[str, Any]], seconds: float,
-                warmup: float = 1.0) -> Result:
+async def drive(
+    name: str,
+    sockets: list[aiohttp.ClientWebSocketResponse],
+    make: Callable[[int, int], dict[str, Any]],
+    seconds: float,
+    warmup: float = 1.0,
+) -> Result:
     """Each socket sends a request, waits for its reply (skipping events), repeats."""
     latencies: list[float] = []
     count = 0
@@ -126,8 +130,9 @@ async def drive(name: str, sockets: list[aiohttp.ClientWebSocketResponse],
     return Result(name, count, seconds, latencies)
 
 
-async def connect_many(http: aiohttp.ClientSession, url: str, tokens: list[str | None]
-                       ) -> list[aiohttp.ClientWebSocketResponse]:
+async def connect_many(
+    http: aiohttp.ClientSession, url: str, tokens: list[str | None]
+) -> list[aiohttp.ClientWebSocketResponse]:
     out = []
     for tok in tokens:
         headers = {"Authorization": f"Bearer {tok}"} if tok else {}
@@ -142,9 +147,11 @@ async def connect_many(http: aiohttp.ClientSession, url: str, tokens: list[str |
 async def baseline_inserts(dsn: str, conns: int, seconds: float) -> Result:
     """One row per transaction (autocommit INSERT), `conns` connections."""
     setup = await asyncpg.connect(dsn)
-    await setup.execute("DROP TABLE IF EXISTS bench_rows; CREATE TABLE bench_rows ("
-                        "actor_id text, seq bigint, name text, data jsonb, at timestamptz,"
-                        " prev_hash text, hash text, PRIMARY KEY (actor_id, seq))")
+    await setup.execute(
+        "DROP TABLE IF EXISTS bench_rows; CREATE TABLE bench_rows ("
+        "actor_id text, seq bigint, name text, data jsonb, at timestamptz,"
+        " prev_hash text, hash text, PRIMARY KEY (actor_id, seq))"
+    )
     await setup.close()
     say(f"baseline: one INSERT per transaction, {conns} connections, {seconds:.0f} s")
     pool = await asyncpg.create_pool(dsn, min_size=conns, max_size=conns)
@@ -162,7 +169,13 @@ async def baseline_inserts(dsn: str, conns: int, seconds: float) -> Result:
                 t0 = time.monotonic()
                 await c.execute(
                     "INSERT INTO bench_rows VALUES ($1, $2, 'checks.recorded', $3::jsonb,"
-                    " now(), $4, $5)", f"w{i}", seq, '{"ok": true}', "0" * 64, "f" * 64)
+                    " now(), $4, $5)",
+                    f"w{i}",
+                    seq,
+                    '{"ok": true}',
+                    "0" * 64,
+                    "f" * 64,
+                )
                 if t0 >= measure_from:
                     latencies.append(time.monotonic() - t0)
                     count += 1
@@ -172,8 +185,9 @@ async def baseline_inserts(dsn: str, conns: int, seconds: float) -> Result:
     return Result(f"inserts ({conns} conns)", count, seconds, latencies)
 
 
-async def prepare_sessions(ws_url: str, n: int
-                           ) -> tuple[list[str], list[str], list[str], list[EnfClient]]:
+async def prepare_sessions(
+    ws_url: str, n: int
+) -> tuple[list[str], list[str], list[str], list[EnfClient]]:
     """n notaries and n customers, each pair in a session in VIDEO_IN_PROGRESS.
     Returns the sessions (in customer order), the notary of each, the
     customers' tokens, and the clients to keep open."""
@@ -181,9 +195,11 @@ async def prepare_sessions(ws_url: str, n: int
     admin = mint_token(SECRET, "bench-admin", "admin")
     async with aiohttp.ClientSession() as http:
         for j in range(n):
-            async with http.put(f"{http_url}/v1/notaries/bn{j}", json={
-                    "name": f"N{j}", "tariff": 100.0, "commission_expires": "2035-01-01"},
-                    headers={"Authorization": f"Bearer {admin}"}) as r:
+            async with http.put(
+                f"{http_url}/v1/notaries/bn{j}",
+                json={"name": f"N{j}", "tariff": 100.0, "commission_expires": "2035-01-01"},
+                headers={"Authorization": f"Bearer {admin}"},
+            ) as r:
                 assert r.status == 200
     say(f"preparing {n} sessions in VIDEO_IN_PROGRESS")
     keep: list[EnfClient] = []
@@ -197,8 +213,20 @@ async def prepare_sessions(ws_url: str, n: int
         tok = mint_token(SECRET, f"bc{i}", "customer", kyc=True)
         c = EnfClient(ws_url, tok)
         await c.connect()
-        sid = (await c.call("session.request", {"idempotency_key": "b", "document": {
-            "id": f"d{i}", "sha256": "a" * 64, "type": "affidavit", "title": "t"}}))["session_id"]
+        sid = (
+            await c.call(
+                "session.request",
+                {
+                    "idempotency_key": "b",
+                    "document": {
+                        "id": f"d{i}",
+                        "sha256": "a" * 64,
+                        "type": "affidavit",
+                        "title": "t",
+                    },
+                },
+            )
+        )["session_id"]
         await c.call("session.join", {"session_id": sid, "consent": {"recording": True}})
         session_ids.append(sid)
         cust_tokens.append(tok)
@@ -227,13 +255,23 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
     dsn = f"{base}/{db_name}"
 
     echo_port, enf_port = free_port(), free_port()
-    env = {**os.environ, "ENF_DATABASE_URL": dsn, "ENF_PORT": str(enf_port),
-           "ENF_JWT_SECRET": SECRET, "ENF_RECORDING": "off", "ENF_RATE_LIMIT": "1000000",
-           "ENF_LOG_LEVEL": "WARNING", "ENF_DATA_DIR": str(ROOT / ".enf-data" / "bench")}
-    echo = subprocess.Popen([sys.executable, str(ROOT / "bench" / "echo_server.py"),
-                             str(echo_port)])
-    server = subprocess.Popen([sys.executable, str(ROOT / "run.py")], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "ENF_DATABASE_URL": dsn,
+        "ENF_PORT": str(enf_port),
+        "ENF_JWT_SECRET": SECRET,
+        "ENF_RECORDING": "off",
+        "ENF_RATE_LIMIT": "1000000",
+        "ENF_LOG_LEVEL": "WARNING",
+        "ENF_DATA_DIR": str(ROOT / ".enf-data" / "bench"),
+    }
+    # Started before any load is measured, so a blocking Popen costs nothing here.
+    echo = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, str(ROOT / "bench" / "echo_server.py"), str(echo_port)]
+    )
+    server = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, str(ROOT / "run.py")], env=env, cwd=ROOT, stdout=subprocess.DEVNULL
+    )
     results: list[Result] = []
     try:
         await wait_port(echo_port)
@@ -241,44 +279,72 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
         enf_url = f"ws://127.0.0.1:{enf_port}/v1/ws"
         # limit=0: the default connector caps a session at 100 sockets.
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-            echo_socks = await connect_many(http, f"ws://127.0.0.1:{echo_port}/v1/ws",
-                                            [None] * n)
-            results.append(await drive("echo (bare aiohttp)", echo_socks,
-                                       lambda i, k: {"type": "ping", "data": {}}, secs))
+            echo_socks = await connect_many(http, f"ws://127.0.0.1:{echo_port}/v1/ws", [None] * n)
+            results.append(
+                await drive(
+                    "echo (bare aiohttp)",
+                    echo_socks,
+                    lambda i, k: {"type": "ping", "data": {}},
+                    secs,
+                )
+            )
             for ws in echo_socks:
                 await ws.close()
 
             sessions, notary_ids, cust_tokens, keep = await prepare_sessions(enf_url, n)
             ping_socks = await connect_many(http, enf_url, cust_tokens)
-            results.append(await drive("ping", ping_socks,
-                                       lambda i, k: {"type": "ping", "data": {}}, secs))
+            results.append(
+                await drive("ping", ping_socks, lambda i, k: {"type": "ping", "data": {}}, secs)
+            )
             # Each customer connection joins its own session once (journaled), then
             # re-joins at the head: a pure read through the session actor.
             heads = {}
             for i, ws in enumerate(ping_socks):
-                await ws.send_str(json.dumps({"id": "j0", "type": "session.join",
-                                              "data": {"session_id": sessions[i]}}))
+                await ws.send_str(
+                    json.dumps(
+                        {"id": "j0", "type": "session.join", "data": {"session_id": sessions[i]}}
+                    )
+                )
                 while True:
                     body = json.loads((await ws.receive()).data)
                     if body.get("re") == "j0":
                         heads[i] = body["data"]["session"]["seq"]
                         break
-            results.append(await drive("join (actor read)", ping_socks, lambda i, k: {
-                "type": "session.join",
-                "data": {"session_id": sessions[i], "since_seq": heads[i]}}, secs))
+            results.append(
+                await drive(
+                    "join (actor read)",
+                    ping_socks,
+                    lambda i, k: {
+                        "type": "session.join",
+                        "data": {"session_id": sessions[i], "since_seq": heads[i]},
+                    },
+                    secs,
+                )
+            )
             notary_socks = await connect_many(
-                http, enf_url, [mint_token(SECRET, nid, "enp") for nid in notary_ids])
-            results.append(await drive("checks.record (journaled)", notary_socks,
-                                       lambda i, k: {"type": "checks.record", "data": {
-                                           "session_id": sessions[i],
-                                           "comprehension_confirmed": True,
-                                           "duress_check_passed": k % 2 == 0}}, secs))
+                http, enf_url, [mint_token(SECRET, nid, "enp") for nid in notary_ids]
+            )
+            results.append(
+                await drive(
+                    "checks.record (journaled)",
+                    notary_socks,
+                    lambda i, k: {
+                        "type": "checks.record",
+                        "data": {
+                            "session_id": sessions[i],
+                            "comprehension_confirmed": True,
+                            "duress_check_passed": k % 2 == 0,
+                        },
+                    },
+                    secs,
+                )
+            )
             for ws in ping_socks + notary_socks:
                 await ws.close()
             for c in keep:
                 await c.close()
         server.send_signal(signal.SIGTERM)
-        server.wait(15)
+        await asyncio.to_thread(server.wait, 15)
         # Postgres here allows 100 connections: the baseline uses the server's
         # pool size (10) and a wider one.
         results.append(await baseline_inserts(dsn, 10, secs))
@@ -297,30 +363,42 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
     by = {r.name: r for r in results}
     echo = by["echo (bare aiohttp)"]
     lines = [
-        "# Benchmark results", "",
+        "# Benchmark results",
+        "",
         f"Run on {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; server, echo server and load generator on one "
-        "machine over loopback (they share the cores).", "",
-        "Reproduce (Postgres at the URL, a scratch database is created and dropped):", "",
+        "machine over loopback (they share the cores).",
+        "",
+        "Reproduce (Postgres at the URL, a scratch database is created and dropped):",
+        "",
         f"    .venv/bin/python bench/run_bench.py --connections {args.connections} "
-        f"--seconds {args.seconds}", "",
+        f"--seconds {args.seconds}",
+        "",
         f"{args.connections} connections, one request in flight each, {args.seconds} s "
-        "measured after 1 s of warm-up.", "",
+        "measured after 1 s of warm-up.",
+        "",
         "| scenario | round trips/s | p50 ms | p99 ms | vs bare echo |",
         "|---|---:|---:|---:|---:|",
     ]
     for r in results:
         ratio = f"{r.rate / echo.rate:.2f}x" if not r.name.startswith("inserts") else ""
-        lines.append(f"| {r.name} | {r.rate:,.0f} | {r.pct(0.5):.2f} | {r.pct(0.99):.2f} "
-                     f"| {ratio} |")
+        lines.append(
+            f"| {r.name} | {r.rate:,.0f} | {r.pct(0.5):.2f} | {r.pct(0.99):.2f} | {ratio} |"
+        )
     checks = by["checks.record (journaled)"]
     ins = [r for r in results if r.name.startswith("inserts")]
-    lines += ["", "Targets:", "",
-              f"- actor read / bare echo: **{by['join (actor read)'].rate / echo.rate:.2f}x** "
-              "(target >= 0.6x)"]
+    lines += [
+        "",
+        "Targets:",
+        "",
+        f"- actor read / bare echo: **{by['join (actor read)'].rate / echo.rate:.2f}x** "
+        "(target >= 0.6x)",
+    ]
     for r in ins:
-        lines.append(f"- journaled request / one-row-per-transaction {r.name}: "
-                     f"**{checks.rate / r.rate:.2f}x** (target >= 2x)")
+        lines.append(
+            f"- journaled request / one-row-per-transaction {r.name}: "
+            f"**{checks.rate / r.rate:.2f}x** (target >= 2x)"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -328,8 +406,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--database-url", default=os.environ.get(
-        "ENF_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"))
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "ENF_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+        ),
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     args = parser.parse_args()
     results = uvloop.run(main_async(args))

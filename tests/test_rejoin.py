@@ -8,15 +8,17 @@ from tests.flows import doc, online_notary
 async def test_second_connection_rejoins_at_head_repeatedly(server):
     n = await online_notary(server, "n1")
     first = await server.client("c1", "customer")
-    sid = (await first.call("session.request", {"idempotency_key": "k", "document": doc()})
-           )["session_id"]
+    sid = (await first.call("session.request", {"idempotency_key": "k", "document": doc()}))[
+        "session_id"
+    ]
     offer = await n.expect("offer")
     await n.call("offer.accept", {"offer_id": offer["data"]["offer_id"]})
     await first.call("session.join", {"session_id": sid, "consent": {"recording": True}})
     second = await server.client("c1", "customer")
     head = (await second.call("session.join", {"session_id": sid}))["session"]["seq"]
     for i in range(50):
-        reply = await second.request("session.join", {"session_id": sid, "since_seq": head},
-                                     id=f"j{i}", timeout=5)
+        reply = await second.request(
+            "session.join", {"session_id": sid, "since_seq": head}, id=f"j{i}", timeout=5
+        )
         assert reply["ok"], reply
     assert not [e for e in second.events if e.get("seq", 0) <= head]
