@@ -123,10 +123,18 @@ class Matchmaker(Actor):
         _session_id, notary_id = self.offers.pop(p.offer_id, (None, ""))
         self.cancel_timer(f"offer:{p.offer_id}")
         if notary_id:
-            await self.ctx.host.ask(
-                f"notary:{notary_id}",
-                Message("withdraw_offer", {"offer_id": p.offer_id, "reason": "session_closed"}),
-            )
+            try:
+                await self.ctx.host.ask(
+                    f"notary:{notary_id}",
+                    Message("withdraw_offer", {"offer_id": p.offer_id, "reason": "session_closed"}),
+                )
+            except ProtocolError as exc:
+                # Let the expiry path clean the offer up instead.
+                logger.warning("could not withdraw offer %s: %s", p.offer_id, exc.message)
+                self.offers[p.offer_id] = (p.session_id, notary_id)
+                self.set_timer(
+                    f"offer:{p.offer_id}", 1.0, Message("offer_timeout", {"offer_id": p.offer_id})
+                )
         await self._match()
 
     async def on_notary_update(self, msg: Message) -> None:

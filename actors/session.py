@@ -239,7 +239,7 @@ class SessionActor(EventSourcedActor):
         """Side effects owed to others once a state is durable (tell only: no waits)."""
         st = self.state["state"]
         host = self.ctx.host
-        if st in L.TERMINAL or st != L.REQUESTED:
+        if st != L.REQUESTED:
             self.cancel_timer("ttl")
         if st in (L.CANCELLED, L.FAILED):
             host.tell(MATCHMAKER, Message("session_closed", {"session_id": self.session_id}))
