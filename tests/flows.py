@@ -11,6 +11,18 @@ from gateway.client import EnfClient
 
 ADMIN = "admin-1"
 
+# The happy path's states, in order (PROTOCOL §5).
+HAPPY_STATES = [
+    "REQUESTED",
+    "ENP_ASSIGNED",
+    "VIDEO_IN_PROGRESS",
+    "VIDEO_COMPLETED",
+    "NOTARIZING",
+    "NOTARIZED",
+    "DISTRIBUTING",
+    "COMPLETED",
+]
+
 
 def doc(n: int = 1, type_: str = "affidavit") -> dict[str, Any]:
     return {
@@ -91,3 +103,16 @@ async def run_video_to_completion(customer: EnfClient, notary: EnfClient, sid: s
     await customer.call("session.distribute", {"session_id": sid, "recipients": []})
     await customer.expect("session.state", state="COMPLETED")
     await notary.expect("session.state", state="COMPLETED")
+
+
+async def assigned_session(h: Any) -> tuple[EnfClient, EnfClient, str]:
+    """Notary n1 online, customer c1 requests, n1 accepts: (customer, notary, session id)."""
+    notary = await online_notary(h, "n1")
+    customer = await h.client("c1", "customer")
+    sid = (await customer.call("session.request", {"idempotency_key": "k", "document": doc()}))[
+        "session_id"
+    ]
+    offer = await notary.expect("offer")
+    await notary.call("offer.accept", {"offer_id": offer["data"]["offer_id"]})
+    await customer.expect("session.state", state="ENP_ASSIGNED")
+    return customer, notary, sid

@@ -14,7 +14,7 @@ import pytest
 
 from gateway.client import EnfClient
 from tests.conftest import JWT_SECRET
-from tests.flows import doc, online_notary
+from tests.flows import assigned_session, doc, online_notary
 
 
 async def _still_serving(server) -> None:
@@ -23,14 +23,7 @@ async def _still_serving(server) -> None:
 
 
 async def _open_session(server):
-    notary = await online_notary(server, "n1")
-    customer = await server.client("c1", "customer")
-    sid = (await customer.call("session.request", {"idempotency_key": "k", "document": doc()}))[
-        "session_id"
-    ]
-    offer = await notary.expect("offer")
-    await notary.call("offer.accept", {"offer_id": offer["data"]["offer_id"]})
-    return customer, notary, sid
+    return await assigned_session(server)
 
 
 async def test_frames_it_cannot_read(server, caplog):

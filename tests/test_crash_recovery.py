@@ -11,7 +11,7 @@ import pytest
 from gateway.auth import mint_token
 from gateway.client import EnfClient
 from tests.conftest import JWT_SECRET
-from tests.flows import assert_gapless, doc, session_events
+from tests.flows import HAPPY_STATES, assert_gapless, doc, session_events
 from tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -204,16 +204,7 @@ async def test_kill_at_three_points_and_finish(database, tmp_path):
         ]
     finally:
         await conn.close()
-    assert states == [
-        "REQUESTED",
-        "ENP_ASSIGNED",
-        "VIDEO_IN_PROGRESS",
-        "VIDEO_COMPLETED",
-        "NOTARIZING",
-        "NOTARIZED",
-        "DISTRIBUTING",
-        "COMPLETED",
-    ]
+    assert states == HAPPY_STATES
     # Nothing acknowledged was lost, nothing retried was applied twice.
     assert names.count("checks.recorded") == 1
     assert names.count("act.signed") == 1

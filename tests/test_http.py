@@ -5,25 +5,13 @@ from __future__ import annotations
 import aiohttp
 
 from persistence.journal import GENESIS_HASH, chain_hash
-from tests.flows import doc, online_notary
+from tests.flows import assigned_session
 
 
 async def _get(server, path, token=None):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with aiohttp.ClientSession() as http, http.get(server.url(path), headers=headers) as r:
         return r.status, await r.json()
-
-
-async def _assigned(server):
-    n = await online_notary(server, "n1")
-    c = await server.client("c1", "customer")
-    sid = (await c.call("session.request", {"idempotency_key": "k", "document": doc()}))[
-        "session_id"
-    ]
-    offer = await n.expect("offer")
-    await n.call("offer.accept", {"offer_id": offer["data"]["offer_id"]})
-    await c.expect("session.state", state="ENP_ASSIGNED")
-    return c, n, sid
 
 
 async def test_health_and_ready(server):
@@ -33,7 +21,7 @@ async def test_health_and_ready(server):
 
 
 async def test_session_snapshot_list_and_journal(server):
-    _customer, _notary, sid = await _assigned(server)
+    _customer, _notary, sid = await assigned_session(server)
     admin = server.token("ops", "admin")
     status, snap = await _get(server, f"/v1/sessions/{sid}", server.token("c1", "customer"))
     assert status == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.flows import (
+    HAPPY_STATES,
     assert_gapless,
     doc,
     online_notary,
@@ -12,16 +13,7 @@ from tests.flows import (
     session_events,
 )
 
-STATES = [
-    "REQUESTED",
-    "ENP_ASSIGNED",
-    "VIDEO_IN_PROGRESS",
-    "VIDEO_COMPLETED",
-    "NOTARIZING",
-    "NOTARIZED",
-    "DISTRIBUTING",
-    "COMPLETED",
-]
+STATES = HAPPY_STATES
 
 
 @pytest.mark.parametrize("codec", ["json", "msgpack"])
