@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.client import EnfClient
-from tests.flows import doc, online_notary, put_notary
+from tests.flows import assigned_session, doc, online_notary, put_notary
 
 
 async def test_subscribe_gets_full_list_then_changes(server):
@@ -61,13 +61,7 @@ async def test_notary_reconnect_grace(make_server):
 
 async def test_participant_grace_then_left(make_server):
     server = await make_server(reconnect_grace_s=0.4)
-    n = await online_notary(server, "n1")
-    customer = await server.client("c1", "customer")
-    sid = (await customer.call("session.request", {"idempotency_key": "k", "document": doc()}))[
-        "session_id"
-    ]
-    offer = await n.expect("offer")
-    await n.call("offer.accept", {"offer_id": offer["data"]["offer_id"]})
+    customer, n, sid = await assigned_session(server)
     await customer.call("session.join", {"session_id": sid, "consent": {"recording": True}})
     await n.call("session.join", {"session_id": sid})
     await n.expect("participant.joined", user_id="c1")

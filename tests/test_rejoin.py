@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from tests.flows import doc, online_notary
+from tests.flows import assigned_session
 
 
 async def test_second_connection_rejoins_at_head_repeatedly(server):
-    n = await online_notary(server, "n1")
-    first = await server.client("c1", "customer")
-    sid = (await first.call("session.request", {"idempotency_key": "k", "document": doc()}))[
-        "session_id"
-    ]
-    offer = await n.expect("offer")
-    await n.call("offer.accept", {"offer_id": offer["data"]["offer_id"]})
+    first, _notary, sid = await assigned_session(server)
     await first.call("session.join", {"session_id": sid, "consent": {"recording": True}})
     second = await server.client("c1", "customer")
     head = (await second.call("session.join", {"session_id": sid}))["session"]["seq"]
