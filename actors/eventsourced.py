@@ -9,11 +9,12 @@ committed does it swap the state in and publish the events.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 from collections.abc import Sequence
 from typing import Any
+
+import msgpack
 
 from actors.messages import Caller, Delivery, Message, Reply
 from actors.runtime import Actor, ActorContext
@@ -25,12 +26,20 @@ from persistence.journal import (
     StoredEvent,
     canonical_json,
 )
+from persistence.projections import Projection
 
 logger = logging.getLogger(__name__)
 
 
 def request_fingerprint(kind: str, data: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json([kind, data]).encode()).hexdigest()[:32]
+
+
+def copy_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of JSON-shaped state (what snapshots hold), a few times
+    faster than `copy.deepcopy`."""
+    copied: dict[str, Any] = msgpack.unpackb(msgpack.packb(state))
+    return copied
 
 
 class EventSourcedActor(Actor):
@@ -54,9 +63,7 @@ class EventSourcedActor(Actor):
         """Fold one event into `state` (mutating it). Pure: no I/O, no clock."""
         raise NotImplementedError
 
-    def projections(
-        self, state: dict[str, Any], events: Sequence[StoredEvent]
-    ) -> list[tuple[str, tuple[Any, ...]]]:
+    def projections(self, state: dict[str, Any], events: Sequence[StoredEvent]) -> list[Projection]:
         return []
 
     # -- lifecycle ---------------------------------------------------------
@@ -127,7 +134,7 @@ class EventSourcedActor(Actor):
         apply and publish them. Raises Unavailable/StaleActivation with the
         state untouched."""
         record = {"data": reply.data if reply else {}, "follow": reply.follow if reply else {}}
-        new_state = copy.deepcopy(self.state)
+        new_state = copy_state(self.state)
         stored: list[StoredEvent] = []
         seq, head = self.seq, self.head_hash
         at = now_iso()
@@ -152,7 +159,8 @@ class EventSourcedActor(Actor):
             Append(
                 self.actor_id,
                 events=stored,
-                statements=[*self.projections(new_state, stored), *statements],
+                projections=self.projections(new_state, stored),
+                statements=statements,
                 idempotency=idem,
                 snapshot=snapshot,
             )

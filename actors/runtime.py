@@ -267,6 +267,12 @@ class Shard:
             await c.passivate()
 
 
+def _time_out(fut: asyncio.Future[Any], actor_id: str, kind: str) -> None:
+    if not fut.done():
+        logger.error("ask %s %s timed out", actor_id, kind)
+        fut.set_exception(ProtocolError("unavailable", "timed out, try again"))
+
+
 class LocalHost:
     """All shards in this process (ENF_CLUSTER=local)."""
 
@@ -291,11 +297,12 @@ class LocalHost:
 
     async def ask(self, actor_id: str, msg: Message, timeout: float = ASK_TIMEOUT_S) -> Any:
         fut = self._cell(actor_id).post(msg)
+        # A timer handle rather than wait_for: this is every request's path.
+        timer = asyncio.get_running_loop().call_later(timeout, _time_out, fut, actor_id, msg.kind)
         try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            logger.error("ask %s %s timed out", actor_id, msg.kind)
-            raise ProtocolError("unavailable", "timed out, try again") from None
+            return await fut
+        finally:
+            timer.cancel()
 
     def tell(self, actor_id: str, msg: Message) -> None:
         try:

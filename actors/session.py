@@ -21,6 +21,7 @@ from actors.messages import Caller, Message, Reply
 from actors.runtime import ActorContext
 from gateway.protocol import ProtocolError, iso, now_iso, parse_iso
 from persistence.journal import StoredEvent
+from persistence.projections import SESSIONS, Projection
 
 logger = logging.getLogger(__name__)
 
@@ -126,17 +127,12 @@ class SessionActor(EventSourcedActor):
             s["envelope_id"] = d["envelope_id"]
             s["notarized_at"] = e.at
 
-    def projections(
-        self, s: dict[str, Any], events: Sequence[StoredEvent]
-    ) -> list[tuple[str, tuple[Any, ...]]]:
+    def projections(self, s: dict[str, Any], events: Sequence[StoredEvent]) -> list[Projection]:
         if not events or s["state"] is None:
             return []
         return [
-            (
-                "INSERT INTO sessions (session_id, state, customer_id, enp_id, seq, snapshot,"
-                " request, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
-                " ON CONFLICT (session_id) DO UPDATE SET state=$2, enp_id=$4, seq=$5, snapshot=$6,"
-                " updated_at=$9",
+            Projection(
+                SESSIONS,
                 (
                     self.session_id,
                     s["state"],

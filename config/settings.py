@@ -11,7 +11,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RecordingMode = Literal["required", "optional", "off"]
@@ -54,6 +54,20 @@ class Settings(BaseSettings):
     passivate_after_s: float = Field(300.0, gt=0)
     snapshot_every: int = Field(50, ge=1)
     outbound_queue: int = Field(1024, ge=16)
+    # Postgres: pool size, journal writer tasks (each holds one connection) and
+    # the most appends one group commit takes (1 = one transaction per append).
+    db_pool_size: int = Field(10, ge=2, le=1000)
+    journal_writers: int = Field(2, ge=1, le=64)
+    journal_max_batch: int = Field(500, ge=1)
+
+    @model_validator(mode="after")
+    def _pool_room(self) -> Settings:
+        if self.journal_writers >= self.db_pool_size:
+            raise ValueError(
+                "ENF_JOURNAL_WRITERS must be below ENF_DB_POOL_SIZE (writers hold a"
+                " connection each; reads need the rest)"
+            )
+        return self
 
     @field_validator("allowed_countries")
     @classmethod

@@ -65,11 +65,13 @@ def create_app(
     app.router.add_routes(routes)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        pool = await create_pool(dsn)
+        pool = await create_pool(dsn, max_size=settings.db_pool_size)
         if migrate:
             async with pool.acquire() as conn:
                 await apply_migrations(conn)
-        journal = Journal(pool)
+        journal = Journal(
+            pool, writers=settings.journal_writers, max_batch=settings.journal_max_batch
+        )
         await journal.start()
         bus = LocalBus()
         host = LocalHost(settings, journal, bus, ACTOR_KINDS)

@@ -18,6 +18,10 @@ def _no_constants(name: str) -> Any:
     raise DecodeError(f"{name} is not valid JSON")
 
 
+# One decoder for every frame: `json.loads` with a keyword builds a new one per call.
+_JSON = json.JSONDecoder(parse_constant=_no_constants)
+
+
 class JsonCodec:
     name = "enf.v1.json"
     binary = False
@@ -27,7 +31,7 @@ class JsonCodec:
 
     def decode(self, raw: str | bytes) -> Any:
         try:
-            return json.loads(raw, parse_constant=_no_constants)
+            return _JSON.decode(raw if isinstance(raw, str) else raw.decode())
         except (ValueError, RecursionError) as exc:
             raise DecodeError(f"undecodable JSON: {exc}") from None
 

@@ -119,15 +119,20 @@ class Connection:
 
     async def _write_loop(self) -> None:
         try:
+            out = self._out
             while True:
-                frame = await self._out.get()
-                try:
-                    if isinstance(frame, bytes):
-                        await self.ws.send_bytes(frame)
-                    else:
-                        await self.ws.send_str(frame)
-                finally:
-                    self._out.task_done()
+                frame = await out.get()
+                while True:  # everything already queued, without a wake-up per frame
+                    try:
+                        if isinstance(frame, bytes):
+                            await self.ws.send_bytes(frame)
+                        else:
+                            await self.ws.send_str(frame)
+                    finally:
+                        out.task_done()
+                    if out.empty():
+                        break
+                    frame = out.get_nowait()
         except (ConnectionError, RuntimeError):
             pass  # the socket went away; the read loop notices too
 

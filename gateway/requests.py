@@ -188,8 +188,13 @@ def _own_notary(ident: Identity, _: Any) -> str:
     return f"notary:{ident.user_id}"
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _session(_: Identity, data: Any) -> str:
     sid = data.session_id
+    if _CANONICAL_UUID.fullmatch(sid):
+        return f"session:{sid}"
     try:
         canonical = str(uuid.UUID(sid))
     except ValueError:
@@ -250,7 +255,11 @@ def parse(kind: str, data: Any, ident: Identity) -> tuple[Spec, dict[str, Any], 
     if kind == "session.request" and not ident.kyc_verified:
         raise ProtocolError("forbidden", "complete identity verification (KYC) first")
     actor = spec.route(ident, model)
-    clean = model.model_dump(exclude_none=True)
+    fields = model.__dict__
+    if any(isinstance(v, BaseModel | list) for v in fields.values()):
+        clean = model.model_dump(exclude_none=True)
+    else:  # flat: the same as model_dump(exclude_none=True), without its cost
+        clean = {k: v for k, v in fields.items() if v is not None}
     if "session_id" in clean:
         clean["session_id"] = actor.split(":", 1)[1]
     return spec, clean, actor

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +27,7 @@ from typing import Any
 import asyncpg
 
 from gateway.protocol import iso, parse_iso
+from persistence.projections import TABLES, Projection, ProjectionTable
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +109,34 @@ class StoredEvent:
         }
 
 
+def batch_sql(tables: Sequence[ProjectionTable]) -> str:
+    """One statement for a whole batch: journal rows, idempotency records,
+    snapshots and each projection table, every one an `unnest` of arrays (empty
+    arrays insert nothing). Data-modifying CTEs all run, in one transaction."""
+    parts = [
+        "j AS (INSERT INTO journal (actor_id, seq, name, data, at, prev_hash, hash)"
+        " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[],"
+        " $5::timestamptz[], $6::text[], $7::text[]))",
+        "i AS (INSERT INTO idempotency (actor_id, user_id, request_id, fingerprint, reply)"
+        " SELECT * FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::jsonb[])"
+        " ON CONFLICT (actor_id, user_id, request_id) DO UPDATE"
+        " SET fingerprint = EXCLUDED.fingerprint, reply = EXCLUDED.reply, created_at = now())",
+        "s AS (INSERT INTO snapshots (actor_id, seq, state)"
+        " SELECT * FROM unnest($13::text[], $14::bigint[], $15::jsonb[])"
+        " ON CONFLICT (actor_id) DO UPDATE SET seq = EXCLUDED.seq, state = EXCLUDED.state,"
+        " at = now() WHERE snapshots.seq <= EXCLUDED.seq)",
+    ]
+    n = 16
+    for k, t in enumerate(tables):
+        arrays = ", ".join(f"${n + i}::{ty}[]" for i, ty in enumerate(t.types))
+        n += len(t.types)
+        parts.append(
+            f"p{k} AS (INSERT INTO {t.table} ({', '.join(t.columns)})"
+            f" SELECT * FROM unnest({arrays}) ON CONFLICT {t.on_conflict})"
+        )
+    return "WITH " + ",\n".join(parts) + "\nSELECT 1"
+
+
 @dataclass(frozen=True, slots=True)
 class IdempotencyRecord:
     user_id: str
@@ -119,7 +149,9 @@ class IdempotencyRecord:
 class Append:
     actor_id: str
     events: Sequence[StoredEvent] = ()
-    # (sql, args) statements that must commit with the events (projections).
+    # Rows of batched projection tables, and (sql, args) statements, that
+    # must commit with the events.
+    projections: Sequence[Projection] = ()
     statements: Sequence[tuple[str, tuple[Any, ...]]] = ()
     idempotency: Sequence[IdempotencyRecord] = ()
     snapshot: tuple[int, dict[str, Any]] | None = None
@@ -132,6 +164,15 @@ class JournalStats:
     appends: int = 0
     rows: int = 0
     max_batch: int = 0
+    write_seconds: float = 0.0
+
+    def summary(self) -> str:
+        avg = self.appends / self.batches if self.batches else 0.0
+        ms = 1000 * self.write_seconds / self.batches if self.batches else 0.0
+        return (
+            f"{self.batches} batches, {self.appends} appends, {self.rows} events,"
+            f" {avg:.1f} appends/batch (max {self.max_batch}), {ms:.2f} ms/batch"
+        )
 
 
 _CONNECTION_ERRORS = (
@@ -145,12 +186,22 @@ _CONNECTION_ERRORS = (
 
 
 class Journal:
-    def __init__(self, pool: asyncpg.Pool, *, writers: int = 2, max_batch: int = 500) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        writers: int = 2,
+        max_batch: int = 500,
+        tables: Sequence[ProjectionTable] = TABLES,
+    ) -> None:
         self._pool = pool
+        self._tables = tuple(tables)
+        self._batch_sql = batch_sql(self._tables)
         self._queue: asyncio.Queue[Append] = asyncio.Queue()
         self._writers_n = writers
         self._max_batch = max_batch
         self._tasks: list[asyncio.Task[None]] = []
+        self._held: list[asyncpg.Connection | None] = [None] * writers
         self.stats = JournalStats()
 
     @property
@@ -159,7 +210,7 @@ class Journal:
 
     async def start(self) -> None:
         for i in range(self._writers_n):
-            self._tasks.append(asyncio.create_task(self._writer(), name=f"journal-writer-{i}"))
+            self._tasks.append(asyncio.create_task(self._writer(i), name=f"journal-writer-{i}"))
 
     async def stop(self) -> None:
         """Let queued appends commit (up to 5 s), then stop the writers."""
@@ -171,6 +222,9 @@ class Journal:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks.clear()
+        for i in range(len(self._held)):
+            await self._drop_connection(i)
+        logger.info("journal stopped: %s", self.stats.summary())
 
     async def append(self, append: Append) -> None:
         """Resolve once `append` is committed; raise Unavailable or StaleActivation."""
@@ -182,13 +236,27 @@ class Journal:
 
     # -- writers ----------------------------------------------------------------
 
-    async def _writer(self) -> None:
+    async def _connection(self, writer: int) -> asyncpg.Connection:
+        """Each writer holds one connection: no pool round trip (acquire,
+        reset on release) per batch."""
+        conn = self._held[writer]
+        if conn is None or conn.is_closed():
+            conn = self._held[writer] = await self._pool.acquire()
+        return conn
+
+    async def _drop_connection(self, writer: int) -> None:
+        conn, self._held[writer] = self._held[writer], None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await self._pool.release(conn, timeout=2)
+
+    async def _writer(self, writer: int) -> None:
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                await self._commit_batch(batch)
+                await self._commit_batch(batch, writer)
                 for _ in batch:
                     self._queue.task_done()
             except asyncio.CancelledError:
@@ -201,11 +269,13 @@ class Journal:
                     _settle(a, Unavailable("journal error"))
                     self._queue.task_done()
 
-    async def _commit_batch(self, batch: list[Append]) -> None:
+    async def _commit_batch(self, batch: list[Append], writer: int) -> None:
+        started = time.perf_counter()
         try:
-            await self._write(batch)
+            await self._write(batch, await self._connection(writer))
         except _CONNECTION_ERRORS as exc:
             logger.warning("journal unavailable: %s", exc)
+            await self._drop_connection(writer)
             for a in batch:
                 _settle(a, Unavailable("database unavailable"))
             return
@@ -215,8 +285,9 @@ class Journal:
                 return
             # Isolate the offending append: one transaction each.
             for a in batch:
-                await self._commit_batch([a])
+                await self._commit_batch([a], writer)
             return
+        self.stats.write_seconds += time.perf_counter() - started
         self.stats.batches += 1
         self.stats.appends += len(batch)
         self.stats.rows += sum(len(a.events) for a in batch)
@@ -224,53 +295,46 @@ class Journal:
         for a in batch:
             _settle(a, None)
 
-    async def _write(self, batch: list[Append]) -> None:
+    async def _write(self, batch: list[Append], conn: asyncpg.Connection) -> None:
+        """The whole batch in one statement (one round trip, one transaction);
+        with generic statements, in an explicit transaction around it."""
         events = [e for a in batch for e in a.events]
-        idem = [(a.actor_id, r) for a in batch for r in a.idempotency]
-        snaps = [(a.actor_id, a.snapshot) for a in batch if a.snapshot is not None]
+        idem = {(a.actor_id, r.user_id, r.request_id): r for a in batch for r in a.idempotency}
+        snaps = {a.actor_id: a.snapshot for a in batch if a.snapshot is not None}
+        rows: dict[ProjectionTable, dict[Any, tuple[Any, ...]]] = {t: {} for t in self._tables}
         statements: dict[str, list[tuple[Any, ...]]] = {}
         for a in batch:
-            for sql, args in a.statements:
-                statements.setdefault(sql, []).append(args)
-        async with self._pool.acquire() as conn, conn.transaction():
-            if events:
-                await conn.execute(
-                    "INSERT INTO journal (actor_id, seq, name, data, at, prev_hash, hash)"
-                    " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[],"
-                    " $4::jsonb[], $5::timestamptz[], $6::text[], $7::text[])",
-                    [e.actor_id for e in events],
-                    [e.seq for e in events],
-                    [e.name for e in events],
-                    [e.data for e in events],
-                    [parse_iso(e.at) for e in events],
-                    [e.prev_hash for e in events],
-                    [e.hash for e in events],
-                )
-            for sql, rows in statements.items():
-                await conn.executemany(sql, rows)
-            if idem:
-                await conn.execute(
-                    "INSERT INTO idempotency (actor_id, user_id, request_id, fingerprint, reply)"
-                    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
-                    " $5::jsonb[]) ON CONFLICT (actor_id, user_id, request_id) DO UPDATE"
-                    " SET fingerprint = EXCLUDED.fingerprint, reply = EXCLUDED.reply,"
-                    " created_at = now()",
-                    [a for a, _ in idem],
-                    [r.user_id for _, r in idem],
-                    [r.request_id for _, r in idem],
-                    [r.fingerprint for _, r in idem],
-                    [r.reply for _, r in idem],
-                )
-            if snaps:
-                await conn.execute(
-                    "INSERT INTO snapshots (actor_id, seq, state)"
-                    " SELECT * FROM unnest($1::text[], $2::bigint[], $3::jsonb[])"
-                    " ON CONFLICT (actor_id) DO UPDATE SET seq = EXCLUDED.seq,"
-                    " state = EXCLUDED.state, at = now() WHERE snapshots.seq <= EXCLUDED.seq",
-                    [a for a, _ in snaps],
-                    [s[0] for _, s in snaps if s],
-                    [s[1] for _, s in snaps if s],
-                )
+            for p in a.projections:
+                rows[p.table][p.key] = p.row
+            for sql, values in a.statements:
+                statements.setdefault(sql, []).append(values)
+        args: list[Any] = [
+            [e.actor_id for e in events],
+            [e.seq for e in events],
+            [e.name for e in events],
+            [e.data for e in events],
+            [parse_iso(e.at) for e in events],
+            [e.prev_hash for e in events],
+            [e.hash for e in events],
+            [k[0] for k in idem],
+            [k[1] for k in idem],
+            [k[2] for k in idem],
+            [r.fingerprint for r in idem.values()],
+            [r.reply for r in idem.values()],
+            list(snaps),
+            [s[0] for s in snaps.values()],
+            [s[1] for s in snaps.values()],
+        ]
+        for table in self._tables:
+            table_rows = list(rows[table].values())
+            args.extend([row[i] for row in table_rows] for i in range(len(table.columns)))
+        if not statements:
+            await conn.execute(self._batch_sql, *args)
+            return
+        async with conn.transaction():
+            await conn.execute(self._batch_sql, *args)
+            for sql, rows_ in statements.items():
+                await conn.executemany(sql, rows_)
 
     # -- reads ------------------------------------------------------------------
 

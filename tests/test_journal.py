@@ -104,3 +104,44 @@ async def test_unavailable_database_changes_nothing(database):
         assert await conn.fetchval("SELECT count(*) FROM journal") == 0
     finally:
         await conn.close()
+
+
+async def test_projection_rows_of_a_batch_commit_with_it_last_row_per_key_winning(journal):
+    """Projection rows travel in the batch's one statement; within a batch the
+    last row of a key wins, and a batch refused for one append keeps none of
+    that append's rows."""
+    from datetime import UTC, datetime
+
+    from persistence.projections import SESSIONS, Projection
+
+    now = datetime.now(UTC)
+
+    def row(sid: str, state: str, seq: int) -> Projection:
+        return Projection(SESSIONS, (sid, state, "c1", None, seq, {"state": state}, {}, now, now))
+
+    first = _event("p:1", 1, GENESIS_HASH)
+    second = _event("p:1", 2, first.hash)
+    await asyncio.gather(
+        journal.append(Append("p:1", [first], projections=[row("s-1", "REQUESTED", 1)])),
+        journal.append(
+            Append(
+                "p:2", [_event("p:2", 1, GENESIS_HASH)], projections=[row("s-2", "REQUESTED", 1)]
+            )
+        ),
+    )
+    # Two rows for one key in a single append: the later one is kept.
+    await journal.append(
+        Append(
+            "p:1",
+            [second],
+            projections=[row("s-1", "ENP_ASSIGNED", 2), row("s-1", "VIDEO_IN_PROGRESS", 2)],
+        )
+    )
+    # A refused append (seq 2 again) leaves its projection row out.
+    with pytest.raises(StaleActivation):
+        await journal.append(Append("p:1", [second], projections=[row("s-1", "CANCELLED", 3)]))
+    rows = await journal.pool.fetch("SELECT session_id, state, seq FROM sessions ORDER BY 1")
+    assert [tuple(r) for r in rows] == [
+        ("s-1", "VIDEO_IN_PROGRESS", 2),
+        ("s-2", "REQUESTED", 1),
+    ]
