@@ -207,6 +207,9 @@ class ActorCell:
         if self.stopped:
             return
         self.stopped = True
+        self._release(exc)
+
+    def _release(self, exc: ProtocolError) -> None:
         self.actor.cancel_all_timers()
         while not self._mailbox.empty():
             _, fut = self._mailbox.get_nowait()
@@ -214,7 +217,9 @@ class ActorCell:
         self._on_stop(self)
 
     async def passivate(self) -> None:
-        self.stopped = True
+        if self.stopped:
+            return
+        self.stopped = True  # refuse new messages from here on
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -222,7 +227,7 @@ class ActorCell:
             await self.actor.on_passivate()
         except Exception:
             logger.exception("passivation of %s failed", self.actor.actor_id)
-        self._stop(ProtocolError("unavailable", "actor stopped"))
+        self._release(ProtocolError("unavailable", "actor stopped"))
 
     def idle_for(self, now: float) -> float:
         if self.busy or not self._mailbox.empty() or not self.actor.is_idle():
@@ -259,6 +264,7 @@ class Shard:
         now = time.monotonic()
         idle = [c for c in self.cells.values() if c.idle_for(now) >= older_than]
         for c in idle:
+            logger.debug("passivating idle %s", c.actor.actor_id)
             await c.passivate()
         return len(idle)
 

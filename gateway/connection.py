@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 PRESENCE_TOPIC = "presence"
 MAX_IN_FLIGHT = 256
+CATCH_UP_PAGE = 256  # journal rows read at a time when replaying to a client
 
 
 @dataclass(slots=True)
@@ -200,27 +201,49 @@ class Connection:
             self._emit(topic, f, d)
 
     async def _catch_up(self, topic: str, f: Follow) -> None:
-        """Send what the journal has after `f.last_seq`, then what was buffered.
-        The caller has set `f.catching_up`."""
+        """Send what the journal has after `f.last_seq`, page by page, waiting
+        for room in the outbound queue (a long absence is not "too slow"); then
+        what was buffered meanwhile. The caller has set `f.catching_up`."""
         assert f.last_seq is not None
-        before = f.last_seq
         try:
-            for e in await self.services.journal.read(topic, f.last_seq):
-                if e.seq == f.last_seq + 1:
-                    f.last_seq = e.seq
-                    self.send(e.wire())
+            stuck_at = None
+            while True:
+                page = await self.services.journal.read(topic, f.last_seq, CATCH_UP_PAGE)
+                for e in page:
+                    if e.seq == f.last_seq + 1:
+                        f.last_seq = e.seq
+                        await self._send_waiting(e.wire())
+                if self.closing:
+                    return
+                # Live events already sent from the journal are dropped; too many
+                # buffered are dropped too: the journal has them all.
+                f.buffer = [d for d in f.buffer if (d.seq or 0) > f.last_seq]
+                if len(f.buffer) > self.services.settings.outbound_queue:
+                    f.buffer.clear()
+                if len(page) == CATCH_UP_PAGE:
+                    continue
+                if not f.buffer or min(d.seq or 0 for d in f.buffer) == f.last_seq + 1:
+                    break
+                # Buffered events are ahead of what the journal showed: what lies
+                # between was committed meanwhile; read again, once more at most.
+                if stuck_at == f.last_seq:
+                    self.log.error("cannot fill a gap after seq %d on %s", f.last_seq, topic)
+                    self.close_soon(P.CLOSE_TOO_SLOW, "event gap: resume with since_seq")
+                    return
+                stuck_at = f.last_seq
         except Unavailable:
             self.log.warning("journal unavailable while catching up %s", topic)
             self.close_soon(P.CLOSE_TOO_SLOW, "could not replay events: resume with since_seq")
             return
         finally:
             f.catching_up = False
-        if f.buffer and f.last_seq == before and min(d.seq or 0 for d in f.buffer) > before + 1:
-            self.log.error("cannot fill a gap after seq %d on %s", before, topic)
-            self.close_soon(P.CLOSE_TOO_SLOW, "event gap: resume with since_seq")
-            return
         if not f.paused:
             self._flush(topic, f)
+
+    async def _send_waiting(self, msg: dict[str, Any]) -> None:
+        """Queue a frame, waiting for room (a replay, not a live event)."""
+        if not self.closing:
+            await self._out.put(self.codec.encode(msg))
 
     def _pause(self, topic: str, create: bool) -> bool:
         """Hold a topic's events; returns whether this call created the follow."""
