@@ -234,6 +234,42 @@ REQUESTS: dict[str, Spec] = {
 }
 
 
+def _fast_session_join(data: dict[str, Any]) -> dict[str, Any] | None:
+    """`session.join` as the hot path sends it ({session_id, since_seq?}),
+    checked by hand; anything else goes through the model (same errors)."""
+    sid = data.get("session_id")
+    if type(sid) is not str or not _CANONICAL_UUID.fullmatch(sid):
+        return None
+    since = data.get("since_seq")
+    if since is not None and (type(since) is not int or since < 0):
+        return None
+    if not data.keys() <= {"session_id", "since_seq"}:
+        return None  # consent, location, unknown keys: the model decides
+    return {"session_id": sid} if since is None else {"session_id": sid, "since_seq": since}
+
+
+def _fast_checks_record(data: dict[str, Any]) -> dict[str, Any] | None:
+    sid = data.get("session_id")
+    a, b = data.get("comprehension_confirmed"), data.get("duress_check_passed")
+    if (
+        len(data) != 3
+        or type(sid) is not str
+        or not _CANONICAL_UUID.fullmatch(sid)
+        or type(a) is not bool
+        or type(b) is not bool
+    ):
+        return None
+    return {"session_id": sid, "comprehension_confirmed": a, "duress_check_passed": b}
+
+
+# Hand-written checks for the most frequent requests; they accept only input
+# the model accepts, with the same result, and defer everything else to it.
+_FAST: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
+    "session.join": _fast_session_join,
+    "checks.record": _fast_checks_record,
+}
+
+
 def parse(kind: str, data: Any, ident: Identity) -> tuple[Spec, dict[str, Any], str]:
     """Validate a request; return its spec, clean data and actor id, or raise
     ProtocolError in the contract's order: bad_request, forbidden, not_found."""
@@ -244,6 +280,18 @@ def parse(kind: str, data: Any, ident: Identity) -> tuple[Spec, dict[str, Any], 
         data = {}
     if not isinstance(data, dict):
         raise ProtocolError("bad_request", "data must be an object")
+    fast = _FAST.get(kind)
+    clean = fast(data) if fast is not None else None
+    if clean is not None:
+        if ident.role not in spec.roles:
+            raise ProtocolError("forbidden", f"{kind} is not allowed for role {ident.role}")
+        return spec, clean, f"session:{clean['session_id']}"
+    return parse_with_model(spec, kind, data, ident)
+
+
+def parse_with_model(
+    spec: Spec, kind: str, data: dict[str, Any], ident: Identity
+) -> tuple[Spec, dict[str, Any], str]:
     try:
         model = spec.model.model_validate(data)
     except ValidationError as exc:
