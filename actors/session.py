@@ -380,8 +380,15 @@ class SessionActor(EventSourcedActor):
         if missing:
             raise ProtocolError("conflict", f"waiting for {' and '.join(missing)} to join")
         customer = self.state["participants"][self.state["customer_id"]]
-        if not (customer.get("consent") or {}).get("recording"):
-            raise ProtocolError("conflict", "the customer has not consented to recording")
+        consent = customer.get("consent") or {}
+        missing_consent = [k for k in ("recording", "privacy") if not consent.get(k)]
+        if missing_consent:
+            raise ProtocolError(
+                "conflict",
+                "the customer has not consented to "
+                + " and ".join(missing_consent)
+                + " (session.join consent)",
+            )
         await self._commit_request(msg, [self._move(L.VIDEO_IN_PROGRESS, caller.user_id)], reply)
         return Reply(reply)
 
@@ -406,6 +413,8 @@ class SessionActor(EventSourcedActor):
         return Reply({})
 
     def _check_location(self, caller: Caller) -> None:
+        """A caller whose declared place is outside the allowed countries is
+        refused first (`forbidden` precedes `conflict`)."""
         loc = self.state["participants"][caller.user_id].get("location") or {}
         country = loc.get("country")
         if country is not None and country.upper() not in self.ctx.settings.allowed_country_set:
@@ -415,12 +424,33 @@ class SessionActor(EventSourcedActor):
                 f" during the act; your location says {country}",
             )
 
+    def _check_all_locations(self, caller: Caller) -> None:
+        """For the act itself, every party must have declared where they are
+        (`session.join` location.country), in an allowed country."""
+        allowed = self.ctx.settings.allowed_country_set
+        for uid, p in self.state["participants"].items():
+            who = "your" if uid == caller.user_id else f"the {p['role']}'s"
+            country = (p.get("location") or {}).get("country")
+            if country is None:
+                raise ProtocolError(
+                    "forbidden",
+                    f"{who} location is not declared: send session.join with"
+                    " location {lat, lng, country} before the act",
+                )
+            if country.upper() not in allowed:
+                raise ProtocolError(
+                    "forbidden",
+                    f"parties must be in {self.ctx.settings.allowed_countries}"
+                    f" during the act; {who} location says {country}",
+                )
+
     async def on_act_sign(self, msg: Message) -> Reply:
         caller = self._require(msg.caller, "customer")
         self._check_location(caller)
         self._in_state(L.VIDEO_IN_PROGRESS)
         if self.state["signed"] is not None:
             raise ProtocolError("conflict", "the act is already signed")
+        self._check_all_locations(caller)
         await self._commit_request(
             msg,
             [("act.signed", {"user_id": caller.user_id, "signature": msg.data["signature"]})],
@@ -441,6 +471,7 @@ class SessionActor(EventSourcedActor):
             raise ProtocolError("conflict", "the principal has not signed yet")
         if self.state["sealed"] is not None:
             raise ProtocolError("conflict", "the act is already sealed")
+        self._check_all_locations(caller)
         await self._commit_request(
             msg,
             [

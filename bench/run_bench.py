@@ -231,7 +231,9 @@ async def prepare_sessions(
                 },
             )
         )["session_id"]
-        await c.call("session.join", {"session_id": sid, "consent": {"recording": True}})
+        await c.call(
+            "session.join", {"session_id": sid, "consent": {"recording": True, "privacy": True}}
+        )
         session_ids.append(sid)
         cust_tokens.append(tok)
         keep.append(c)

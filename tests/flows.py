@@ -24,6 +24,10 @@ HAPPY_STATES = [
 ]
 
 
+# A declared place in the Philippines, for session.join.
+PH: dict[str, Any] = {"lat": 14.5995, "lng": 120.9842, "country": "PH"}
+
+
 def doc(n: int = 1, type_: str = "affidavit") -> dict[str, Any]:
     return {
         "id": f"doc-{n}",

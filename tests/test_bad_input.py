@@ -14,7 +14,7 @@ import pytest
 
 from gateway.client import EnfClient
 from tests.conftest import JWT_SECRET
-from tests.flows import assigned_session, doc, online_notary
+from tests.flows import PH, assigned_session, doc, online_notary
 
 
 async def _still_serving(server) -> None:
@@ -125,8 +125,11 @@ async def test_steps_in_the_wrong_state(server):
     ):  # nobody joined yet
         r = await who.request(kind, data)
         assert r["error"]["code"] == "conflict", (kind, r)
-    await customer.call("session.join", {"session_id": sid, "consent": {"recording": True}})
-    await notary.call("session.join", {"session_id": sid})
+    await customer.call(
+        "session.join",
+        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
+    )
+    await notary.call("session.join", {"session_id": sid, "location": PH})
     await notary.call("video.start", {"session_id": sid})
     r = await notary.request("act.seal", {"session_id": sid, "signature": "x", "seal": "y"})
     assert r["error"]["code"] == "conflict"  # no checks, no signature yet
@@ -138,11 +141,42 @@ async def test_steps_in_the_wrong_state(server):
     assert r["error"]["code"] == "forbidden"
 
 
-async def test_recording_required_blocks_notarize(make_server):
-    server = await make_server(recording="required")
+async def test_consent_and_every_partys_location_are_required_for_the_act(server):
     customer, notary, sid = await _open_session(server)
     await customer.call("session.join", {"session_id": sid, "consent": {"recording": True}})
     await notary.call("session.join", {"session_id": sid})
+    r = await notary.request("video.start", {"session_id": sid})
+    assert r["error"]["code"] == "conflict" and "privacy" in r["error"]["message"], r
+    await customer.call("session.join", {"session_id": sid, "consent": {"privacy": True}})
+    await notary.call("video.start", {"session_id": sid})
+    await notary.call(
+        "checks.record",
+        {"session_id": sid, "comprehension_confirmed": True, "duress_check_passed": True},
+    )
+    # Nobody declared a place yet; then only the customer did; then the notary
+    # declared one outside the allowed countries.
+    r = await customer.request("act.sign", {"session_id": sid, "signature": "s"})
+    assert r["error"]["code"] == "forbidden" and "your location" in r["error"]["message"], r
+    await customer.call("session.join", {"session_id": sid, "location": PH})
+    r = await customer.request("act.sign", {"session_id": sid, "signature": "s"})
+    assert r["error"]["code"] == "forbidden" and "enp's location" in r["error"]["message"], r
+    jp = {"lat": 35.68, "lng": 139.76, "country": "JP"}
+    await notary.call("session.join", {"session_id": sid, "location": jp})
+    r = await customer.request("act.sign", {"session_id": sid, "signature": "s"})
+    assert r["error"]["code"] == "forbidden" and "says JP" in r["error"]["message"], r
+    await notary.call("session.join", {"session_id": sid, "location": PH})
+    await customer.call("act.sign", {"session_id": sid, "signature": "s"})
+    await notary.call("act.seal", {"session_id": sid, "signature": "s", "seal": "t"})
+
+
+async def test_recording_required_blocks_notarize(make_server):
+    server = await make_server(recording="required")
+    customer, notary, sid = await _open_session(server)
+    await customer.call(
+        "session.join",
+        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
+    )
+    await notary.call("session.join", {"session_id": sid, "location": PH})
     await notary.call("video.start", {"session_id": sid})
     await notary.call(
         "checks.record",
@@ -292,7 +326,10 @@ async def test_one_bad_session_does_not_disturb_another(server):
     await other.ws.send_str("{{{{")
     await other.send_raw({"id": "x", "type": "session.join", "data": {"session_id": sid}})
     # The good session goes on.
-    await customer.call("session.join", {"session_id": sid, "consent": {"recording": True}})
-    await notary.call("session.join", {"session_id": sid})
+    await customer.call(
+        "session.join",
+        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
+    )
+    await notary.call("session.join", {"session_id": sid, "location": PH})
     await notary.call("video.start", {"session_id": sid})
     await customer.expect("session.state", state="VIDEO_IN_PROGRESS")

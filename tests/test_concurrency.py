@@ -9,7 +9,7 @@ import itertools
 
 import asyncpg
 
-from tests.flows import doc, online_notary
+from tests.flows import PH, doc, online_notary
 
 CUSTOMERS, NOTARIES = 50, 10
 
@@ -24,7 +24,7 @@ async def _notary_loop(n, done: asyncio.Event, log: list) -> None:
         oid, sid = offer["data"]["offer_id"], offer["data"]["session_id"]
         log.append(("offer", n.welcome["user_id"], sid))
         await n.call("offer.accept", {"offer_id": oid})
-        await n.call("session.join", {"session_id": sid})
+        await n.call("session.join", {"session_id": sid, "location": PH})
         await n.expect("participant.joined", topic=f"session:{sid}", role="customer", timeout=30)
         await n.call("video.start", {"session_id": sid})
         await n.call(
@@ -44,7 +44,10 @@ async def _customer(c, i: int) -> str:
         "session_id"
     ]
     await c.expect("session.state", state="ENP_ASSIGNED", timeout=120)
-    await c.call("session.join", {"session_id": sid, "consent": {"recording": True}})
+    await c.call(
+        "session.join",
+        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
+    )
     await c.expect("session.state", state="VIDEO_IN_PROGRESS", timeout=30)
     await c.call("act.sign", {"session_id": sid, "signature": f"sig{i}"})
     await c.expect("session.state", state="NOTARIZED", timeout=30)

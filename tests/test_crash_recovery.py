@@ -11,7 +11,7 @@ import pytest
 from gateway.auth import mint_token
 from gateway.client import EnfClient
 from tests.conftest import JWT_SECRET
-from tests.flows import HAPPY_STATES, assert_gapless, doc, session_events
+from tests.flows import HAPPY_STATES, PH, assert_gapless, doc, session_events
 from tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -130,11 +130,18 @@ async def test_kill_at_three_points_and_finish(database, tmp_path):
         assert await notary.call(
             "offer.accept", {"offer_id": offer["data"]["offer_id"]}, id=accept_id
         ) == {"session_id": sid}
-        await notary.call("session.join", {"session_id": sid, "since_seq": notary_last})
+        await notary.call(
+            "session.join", {"session_id": sid, "since_seq": notary_last, "location": PH}
+        )
         customer = await cl.client("c1", "customer")
         snap = await customer.call(
             "session.join",
-            {"session_id": sid, "since_seq": cust_last, "consent": {"recording": True}},
+            {
+                "session_id": sid,
+                "since_seq": cust_last,
+                "consent": {"recording": True, "privacy": True},
+                "location": PH,
+            },
         )
         assert snap["session"]["state"] == "ENP_ASSIGNED"
         missed = await customer.expect("participant.joined", user_id="n1")

@@ -62,7 +62,9 @@ async def test_notary_reconnect_grace(make_server):
 async def test_participant_grace_then_left(make_server):
     server = await make_server(reconnect_grace_s=0.4)
     customer, n, sid = await assigned_session(server)
-    await customer.call("session.join", {"session_id": sid, "consent": {"recording": True}})
+    await customer.call(
+        "session.join", {"session_id": sid, "consent": {"recording": True, "privacy": True}}
+    )
     await n.call("session.join", {"session_id": sid})
     await n.expect("participant.joined", user_id="c1")
     snap = await n.call("session.join", {"session_id": sid})

@@ -7,7 +7,9 @@ from tests.flows import assigned_session
 
 async def test_second_connection_rejoins_at_head_repeatedly(server):
     first, _notary, sid = await assigned_session(server)
-    await first.call("session.join", {"session_id": sid, "consent": {"recording": True}})
+    await first.call(
+        "session.join", {"session_id": sid, "consent": {"recording": True, "privacy": True}}
+    )
     second = await server.client("c1", "customer")
     head = (await second.call("session.join", {"session_id": sid}))["session"]["seq"]
     for i in range(50):
