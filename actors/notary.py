@@ -277,6 +277,11 @@ class NotaryActor(EventSourcedActor):
                         "enp_id": self.notary_id,
                         "offer_id": offer_id,
                         "tariff": self.profile.get("tariff") or 0.0,
+                        # For the notarial book and the envelope (public: an
+                        # ENP's name and commission are on the public roll).
+                        "enp_name": self.profile.get("name") or caller.claims.get("name"),
+                        "enp_license": self.profile.get("license_number")
+                        or caller.claims.get("license_number"),
                     },
                     caller,
                 ),

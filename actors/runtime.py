@@ -25,6 +25,7 @@ from actors.messages import Message
 from config.settings import Settings
 from gateway.protocol import ProtocolError
 from persistence.journal import Journal, StaleActivation, Unavailable
+from persistence.keys import Keys
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +55,13 @@ class ActorContext:
     the bus, the settings and the database pool."""
 
     def __init__(
-        self, host: ActorHost, journal: Journal, bus: TopicBus, settings: Settings
+        self, host: ActorHost, journal: Journal, bus: TopicBus, settings: Settings, keys: Keys
     ) -> None:
         self.host = host
         self.journal = journal
         self.bus = bus
         self.settings = settings
+        self.keys = keys
 
     @property
     def pool(self) -> Any:
@@ -283,10 +285,15 @@ class LocalHost:
     """All shards in this process (ENF_CLUSTER=local)."""
 
     def __init__(
-        self, settings: Settings, journal: Journal, bus: TopicBus, factories: dict[str, type[Actor]]
+        self,
+        settings: Settings,
+        journal: Journal,
+        bus: TopicBus,
+        factories: dict[str, type[Actor]],
+        keys: Keys,
     ) -> None:
         self.settings = settings
-        self.ctx = ActorContext(self, journal, bus, settings)
+        self.ctx = ActorContext(self, journal, bus, settings, keys)
         self._factories = factories
         self.shards = [Shard(i, self._make, settings.mailbox_size) for i in range(settings.shards)]
         self._sweeper: asyncio.Task[None] | None = None

@@ -20,6 +20,8 @@ from actors.eventsourced import EventSourcedActor
 from actors.messages import Caller, Message, Reply
 from actors.runtime import ActorContext
 from gateway.protocol import ProtocolError, iso, now_iso, parse_iso
+from persistence.book import book_entry
+from persistence.envelopes import build_envelope, envelope_statement
 from persistence.journal import StoredEvent
 from persistence.projections import SESSIONS, Projection
 
@@ -89,6 +91,8 @@ class SessionActor(EventSourcedActor):
                     enp_fee=d["enp_fee"],
                     offer_id=d.get("offer_id"),
                     assigned_at=e.at,
+                    enp_name=d.get("enp_name"),
+                    enp_license=d.get("enp_license"),
                 )
                 s["participants"][d["enp_id"]] = {"role": "enp", "present": False}
             elif d["state"] == L.VIDEO_IN_PROGRESS:
@@ -278,7 +282,12 @@ class SessionActor(EventSourcedActor):
         request = {
             "customer_id": caller.user_id,
             "document": d["document"],
-            "principal": d.get("principal"),
+            # Personal data is sealed before it reaches the journal.
+            "principal": (
+                self.ctx.keys.pii.seal(d["principal"], self.session_id)
+                if d.get("principal")
+                else None
+            ),
             "price_preference": d.get("price_preference"),
             "location": d.get("location"),
             "preferred_notary_id": d.get("preferred_notary_id"),
@@ -509,16 +518,53 @@ class SessionActor(EventSourcedActor):
         """NOTARIZING → NOTARIZED: the record of the act is issued."""
         if self.state["state"] != L.NOTARIZING:
             return
-        envelope_id = f"ENF-{self.session_id}"
-        await self.commit(
-            [self._move(L.NOTARIZED, "system"), ("session.notarized", {"envelope_id": envelope_id})]
+        at = now_iso()
+        keys = self.ctx.keys
+        envelope = build_envelope(
+            self.state,
+            self.session_id,
+            at=at,
+            journal_seq=self.seq,
+            journal_head=self.head_hash,
+            keys=keys,
+            retention_years=self.ctx.settings.retention_years,
         )
+        signed = keys.signer.sign(envelope)
+        envelope_id = envelope["uid"]
+        await self.commit(
+            [
+                self._move(L.NOTARIZED, "system"),
+                ("session.notarized", {"envelope_id": envelope_id}),
+            ],
+            statements=[
+                envelope_statement(signed, self.session_id, keys),
+                book_entry(
+                    self.state,
+                    self.session_id,
+                    at=at,
+                    complete=True,
+                    reason=None,
+                    pii=keys.pii,
+                ),
+            ],
+        )
+        logger.info("session %s notarized: envelope %s issued", self.session_id, envelope_id)
         self._after_move()
 
     async def on_session_distribute(self, msg: Message) -> Reply:
         caller = self._require(msg.caller, "customer", "enp")
         self._in_state(L.NOTARIZED)
-        recipients = msg.data["recipients"]
+        pii = self.ctx.keys.pii
+        # Phone numbers and addresses are personal data: sealed in the journal,
+        # with a masked hint for people reading the events.
+        recipients = [
+            {
+                "channel": r["channel"],
+                "to": pii.seal(r["to"], self.session_id),
+                "hint": _mask(r["to"]),
+            }
+            for r in msg.data["recipients"]
+        ]
         events = [self._move(L.DISTRIBUTING, caller.user_id, recipients=recipients)]
         if not recipients:
             events.append(
@@ -533,11 +579,32 @@ class SessionActor(EventSourcedActor):
         caller = self._require(msg.caller, "customer", "enp", "admin")
         if self.state["state"] not in L.CANCELLABLE:
             raise ProtocolError("conflict", f"cannot cancel in state {self.state['state']}")
-        await self._commit_request(
-            msg, [self._move(L.CANCELLED, caller.user_id, reason=msg.data["reason"])], {}
+        reason = msg.data["reason"]
+        await self.commit(
+            [self._move(L.CANCELLED, caller.user_id, reason=reason)],
+            caller=msg.caller,
+            request=(msg.kind, msg.data),
+            reply=Reply({}),
+            statements=self._incomplete_act(reason),
         )
         self._after_move()
         return Reply({})
+
+    def _incomplete_act(self, reason: str) -> list[tuple[str, tuple[Any, ...]]]:
+        """A session ending without the act after a notary was assigned gets an
+        incomplete-act entry in that notary's book."""
+        if not self.state.get("enp_id"):
+            return []
+        return [
+            book_entry(
+                self.state,
+                self.session_id,
+                at=now_iso(),
+                complete=False,
+                reason=reason,
+                pii=self.ctx.keys.pii,
+            )
+        ]
 
     async def on_snapshot(self, msg: Message) -> dict[str, Any]:
         self._require(msg.caller, "customer", "enp", "admin")
@@ -562,6 +629,8 @@ class SessionActor(EventSourcedActor):
                     amount=amount,
                     platform_fee=platform_fee,
                     enp_fee=round(amount - platform_fee, 2),
+                    enp_name=d.get("enp_name"),
+                    enp_license=d.get("enp_license"),
                 )
             ]
         )
@@ -621,6 +690,13 @@ class SessionActor(EventSourcedActor):
     def _track(self, caller: Caller) -> None:
         if caller.connection_id and caller.role != "admin":
             self.conns.setdefault(caller.user_id, set()).add(caller.connection_id)
+
+
+def _mask(value: str) -> str:
+    """+639171234567 -> +63*******567"""
+    if len(value) <= 6:
+        return "*" * len(value)
+    return value[:3] + "*" * (len(value) - 6) + value[-3:]
 
 
 def _matching_request(s: dict[str, Any]) -> dict[str, Any]:

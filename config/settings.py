@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     passivate_after_s: float = Field(300.0, gt=0)
     snapshot_every: int = Field(50, ge=1)
     outbound_queue: int = Field(1024, ge=16)
+    # Years the record of an act is kept (the envelope's compliance block).
+    retention_years: int = Field(10, ge=1, le=100)
     # Postgres: pool size, journal writer tasks (each holds one connection) and
     # the most appends one group commit takes (1 = one transaction per append).
     db_pool_size: int = Field(10, ge=2, le=1000)

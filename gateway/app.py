@@ -27,6 +27,7 @@ from gateway import protocol as P
 from gateway.http_api import errors_middleware, routes
 from gateway.ws import ws_handler
 from persistence.journal import Journal
+from persistence.keys import Keys
 from persistence.migrate import apply_migrations
 from persistence.pool import create_pool
 
@@ -50,6 +51,7 @@ class Services:
     journal: Journal
     bus: LocalBus
     host: LocalHost
+    keys: Keys
     connections: set[Connection] = field(default_factory=set)
     shutting_down: bool = False
 
@@ -65,6 +67,7 @@ def create_app(
     app.router.add_routes(routes)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
+        keys = Keys.load(settings.signing_key_file, settings.pii_key_file, settings.data_dir)
         pool = await create_pool(dsn, max_size=settings.db_pool_size)
         if migrate:
             async with pool.acquire() as conn:
@@ -74,9 +77,9 @@ def create_app(
         )
         await journal.start()
         bus = LocalBus()
-        host = LocalHost(settings, journal, bus, ACTOR_KINDS)
+        host = LocalHost(settings, journal, bus, ACTOR_KINDS, keys)
         await host.start()
-        services = Services(settings, jwt_secret, pool, journal, bus, host)
+        services = Services(settings, jwt_secret, pool, journal, bus, host, keys)
         app[SERVICES] = services
         await recover(services)
         try:

@@ -1,0 +1,117 @@
+"""The TRUTH envelope: the signed statement of a notarial act, after the
+platform design's `generateTruthEnvelope`, plus the recording's SHA-256 and the
+journal head it attests. Signed with Ed25519 over canonical JSON
+(`persistence.keys`); stored sealed with the PII key (it names the principal)
+in the same transaction as `NOTARIZED`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from gateway.protocol import iso, parse_iso
+from persistence.book import party_countries
+from persistence.keys import Keys
+
+ENVELOPE_SQL = (
+    "INSERT INTO envelopes (envelope_id, session_id, key_id, sealed) VALUES ($1, $2, $3, $4)"
+)
+RULES = "A.M. No. 24-10-14-SC (2024 Rules on Electronic Notarization)"
+
+
+def envelope_id_for(session_id: str) -> str:
+    return f"ENF-{session_id}"
+
+
+def _duration(state: dict[str, Any]) -> float | None:
+    recording = state.get("recording") or {}
+    if recording.get("duration_s") is not None:
+        return float(recording["duration_s"])
+    start, end = state.get("video_started_at"), state.get("video_ended_at")
+    if start and end:
+        return round((parse_iso(end) - parse_iso(start)).total_seconds(), 3)
+    return None
+
+
+def build_envelope(
+    state: dict[str, Any],
+    session_id: str,
+    *,
+    at: str,
+    journal_seq: int,
+    journal_head: str,
+    keys: Keys,
+    retention_years: int,
+) -> dict[str, Any]:
+    request = state.get("request") or {}
+    document = state.get("document") or {}
+    principal = keys.pii.open_or_none(request.get("principal"), session_id) or {}
+    checks = state.get("checks") or {}
+    recording = state.get("recording") or {}
+    signed = state.get("signed") or {}
+    sealed = state.get("sealed") or {}
+    countries = party_countries(state)
+    retention = parse_iso(at) + timedelta(days=round(365.25 * retention_years))
+    return {
+        "uid": envelope_id_for(session_id),
+        "session_id": session_id,
+        "timestamp": at,
+        "document_hash": document.get("sha256"),
+        "document": {
+            "id": document.get("id"),
+            "type": document.get("type"),
+            "title": document.get("title"),
+        },
+        "customer": {
+            "user_id": state.get("customer_id"),
+            "kyc_session_id": request.get("kyc_session_id"),
+            "identity_verified": True,
+            "face_match_score": request.get("face_match_score"),
+            "name": principal.get("name"),
+            "id_type": principal.get("id_type"),
+            "id_number": principal.get("id_number"),
+            "digital_signature": signed.get("signature"),
+        },
+        "enp": {
+            "user_id": state.get("enp_id"),
+            "license_number": state.get("enp_license"),
+            "name": state.get("enp_name"),
+            "digital_signature": sealed.get("signature"),
+            "notarization_seal": sealed.get("seal"),
+        },
+        "session": {
+            "video_recording_url": recording.get("url"),
+            "recording_sha256": recording.get("sha256"),
+            "duration_seconds": _duration(state),
+            "comprehension_confirmed": bool(checks.get("comprehension_confirmed")),
+            "duress_check_passed": bool(checks.get("duress_check_passed")),
+            "party_countries": countries,
+        },
+        "journal": {
+            "actor_id": f"session:{session_id}",
+            "seq": journal_seq,
+            "head_hash": journal_head,
+        },
+        "compliance": {
+            "rules": RULES,
+            "mode": "REN",
+            "notarial_book": {"notary_id": state.get("enp_id"), "session_id": session_id},
+            "supreme_court_reported": False,
+            "reported_at": None,
+            "retention_until": iso(retention),
+        },
+        "blockchain_anchor": None,
+    }
+
+
+def envelope_statement(
+    signed: dict[str, Any], session_id: str, keys: Keys
+) -> tuple[str, tuple[Any, ...]]:
+    envelope_id = signed["envelope"]["uid"]
+    return ENVELOPE_SQL, (
+        envelope_id,
+        session_id,
+        signed["key_id"],
+        keys.pii.seal(signed, envelope_id),
+    )
