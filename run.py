@@ -88,6 +88,55 @@ async def migrate(settings: Settings) -> None:
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
 
 
+async def verify_journal_cmd(settings: Settings, target: str) -> int:
+    import uuid
+
+    from persistence.pool import create_pool
+    from persistence.verify import verify_journal
+
+    actor_id = target
+    with contextlib.suppress(ValueError):
+        actor_id = f"session:{uuid.UUID(target)}"
+    dsn, _embedded = resolve_database(settings)
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    try:
+        report = await verify_journal(pool, actor_id)
+    finally:
+        await pool.close()
+    if report.rows == 0 and report.valid:
+        print(f"{actor_id}: no journal rows (no such session?)")
+        return 2
+    print(report.describe())
+    return 0 if report.valid else 1
+
+
+def verify_envelope_cmd(settings: Settings, path: str, public_key: str | None) -> int:
+    """Offline: only the envelope file and a public key (PEM, or the JSON of
+    GET /v1/keys); without --public-key, this server's own key."""
+    import json
+    from pathlib import Path
+
+    from persistence.keys import Signer, load_public_keys, verify_signed
+
+    try:
+        signed = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"cannot read {path}: {exc}")
+        return 2
+    if public_key:
+        try:
+            keys = load_public_keys(Path(public_key).read_text())
+        except (OSError, ValueError) as exc:
+            print(f"cannot read the public key {public_key}: {exc}")
+            return 2
+    else:
+        keys = [Signer.load(settings.signing_key_file, settings.data_dir).public]
+    valid, reason = verify_signed(signed, keys)
+    uid = signed.get("envelope", {}).get("uid") if isinstance(signed, dict) else None
+    print(f"{uid or path}: VALID" if valid else f"{uid or path}: INVALID: {reason}")
+    return 0 if valid else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="run.py", description="ENF session server")
     sub = parser.add_subparsers(dest="command")
@@ -99,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     tok.add_argument("--kyc", action="store_true", help="kyc_verified: true")
     tok.add_argument("--name")
     tok.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default 1 day)")
+    vj = sub.add_parser("verify-journal", help="recompute a session's hash chain")
+    vj.add_argument("session_id", help="session id (or any actor id)")
+    ve = sub.add_parser("verify-envelope", help="verify a signed TRUTH envelope offline")
+    ve.add_argument("file", help="the signed envelope (JSON from GET /v1/envelopes/{id})")
+    ve.add_argument("--public-key", help="PEM file, or the JSON of GET /v1/keys")
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -110,8 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         extra = {"name": args.name} if args.name else {}
         print(mint_token(secret, args.sub, args.type, kyc=args.kyc, ttl_s=args.ttl, **extra))
         return 0
+    if args.command == "verify-envelope":
+        return verify_envelope_cmd(settings, args.file, args.public_key)
     import uvloop
 
+    if args.command == "verify-journal":
+        return uvloop.run(verify_journal_cmd(settings, args.session_id))
     runner = migrate if args.command == "migrate" else serve
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(runner(settings))

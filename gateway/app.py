@@ -24,8 +24,9 @@ from actors.runtime import Actor, LocalHost
 from actors.session import SessionActor
 from config.settings import Settings
 from gateway import protocol as P
-from gateway.http_api import errors_middleware, routes
+from gateway.http_api import audit_middleware, errors_middleware, routes
 from gateway.ws import ws_handler
+from persistence.audit import AuditLog
 from persistence.journal import Journal
 from persistence.keys import Keys
 from persistence.migrate import apply_migrations
@@ -52,6 +53,7 @@ class Services:
     bus: LocalBus
     host: LocalHost
     keys: Keys
+    audit: AuditLog
     connections: set[Connection] = field(default_factory=set)
     shutting_down: bool = False
 
@@ -62,7 +64,9 @@ SERVICES = web.AppKey("services", Services)
 def create_app(
     settings: Settings, dsn: str, jwt_secret: str, *, migrate: bool = True
 ) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=P.MAX_FRAME)
+    app = web.Application(
+        middlewares=[audit_middleware, errors_middleware], client_max_size=P.MAX_FRAME
+    )
     app.router.add_get("/v1/ws", ws_handler)
     app.router.add_routes(routes)
 
@@ -79,7 +83,9 @@ def create_app(
         bus = LocalBus()
         host = LocalHost(settings, journal, bus, ACTOR_KINDS, keys)
         await host.start()
-        services = Services(settings, jwt_secret, pool, journal, bus, host, keys)
+        audit = AuditLog(pool)
+        await audit.start()
+        services = Services(settings, jwt_secret, pool, journal, bus, host, keys, audit)
         app[SERVICES] = services
         await recover(services)
         try:
@@ -88,6 +94,7 @@ def create_app(
             services.shutting_down = True
             await host.stop()
             await journal.stop()
+            await audit.stop()
             await pool.close()
 
     async def close_sockets(app: web.Application) -> None:

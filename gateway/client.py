@@ -44,6 +44,7 @@ class EnfClient:
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.welcome: dict[str, Any] | None = None
         self.frames: list[dict[str, Any]] = []  # every frame received, in order
+        self.sent: list[dict[str, Any]] = []  # every request sent, in order
         self.events: list[dict[str, Any]] = []  # every event, in arrival order
         self._inbox: list[dict[str, Any]] = []  # events not yet taken by expect()
         self._replies: dict[Any, asyncio.Future[dict[str, Any]]] = {}
@@ -136,7 +137,9 @@ class EnfClient:
         rid = id if id is not None else f"c{next(self._ids)}"
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[rid] = fut
-        await self.send_raw({"id": rid, "type": type_, "data": data or {}})
+        frame = {"id": rid, "type": type_, "data": data or {}}
+        self.sent.append(frame)
+        await self.send_raw(frame)
         async with asyncio.timeout(timeout):
             return await fut
 

@@ -29,6 +29,7 @@ from gateway import protocol as P
 from gateway.auth import Identity
 from gateway.codec import Codec, DecodeError
 from gateway.requests import parse
+from persistence.audit import AuditRecord, resource_of
 from persistence.journal import Unavailable
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class Connection:
         codec: Codec,
         services: Services,
         remote: str | None,
+        user_agent: str | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.ws = ws
@@ -101,6 +103,7 @@ class Connection:
         self.codec = codec
         self.services = services
         self.remote = remote
+        self.user_agent = user_agent
         self.follows: dict[str, Follow] = {}
         self.tracked: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -324,13 +327,45 @@ class Connection:
         try:
             spec, data, actor = parse(kind, msg.get("data"), self.ident)
         except P.ProtocolError as exc:
-            self._refuse(rid, exc.code, exc.message, kind)
+            # Audited against the session it named, if it named one.
+            named = msg.get("data")
+            sid = named.get("session_id") if isinstance(named, dict) else None
+            target = f"session:{sid[:64]}" if isinstance(sid, str) and sid else None
+            self._refuse(rid, exc.code, exc.message, kind, target)
             return
         self._spawn(self._request(rid, kind, spec.kind or kind, data, actor))
 
-    def _refuse(self, rid: Any, code: P.ErrorCode, message: str, kind: str | None = None) -> None:
+    def _refuse(
+        self,
+        rid: Any,
+        code: P.ErrorCode,
+        message: str,
+        kind: str | None = None,
+        actor: str | None = None,
+    ) -> None:
         self.log.info("refused %s: %s %s", kind or "frame", code, message)
         self.send(P.reply_error(rid, code, message))
+        self._audit(kind or "frame", rid, "error" if code == "internal" else "refused", actor, code)
+
+    def _audit(
+        self, kind: str, rid: Any, outcome: str, actor: str | None, code: str | None = None
+    ) -> None:
+        resource_type, resource_id = resource_of(actor) if actor else (None, None)
+        self.services.audit.record(
+            AuditRecord(
+                event_type="ws.request",
+                action=kind,
+                outcome=outcome,
+                correlation_id=f"{self.id}/{rid}",
+                user_id=self.ident.user_id,
+                ip_address=self.remote,
+                user_agent=self.user_agent,
+                resource_type=resource_type,
+                resource_id=resource_id,
+                error_code=code,
+                metadata={"connection_id": self.id, "request_id": rid, "role": self.ident.role},
+            )
+        )
 
     async def _request(
         self, rid: Any, kind: str, msg_kind: str, data: dict[str, Any], actor: str
@@ -359,10 +394,10 @@ class Connection:
                 result = await self.services.host.ask(actor, Message(msg_kind, data, caller))
                 reply = result if isinstance(result, Reply) else Reply(result or {})
             except P.ProtocolError as exc:
-                self._refuse(rid, exc.code, exc.message, kind)
+                self._refuse(rid, exc.code, exc.message, kind, actor)
             except Exception:
                 self.log.exception("request %s failed", kind)
-                self._refuse(rid, "internal", "internal error", kind)
+                self._refuse(rid, "internal", "internal error", kind, actor)
             if reply is None:
                 if kind == "presence.subscribe":
                     self.services.bus.unsubscribe(PRESENCE_TOPIC, self)
@@ -370,6 +405,7 @@ class Connection:
                     await self._resume(t, None, None, created[t])
                 return
             self.send(P.reply_ok(rid, reply.data))
+            self._audit(kind, rid, "ok", actor)
             if reply.track:
                 self.tracked.add(actor)
             for t in paused:

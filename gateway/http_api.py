@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import logging
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 from aiohttp import web
@@ -17,6 +19,9 @@ from actors.messages import Caller, Message
 from gateway import protocol as P
 from gateway.auth import Identity, bearer, verify_token
 from gateway.requests import LatLng, Model, Text
+from persistence import book
+from persistence.audit import COLUMNS, AuditRecord
+from persistence.keys import PiiCorrupt, PiiKeyMismatch, verify_signed
 
 if TYPE_CHECKING:
     from gateway.app import Services
@@ -24,6 +29,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
+IDENTITY = web.RequestKey("identity", Identity)
 
 
 def error_response(code: P.ErrorCode, message: str) -> web.Response:
@@ -43,6 +49,7 @@ def _identity(request: web.Request, *roles: str) -> Identity:
     if token is None:
         raise P.ProtocolError("unauthorized", "send Authorization: Bearer <token>")
     ident = verify_token(token, _services(request).jwt_secret)
+    request[IDENTITY] = ident
     if roles and ident.role not in roles:
         raise P.ProtocolError("forbidden", f"not allowed for role {ident.role}")
     return ident
@@ -75,6 +82,46 @@ def _session_id(request: web.Request) -> str:
         return str(uuid.UUID(request.match_info["id"]))
     except ValueError:
         raise P.ProtocolError("not_found", "no such session") from None
+
+
+@web.middleware
+async def audit_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every call on /v1/ leaves an audit row (the WebSocket upgrade excepted:
+    its requests are audited one by one)."""
+    if not request.path.startswith("/v1/") or request.path == "/v1/ws":
+        return await handler(request)  # type: ignore[no-any-return]
+    correlation_id = request.headers.get("X-Request-Id", "")[:128] or uuid.uuid4().hex
+    status = 500
+    try:
+        response: web.StreamResponse = await handler(request)
+        status = response.status
+        response.headers["X-Request-Id"] = correlation_id
+        return response
+    finally:
+        route = request.match_info.route.resource
+        pattern = route.canonical if route is not None else request.path
+        rid = request.match_info.get("id")
+        kind = pattern.split("/")[2] if pattern.count("/") >= 2 else None
+        resource_type = {"sessions": "session", "envelopes": "envelope", "notaries": "notary"}.get(
+            kind or "", kind
+        )
+        ident = request.get(IDENTITY)
+        services = _services(request)
+        services.audit.record(
+            AuditRecord(
+                event_type="http.request",
+                action=f"{request.method} {pattern}",
+                outcome="ok" if status < 400 else ("error" if status >= 500 else "refused"),
+                correlation_id=correlation_id,
+                user_id=ident.user_id if ident else None,
+                ip_address=request.remote,
+                user_agent=request.headers.get("User-Agent"),
+                resource_type=resource_type if rid else None,
+                resource_id=rid,
+                error_code=None if status < 400 else str(status),
+                metadata={"status": status, "query": dict(request.query)},
+            )
+        )
 
 
 @web.middleware
@@ -245,3 +292,148 @@ async def get_journal(request: web.Request) -> web.Response:
     return web.json_response(
         {"session_id": session_id, "events": [e.with_hashes() for e in events]}
     )
+
+
+# -- the legal record ------------------------------------------------------------------
+
+
+@routes.get("/v1/keys")
+async def get_keys(request: web.Request) -> web.Response:
+    return web.json_response({"keys": [_services(request).keys.signer.public.describe()]})
+
+
+@routes.get("/v1/envelopes/{id}")
+async def get_envelope(request: web.Request) -> web.Response:
+    ident = _identity(request)
+    envelope_id = request.match_info["id"]
+    services = _services(request)
+    row = await services.pool.fetchrow(
+        "SELECT e.sealed, s.customer_id, s.enp_id FROM envelopes e"
+        " JOIN sessions s ON s.session_id = e.session_id WHERE e.envelope_id = $1",
+        envelope_id,
+    )
+    if row is None or (
+        ident.role != "admin" and ident.user_id not in (row["customer_id"], row["enp_id"])
+    ):
+        raise P.ProtocolError("not_found", "no such envelope")
+    try:
+        signed = services.keys.pii.open(row["sealed"], envelope_id)
+    except (PiiKeyMismatch, PiiCorrupt) as exc:
+        logger.error("envelope %s cannot be opened: %s", envelope_id, exc)
+        raise P.ProtocolError("unavailable", f"the envelope cannot be opened: {exc}") from None
+    return web.json_response(signed)
+
+
+@routes.post("/v1/envelopes/verify")
+async def verify_envelope(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if not isinstance(body, dict) or not {"envelope", "signature", "key_id"} <= body.keys():
+        raise P.ProtocolError(
+            "bad_request", "post a signed envelope: {envelope, signature, key_id}"
+        )
+    valid, reason = verify_signed(body, [_services(request).keys.signer.public])
+    return web.json_response({"valid": True} if valid else {"valid": False, "reason": reason})
+
+
+@routes.get("/v1/notaries/{id}/book")
+async def get_book(request: web.Request) -> web.StreamResponse:
+    ident = _identity(request, "enp", "admin")
+    notary_id = _user_id(request)
+    if ident.role == "enp" and ident.user_id != notary_id:
+        raise P.ProtocolError("forbidden", "you may only export your own notarial book")
+    month = request.query.get("month") or datetime.now(UTC).strftime("%Y-%m")
+    try:
+        start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+    except ValueError:
+        raise P.ProtocolError("bad_request", "month must be YYYY-MM") from None
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise P.ProtocolError("bad_request", "format must be json or csv")
+    end = (start + timedelta(days=32)).replace(day=1)
+    services = _services(request)
+    rows = await services.pool.fetch(
+        "SELECT entry_no, session_id, complete, act_at, entry FROM notarial_book"
+        " WHERE notary_id = $1 AND act_at >= $2 AND act_at < $3 ORDER BY entry_no",
+        notary_id,
+        start,
+        end,
+    )
+    try:
+        entries = [book.export_entry(r, services.keys.pii) for r in rows]
+    except (PiiKeyMismatch, PiiCorrupt) as exc:
+        logger.error("notarial book of %s cannot be opened: %s", notary_id, exc)
+        raise P.ProtocolError("unavailable", f"the book cannot be opened: {exc}") from None
+    if fmt == "csv":
+        return web.Response(
+            text=book.to_csv(entries, notary_id, month),
+            content_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="book-{notary_id}-{month}.csv"'},
+        )
+    body: dict[str, Any] = {"notary_id": notary_id, "month": month, "entries": entries}
+    if not entries:
+        body["statement"] = book.no_entries_statement(notary_id, month)
+    return web.json_response(body)
+
+
+@routes.get("/v1/audit")
+async def get_audit(request: web.Request) -> web.StreamResponse:
+    """Admins: the audit log, filtered, streamed from a cursor (a large export
+    never sits in memory)."""
+    _identity(request, "admin")
+    q = request.query
+    fmt = q.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise P.ProtocolError("bad_request", "format must be json or csv")
+    where: list[str] = []
+    args: list[Any] = []
+    for name, column, op in (("from", "at", ">="), ("to", "at", "<")):
+        if name in q:
+            try:
+                value = datetime.fromisoformat(q[name].replace("Z", "+00:00"))
+            except ValueError:
+                raise P.ProtocolError("bad_request", f"{name} must be an ISO 8601 time") from None
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=UTC)
+            args.append(value)
+            where.append(f"{column} {op} ${len(args)}")
+    for name, column in (("user_id", "user_id"), ("session_id", "resource_id")):
+        if name in q:
+            args.append(q[name])
+            where.append(f"{column} = ${len(args)}")
+    sql = "SELECT id, " + ", ".join(COLUMNS) + " FROM audit_log"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id"
+    services = _services(request)
+    # What was recorded up to this call is in the export.
+    await services.audit.flush()
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/csv" if fmt == "csv" else "application/json"}
+    )
+    await response.prepare(request)
+    columns = ("id", *COLUMNS)
+    if fmt == "csv":
+        await response.write((",".join(columns) + "\r\n").encode())
+    else:
+        await response.write(b'{"entries":[')
+    first = True
+    async with services.pool.acquire() as conn, conn.transaction():
+        async for r in conn.cursor(sql, *args, prefetch=500):
+            row = {c: r[c] for c in columns}
+            row["at"] = P.iso(row["at"])
+            if fmt == "csv":
+                out = io.StringIO()
+                csv.writer(out).writerow(
+                    [
+                        json.dumps(v) if isinstance(v, dict) else ("" if v is None else v)
+                        for v in row.values()
+                    ]
+                )
+                await response.write(out.getvalue().encode())
+            else:
+                await response.write((b"" if first else b",") + json.dumps(row).encode())
+            first = False
+    if fmt == "json":
+        await response.write(b"]}")
+    await response.write_eof()
+    return response

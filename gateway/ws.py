@@ -53,7 +53,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         ident = await _hello(ws, codec, services.jwt_secret, request.remote)
         if ident is None:
             return ws
-    conn = Connection(ws, ident, codec, services, request.remote)
+    conn = Connection(ws, ident, codec, services, request.remote, request.headers.get("User-Agent"))
     services.connections.add(conn)
     conn.start()
     conn.log.info("connected as %s (%s, %s)", ident.user_id, ident.role, codec.name)
