@@ -4,6 +4,7 @@ and personal data at rest (issue 4's done-when)."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import csv
 import io
@@ -449,3 +450,56 @@ async def test_no_plaintext_personal_data_in_the_database_or_the_logs(server, da
     assert len(caplog.records) > 10
     for secret in (NAME, ADDRESS, ID_NUMBER, PHONE):
         assert secret not in logs, f"{secret!r} in the logs"
+
+
+async def test_a_pii_key_that_does_not_match_is_a_clear_error(make_server, tmp_path):
+    first = await make_server()
+    customer, _, sid = await notarized_session(first)
+    envelope_id = f"ENF-{sid}"
+    month = (await customer.call("session.join", {"session_id": sid}))["session"]["created_at"][:7]
+    for c in first._clients:
+        await c.close()
+    await first.server.close()
+
+    other_key = tmp_path / "other-pii.key"
+    other_key.write_bytes(base64.b64encode(os.urandom(32)))
+    second = await make_server(pii_key_file=other_key)
+    admin = second.token("root", "admin")
+    async with aiohttp.ClientSession() as s:
+        for path in (f"/v1/envelopes/{envelope_id}", f"/v1/notaries/n1/book?month={month}"):
+            r = await s.get(second.url(path), headers={"Authorization": f"Bearer {admin}"})
+            body = await r.json()
+            assert r.status == 503, (path, body)
+            assert "configured key is" in body["error"]["message"], body
+        # Verification of the journal needs no key at all.
+        r = await s.get(
+            second.url(f"/v1/sessions/{sid}/journal"), headers={"Authorization": f"Bearer {admin}"}
+        )
+        assert r.status == 200
+
+
+def test_log_records_are_redacted():
+    from config.logging import JsonFormatter, RedactingFilter
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter())
+    log = logging.getLogger("enf.test.redaction")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("sms to %s failed", PHONE)
+        log.warning("sms to +63 917 123 4567 failed")
+        log.warning("principal %s", {"name": NAME, "id_number": ID_NUMBER, "ok": 1})
+        log.warning("sealed %s", "pii:v1:0123abcd:QUJDREVGR0g=")
+        log.warning("recipient", extra={"to": PHONE, "session_id": "0ada666e-d635-5c58-a410"})
+        log.warning("session 0ada666e-d635-5c58-a410-123456789012 at seq 1234567890123")
+    finally:
+        log.removeHandler(handler)
+    text = out.getvalue()
+    for secret in (PHONE, "917 123 4567", NAME, ID_NUMBER, "QUJDREVGR0g="):
+        assert secret not in text, secret
+    assert text.count("[redacted]") >= 5
+    # Ids are not phone numbers.
+    assert "0ada666e-d635-5c58-a410-123456789012" in text
