@@ -363,7 +363,7 @@ class Connection:
                 resource_type=resource_type,
                 resource_id=resource_id,
                 error_code=code,
-                metadata={"connection_id": self.id, "request_id": rid, "role": self.ident.role},
+                metadata={"role": self.ident.role},
             )
         )
 

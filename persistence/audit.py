@@ -1,7 +1,7 @@
 """The audit log: who did what, when, from where, and how it ended — every
 WebSocket request (allowed or refused) and every HTTP call on `/v1/`.
 
-Rows are queued without waiting and written in batches (one `unnest` insert
+Rows are queued without waiting and written in batches (one binary COPY
 every 100 ms or 1,000 rows), so auditing never slows a request down. What a
 request changed is durable in the journal before its reply; its audit row
 follows within the flush interval (a crash can lose at most that interval of
@@ -36,11 +36,6 @@ COLUMNS = (
     "error_code",
     "correlation_id",
     "metadata",
-)
-_INSERT = (
-    "INSERT INTO audit_log (" + ", ".join(COLUMNS) + ") SELECT * FROM unnest($1::timestamptz[],"
-    " $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],"
-    " $9::text[], $10::text[], $11::text[], $12::jsonb[])"
 )
 
 
@@ -118,8 +113,11 @@ class AuditLog:
                 self._pending.popleft() for _ in range(min(self._max_batch, len(self._pending)))
             ]
             try:
-                rows = [r.row() for r in batch]
-                await self._pool.execute(_INSERT, *([row[i] for row in rows] for i in range(12)))
+                async with self._pool.acquire() as conn:
+                    # Binary COPY: the cheapest way in for Postgres and for us.
+                    await conn.copy_records_to_table(
+                        "audit_log", records=[r.row() for r in batch], columns=COLUMNS
+                    )
             except BaseException:
                 self._pending.extendleft(reversed(batch))
                 raise

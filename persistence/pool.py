@@ -8,13 +8,24 @@ from typing import Any
 import asyncpg
 
 
+def _encode_jsonb(value: Any) -> bytes:
+    # jsonb's binary format: a version byte (1), then the JSON text.
+    return b"\x01" + json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    return json.loads(data[1:])
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    # jsonb columns travel as Python objects; canonical, compact text on the way in.
+    # jsonb columns travel as Python objects, in the binary format (which
+    # binary COPY needs too); compact text inside.
     await conn.set_type_codec(
         "jsonb",
-        encoder=lambda v: json.dumps(v, separators=(",", ":"), ensure_ascii=False),
-        decoder=json.loads,
+        encoder=_encode_jsonb,
+        decoder=_decode_jsonb,
         schema="pg_catalog",
+        format="binary",
     )
 
 

@@ -123,6 +123,12 @@ async def test_the_journal_verifies_and_any_altered_row_is_named(server, databas
         assert report.valid and report.rows >= 12, report
         cli = run_cli("verify-journal", sid, env={"ENF_DATABASE_URL": database})
         assert cli.returncode == 0 and "journal verifies" in cli.stdout, cli.stdout + cli.stderr
+        none = run_cli(
+            "verify-journal",
+            "00000000-0000-0000-0000-000000000000",
+            env={"ENF_DATABASE_URL": database},
+        )
+        assert none.returncode == 2 and "no journal rows" in none.stdout
 
         # The application cannot change the journal at all.
         with pytest.raises(asyncpg.PostgresError, match="append-only"):

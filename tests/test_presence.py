@@ -46,6 +46,8 @@ async def test_notary_reconnect_grace(make_server):
     await n.close()
     customer = await server.client("c1", "customer")
     await customer.call("session.request", {"idempotency_key": "k", "document": doc()})
+    # The offer is made while the notary is away (it is still within its grace).
+    await watcher.expect("notary.presence", notary_id="n1", status="busy")
     n = EnfClient(server.ws_url, server.token("n1", "enp"))
     await n.connect()
     back = await n.call("presence.online", {"since_seq": seq})
