@@ -55,9 +55,17 @@ class ActorContext:
     the bus, the settings and the database pool."""
 
     def __init__(
-        self, host: ActorHost, journal: Journal, bus: TopicBus, settings: Settings, keys: Keys
+        self,
+        host: ActorHost,
+        journal: Journal,
+        bus: TopicBus,
+        settings: Settings,
+        keys: Keys,
+        media: Any = None,
     ) -> None:
         self.host = host
+        # The recorder (media.recorder.RecorderService) when this node records.
+        self.media = media
         self.journal = journal
         self.bus = bus
         self.settings = settings
@@ -291,9 +299,10 @@ class LocalHost:
         bus: TopicBus,
         factories: dict[str, type[Actor]],
         keys: Keys,
+        media: Any = None,
     ) -> None:
         self.settings = settings
-        self.ctx = ActorContext(self, journal, bus, settings, keys)
+        self.ctx = ActorContext(self, journal, bus, settings, keys, media)
         self._factories = factories
         self.shards = [Shard(i, self._make, settings.mailbox_size) for i in range(settings.shards)]
         self._sweeper: asyncio.Task[None] | None = None

@@ -127,6 +127,14 @@ class SessionActor(EventSourcedActor):
                 "seal": d["seal"],
                 "at": e.at,
             }
+        elif e.name == "recording.started":
+            s["recording_started"] = True
+        elif e.name == "recording.ready":
+            s["recording"] = {k: d[k] for k in ("url", "sha256", "bytes", "duration_s")}
+            s["recording_tracks"] = d.get("tracks") or []
+        elif e.name == "recording.failed":
+            s["recording_failed"] = {"reason": d["reason"], "at": e.at}
+            s["recording_started"] = False  # a restarted video records anew
         elif e.name == "session.notarized":
             s["envelope_id"] = d["envelope_id"]
             s["notarized_at"] = e.at
@@ -363,9 +371,7 @@ class SessionActor(EventSourcedActor):
         self._in_state(L.VIDEO_IN_PROGRESS)
         to = d["to"]
         if to == "recorder":
-            if self.ctx.settings.recording == "off":
-                raise ProtocolError("conflict", "recording is off: there is no recorder peer")
-            raise ProtocolError("unavailable", "the recorder is not available on this server")
+            return await self._signal_recorder(caller, d)
         if to == caller.user_id or to not in self.state["participants"]:
             raise ProtocolError("not_found", "no such participant in this session")
         out = {"from": caller.user_id, "kind": d["kind"]}
@@ -375,12 +381,70 @@ class SessionActor(EventSourcedActor):
         self.publish_ephemeral(self.actor_id, "signal", out, to_user=to)
         return Reply({})
 
+    async def _signal_recorder(self, caller: Caller, d: dict[str, Any]) -> Reply:
+        """The server's recorder is the third peer: offers get its answer back
+        as a `signal` event from "recorder"; candidates are passed on."""
+        media = self.ctx.media
+        if self.ctx.settings.recording == "off":
+            raise ProtocolError("conflict", "recording is off: there is no recorder peer")
+        if media is None:
+            raise ProtocolError("conflict", "this video provider records by itself")
+        if d["kind"] == "offer":
+            answer = await media.offer(self.session_id, caller.user_id, d["sdp"])
+            self.publish_ephemeral(
+                self.actor_id,
+                "signal",
+                {"from": "recorder", "kind": "answer", "sdp": answer},
+                to_user=caller.user_id,
+            )
+        elif d["kind"] == "ice":
+            await media.ice(self.session_id, caller.user_id, d["candidate"])
+        else:
+            raise ProtocolError("bad_request", "the recorder answers offers; send it an offer")
+        return Reply({})
+
+    # -- reports of the recorder (tells from media.recorder) -----------------------
+
+    async def on_recording_started(self, msg: Message) -> None:
+        if not self.exists or self.state.get("recording_started"):
+            return
+        await self.commit([("recording.started", {"user_id": msg.data.get("user_id")})])
+
+    async def on_recording_finished(self, msg: Message) -> None:
+        if not self.exists:
+            return
+        tracks = msg.data["tracks"]
+        customer = self.state.get("customer_id")
+        top = next((t for t in tracks if t["user_id"] == customer), tracks[0])
+        durations = [t["duration_s"] for t in tracks if t.get("duration_s") is not None]
+        ready = {
+            "url": top["url"],
+            "sha256": top["sha256"],
+            "bytes": top["bytes"],
+            "duration_s": max(durations) if durations else None,
+            "tracks": tracks,
+        }
+        await self.commit([("recording.ready", ready)])
+        logger.info("session %s recording ready (%d files)", self.session_id, len(tracks))
+
+    async def on_recording_failed(self, msg: Message) -> None:
+        if not self.exists:
+            return
+        reason = msg.data.get("reason") or "unknown"
+        await self.commit(
+            [("recording.failed", {"reason": reason, "tracks": msg.data.get("tracks") or []})]
+        )
+        logger.warning("session %s recording failed: %s", self.session_id, reason)
+
     async def on_video_start(self, msg: Message) -> Reply:
         caller = self._require(msg.caller, "enp")
         settings = self.ctx.settings
         reply: dict[str, Any] = {
             "provider": settings.video_provider,
             "ice_servers": settings.ice_server_list,
+            # With webrtc, each party also sends its media to the server's
+            # recorder peer (signal with to: "recorder").
+            "recorder": self.ctx.media is not None and settings.recording != "off",
         }
         if self.state["state"] == L.VIDEO_IN_PROGRESS:
             return Reply(reply)  # rejoining the call: same answer, no new event
@@ -501,6 +565,8 @@ class SessionActor(EventSourcedActor):
         caller = self._require(msg.caller, "enp")
         self._in_state(L.VIDEO_IN_PROGRESS)
         await self._commit_request(msg, [self._move(L.VIDEO_COMPLETED, caller.user_id)], {})
+        if self.ctx.media is not None:
+            self.ctx.media.finish(self.session_id)
         return Reply({})
 
     async def on_session_notarize(self, msg: Message) -> Reply:

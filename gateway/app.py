@@ -26,6 +26,8 @@ from config.settings import Settings
 from gateway import protocol as P
 from gateway.http_api import audit_middleware, errors_middleware, routes
 from gateway.ws import ws_handler
+from media.recorder import RecorderService
+from media.storage import FileStorage, S3Storage, storage_for
 from persistence.audit import AuditLog
 from persistence.journal import Journal
 from persistence.keys import Keys
@@ -54,6 +56,8 @@ class Services:
     host: LocalHost
     keys: Keys
     audit: AuditLog
+    storage: FileStorage | S3Storage
+    media: RecorderService | None
     connections: set[Connection] = field(default_factory=set)
     shutting_down: bool = False
 
@@ -81,17 +85,29 @@ def create_app(
         )
         await journal.start()
         bus = LocalBus()
-        host = LocalHost(settings, journal, bus, ACTOR_KINDS, keys)
+        media: RecorderService | None = None
+        storage = storage_for(settings.recordings_location, settings.s3_endpoint_url)
+        if settings.recording != "off" and settings.video_provider == "webrtc":
+            media = RecorderService(
+                settings.data_dir / "recorder",
+                storage,
+                lambda actor, msg: host.tell(actor, msg),
+            )
+        host = LocalHost(settings, journal, bus, ACTOR_KINDS, keys, media)
         await host.start()
         audit = AuditLog(pool)
         await audit.start()
-        services = Services(settings, jwt_secret, pool, journal, bus, host, keys, audit)
+        services = Services(
+            settings, jwt_secret, pool, journal, bus, host, keys, audit, storage, media
+        )
         app[SERVICES] = services
         await recover(services)
         try:
             yield
         finally:
             services.shutting_down = True
+            if media is not None:
+                await media.stop()
             await host.stop()
             await journal.stop()
             await audit.stop()

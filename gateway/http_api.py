@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import logging
+import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,6 +20,7 @@ from actors.messages import Caller, Message
 from gateway import protocol as P
 from gateway.auth import Identity, bearer, verify_token
 from gateway.requests import LatLng, Model, Text
+from media.storage import LINK_TTL_S, FileStorage, check_path, sign_path
 from persistence import book
 from persistence.audit import COLUMNS, AuditRecord
 from persistence.keys import PiiCorrupt, PiiKeyMismatch, verify_signed
@@ -437,3 +439,58 @@ async def get_audit(request: web.Request) -> web.StreamResponse:
         await response.write(b"]}")
     await response.write_eof()
     return response
+
+
+# -- recordings --------------------------------------------------------------------------
+
+
+@routes.get("/v1/sessions/{id}/recording")
+async def get_recording_link(request: web.Request) -> web.Response:
+    """A short-lived link to the session's recording (participants, admins)."""
+    ident = _identity(request)
+    session_id = _session_id(request)
+    services = _services(request)
+    row = await services.pool.fetchrow(
+        "SELECT customer_id, enp_id, snapshot FROM sessions WHERE session_id = $1", session_id
+    )
+    if row is None or (
+        ident.role != "admin" and ident.user_id not in (row["customer_id"], row["enp_id"])
+    ):
+        raise P.ProtocolError("not_found", "no such session")
+    recording = (row["snapshot"] or {}).get("recording")
+    if not recording:
+        raise P.ProtocolError("not_found", "this session has no finished recording")
+    url = recording["url"]
+    link = services.storage.link(url, LINK_TTL_S)
+    if link is not None:
+        expires = int(time.time()) + LINK_TTL_S
+    else:
+        name = url.rsplit("/", 1)[-1]
+        path, expires = sign_path(services.jwt_secret, f"/v1/recordings/{session_id}/{name}")
+        link = str(request.url.origin()) + path
+    return web.json_response(
+        {"url": link, "expires_at": P.iso(datetime.fromtimestamp(expires, UTC))}
+    )
+
+
+@routes.get("/v1/recordings/{id}/{name}")
+async def get_recording_file(request: web.Request) -> web.StreamResponse:
+    """A `file://` recording, for whoever holds an unexpired signed link."""
+    session_id = _session_id(request)
+    name = request.match_info["name"]
+    path = f"/v1/recordings/{session_id}/{name}"
+    why = check_path(
+        _services(request).jwt_secret,
+        path,
+        request.query.get("expires", ""),
+        request.query.get("sig", ""),
+    )
+    if why is not None:
+        raise P.ProtocolError("forbidden", f"recording link refused: {why}")
+    storage = _services(request).storage
+    if not isinstance(storage, FileStorage) or "/" in name or name.startswith("."):
+        raise P.ProtocolError("not_found", "no such recording")
+    file = storage.path_of((storage.root / session_id / name).resolve().as_uri())
+    if file is None:
+        raise P.ProtocolError("not_found", "no such recording")
+    return web.FileResponse(file, headers={"Content-Type": "video/x-matroska"})

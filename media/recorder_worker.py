@@ -1,0 +1,228 @@
+"""The recorder worker: a separate process (aiortc decodes and re-encodes in
+Python, about a core per 720p stream; never on the gateway's event loop).
+
+It speaks JSON lines: requests on stdin, replies and reports on stdout.
+
+    {"op": "offer", "id", "session_id", "user_id", "sdp"}  -> {"op": "answer", "id", "sdp"}
+    {"op": "ice", "session_id", "user_id", "candidate"}    (trickled candidates)
+    {"op": "stop", "id", "session_id"}                      -> {"op": "stopped", "id", "files"}
+    reports: {"op": "started", "session_id", "user_id"}     (first frame received)
+             {"op": "error", "id"?, "session_id"?, "message"}
+
+One RTCPeerConnection per participant; each participant's audio and video go
+to `<dir>/<session_id>/<user_id>.mkv` (Matroska is written as it goes, so a
+file cut short by a crash of this process stays readable).
+
+    python -m media.recorder_worker --dir DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaRecorder
+from aiortc.sdp import candidate_from_sdp
+
+logger = logging.getLogger("enf.recorder")
+
+
+class Watched(MediaStreamTrack):
+    """Passes frames through; calls `on_first` when the first one arrives."""
+
+    def __init__(self, track: MediaStreamTrack, on_first: Any) -> None:
+        super().__init__()
+        self.kind = track.kind
+        self._track = track
+        self._on_first = on_first
+        self.frames = 0
+
+    async def recv(self) -> Any:
+        frame = await self._track.recv()
+        self.frames += 1
+        if self.frames == 1:
+            self._on_first()
+        return frame
+
+
+@dataclass
+class Peer:
+    pc: RTCPeerConnection
+    recorder: MediaRecorder
+    path: Path
+    tracks: list[Watched] = field(default_factory=list)
+    started: bool = False
+
+
+class Worker:
+    def __init__(self, root: Path, out: Any) -> None:
+        self.root = root
+        self.out = out
+        self.peers: dict[tuple[str, str], Peer] = {}
+
+    def emit(self, msg: dict[str, Any]) -> None:
+        self.out.write(json.dumps(msg) + "\n")
+        self.out.flush()
+
+    async def handle(self, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        try:
+            if op == "offer":
+                self.emit({"op": "answer", "id": msg["id"], "sdp": await self.offer(msg)})
+            elif op == "ice":
+                await self.ice(msg)
+            elif op == "stop":
+                files = await self.stop(msg["session_id"])
+                self.emit({"op": "stopped", "id": msg["id"], "files": files})
+            else:
+                self.emit({"op": "error", "id": msg.get("id"), "message": f"unknown op {op!r}"})
+        except Exception as exc:  # one bad request must not end the worker
+            logger.exception("recorder request %s failed", op)
+            self.emit(
+                {
+                    "op": "error",
+                    "id": msg.get("id"),
+                    "session_id": msg.get("session_id"),
+                    "message": f"{type(exc).__name__}: {exc}",
+                }
+            )
+
+    async def offer(self, msg: dict[str, Any]) -> str:
+        session_id, user_id = msg["session_id"], msg["user_id"]
+        old = self.peers.pop((session_id, user_id), None)
+        if old is not None:  # a participant re-negotiating: finish the old file first
+            await self._close(old)
+        folder = self.root / session_id
+        folder.mkdir(parents=True, exist_ok=True)
+        n = sum(1 for _ in folder.glob(f"{user_id}*.mkv"))
+        path = folder / (f"{user_id}.mkv" if n == 0 else f"{user_id}-{n}.mkv")
+        pc = RTCPeerConnection()
+        peer = Peer(pc, MediaRecorder(str(path), format="matroska"), path)
+        self.peers[(session_id, user_id)] = peer
+
+        def first_frame() -> None:
+            if not peer.started:
+                peer.started = True
+                self.emit({"op": "started", "session_id": session_id, "user_id": user_id})
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            watched = Watched(track, first_frame)
+            peer.tracks.append(watched)
+            peer.recorder.addTrack(watched)
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(answer)
+        await peer.recorder.start()
+        return str(pc.localDescription.sdp)
+
+    async def ice(self, msg: dict[str, Any]) -> None:
+        peer = self.peers.get((msg["session_id"], msg["user_id"]))
+        c = msg.get("candidate") or {}
+        if peer is None or not c.get("candidate"):
+            return
+        cand = candidate_from_sdp(c["candidate"].removeprefix("candidate:"))
+        cand.sdpMid = c.get("sdpMid")
+        cand.sdpMLineIndex = c.get("sdpMLineIndex")
+        await peer.pc.addIceCandidate(cand)
+
+    async def _close(self, peer: Peer) -> None:
+        try:
+            await peer.recorder.stop()
+        finally:
+            await peer.pc.close()
+
+    async def stop(self, session_id: str) -> list[dict[str, Any]]:
+        files = []
+        for key in [k for k in self.peers if k[0] == session_id]:
+            peer = self.peers.pop(key)
+            await self._close(peer)
+            files.append(describe(peer.path, key[1], sum(t.frames for t in peer.tracks)))
+        return files
+
+
+def describe(path: Path, user_id: str, frames: int | None = None) -> dict[str, Any]:
+    """Size, SHA-256 (streamed) and duration (PyAV) of a recorded file."""
+    digest = hashlib.sha256()
+    size = 0
+    if path.exists():
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    return {
+        "user_id": user_id,
+        "path": str(path),
+        "bytes": size,
+        "sha256": digest.hexdigest(),
+        "duration_s": probe_duration(path),
+        "frames": frames,
+    }
+
+
+def probe_duration(path: Path) -> float | None:
+    """Seconds of media in the file, from the packets themselves (a file cut
+    short has no duration in its header)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            last = 0.0
+            for packet in container.demux():
+                if packet.pts is None or packet.stream.time_base is None:
+                    continue
+                end = float((packet.pts + (packet.duration or 0)) * packet.stream.time_base)
+                last = max(last, end)
+            start = min(
+                (
+                    float(s.start_time * s.time_base)
+                    for s in container.streams
+                    if s.start_time is not None and s.time_base is not None
+                ),
+                default=0.0,
+            )
+            return round(max(0.0, last - start), 3)
+    except Exception as exc:
+        logger.warning("cannot read %s: %s", path, exc)
+        return None
+
+
+async def main_async(root: Path) -> None:
+    worker = Worker(root, sys.stdout)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    tasks: set[asyncio.Task[None]] = set()
+    while line := await reader.readline():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            worker.emit({"op": "error", "message": "undecodable request"})
+            continue
+        task = asyncio.create_task(worker.handle(msg))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    # stdin closed: the server is gone; finish every recording properly.
+    for session_id in {k[0] for k in worker.peers}:
+        await worker.stop(session_id)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dir", required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    asyncio.run(main_async(Path(args.dir)))
+
+
+if __name__ == "__main__":
+    main()

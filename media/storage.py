@@ -1,0 +1,177 @@
+"""Where recordings are kept: `ENF_RECORDINGS_URL`, `file://DIR` (default) or
+`s3://bucket/prefix` through boto3 (`ENF_S3_ENDPOINT_URL` for S3-compatible
+servers). Every store computes the SHA-256 of the bytes while it streams
+them; S3 objects are written with server-side encryption, in parts when large.
+
+Blocking I/O (files, boto3) runs in a thread: callers use `await store(...)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+CHUNK = 8 * 1024 * 1024  # multipart part size (S3's minimum is 5 MiB)
+LINK_TTL_S = 15 * 60
+
+
+@dataclass(frozen=True)
+class Stored:
+    url: str
+    sha256: str
+    bytes: int
+
+
+class Storage(Protocol):
+    async def store(self, local: Path, key: str) -> Stored: ...
+
+    def link(self, url: str, ttl_s: int = LINK_TTL_S) -> str | None:
+        """A short-lived download URL for a stored object (None: serve it here)."""
+        ...
+
+
+class FileStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _copy(self, local: Path, key: str) -> Stored:
+        dest = self.root / key
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        digest, size = hashlib.sha256(), 0
+        tmp = dest.with_suffix(dest.suffix + ".part")
+        with local.open("rb") as src, tmp.open("wb") as out:
+            while chunk := src.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+        return Stored(dest.resolve().as_uri(), digest.hexdigest(), size)
+
+    async def store(self, local: Path, key: str) -> Stored:
+        return await asyncio.to_thread(self._copy, local, key)
+
+    def link(self, url: str, ttl_s: int = LINK_TTL_S) -> str | None:
+        return None  # served by this server under a signed, expiring URL
+
+    def path_of(self, url: str) -> Path | None:
+        """The file of a `file://` URL, if it lies under this storage's root."""
+        parsed = urlparse(url)
+        if parsed.scheme != "file":
+            return None
+        path = Path(parsed.path).resolve()
+        root = self.root.resolve()
+        return path if path.is_relative_to(root) and path.is_file() else None
+
+
+class S3Storage:
+    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None) -> None:
+        import boto3
+
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self._s3: Any = boto3.client("s3", endpoint_url=endpoint_url)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _upload(self, local: Path, key: str) -> Stored:
+        s3, bucket, full = self._s3, self.bucket, self._key(key)
+        digest, size = hashlib.sha256(), 0
+        with local.open("rb") as f:
+            first = f.read(CHUNK)
+            digest.update(first)
+            size += len(first)
+            if len(first) < CHUNK:  # small: one request
+                s3.put_object(Bucket=bucket, Key=full, Body=first, ServerSideEncryption="AES256")
+            else:
+                upload = s3.create_multipart_upload(
+                    Bucket=bucket, Key=full, ServerSideEncryption="AES256"
+                )
+                parts, number, chunk = [], 1, first
+                try:
+                    while chunk:
+                        part = s3.upload_part(
+                            Bucket=bucket,
+                            Key=full,
+                            UploadId=upload["UploadId"],
+                            PartNumber=number,
+                            Body=chunk,
+                        )
+                        parts.append({"ETag": part["ETag"], "PartNumber": number})
+                        number += 1
+                        chunk = f.read(CHUNK)
+                        digest.update(chunk)
+                        size += len(chunk)
+                    s3.complete_multipart_upload(
+                        Bucket=bucket,
+                        Key=full,
+                        UploadId=upload["UploadId"],
+                        MultipartUpload={"Parts": parts},
+                    )
+                except BaseException:
+                    s3.abort_multipart_upload(Bucket=bucket, Key=full, UploadId=upload["UploadId"])
+                    raise
+        return Stored(f"s3://{bucket}/{full}", digest.hexdigest(), size)
+
+    async def store(self, local: Path, key: str) -> Stored:
+        return await asyncio.to_thread(self._upload, local, key)
+
+    def link(self, url: str, ttl_s: int = LINK_TTL_S) -> str | None:
+        parsed = urlparse(url)
+        return str(
+            self._s3.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": parsed.netloc, "Key": parsed.path.lstrip("/")},
+                ExpiresIn=ttl_s,
+            )
+        )
+
+
+def storage_for(url: str, endpoint_url: str | None = None) -> FileStorage | S3Storage:
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return FileStorage(Path(parsed.path))
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise ValueError("ENF_RECORDINGS_URL s3://bucket[/prefix] needs a bucket")
+        return S3Storage(parsed.netloc, parsed.path, endpoint_url)
+    raise ValueError(f"ENF_RECORDINGS_URL must be file://… or s3://…, not {url!r}")
+
+
+# -- signed links for file:// recordings ----------------------------------------------
+
+
+def _mac(secret: str, path: str, expires: int) -> str:
+    return hmac.new(secret.encode(), f"{path}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def sign_path(secret: str, path: str, ttl_s: int = LINK_TTL_S) -> tuple[str, int]:
+    """`path?expires=…&sig=…` valid for `ttl_s` seconds; and the expiry."""
+    expires = int(time.time()) + ttl_s
+    return f"{path}?expires={expires}&sig={_mac(secret, path, expires)}", expires
+
+
+def check_path(secret: str, path: str, expires: str, sig: str) -> str | None:
+    """None if the link is good, else why not."""
+    try:
+        exp = int(expires)
+    except ValueError:
+        return "bad expiry"
+    if exp < time.time():
+        return "the link has expired"
+    if not hmac.compare_digest(_mac(secret, path, exp), sig):
+        return "bad signature"
+    return None
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
