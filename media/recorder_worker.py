@@ -34,6 +34,16 @@ from aiortc.sdp import candidate_from_sdp
 
 logger = logging.getLogger("enf.recorder")
 
+# Matroska in live mode, a cluster every second, and every packet flushed to
+# the file: if this process is killed, at most the last second is lost and
+# the file stays readable (no index needed).
+CRASH_SAFE = {
+    "live": "1",
+    "cluster_time_limit": "1000",
+    "flush_packets": "1",
+    "max_interleave_delta": "500000",
+}
+
 
 class Watched(MediaStreamTrack):
     """Passes frames through; calls `on_first` when the first one arrives."""
@@ -105,7 +115,7 @@ class Worker:
         n = sum(1 for _ in folder.glob(f"{user_id}*.mkv"))
         path = folder / (f"{user_id}.mkv" if n == 0 else f"{user_id}-{n}.mkv")
         pc = RTCPeerConnection()
-        peer = Peer(pc, MediaRecorder(str(path), format="matroska"), path)
+        peer = Peer(pc, MediaRecorder(str(path), format="matroska", options=CRASH_SAFE), path)
         self.peers[(session_id, user_id)] = peer
 
         def first_frame() -> None:
@@ -177,11 +187,14 @@ def probe_duration(path: Path) -> float | None:
     try:
         with av.open(str(path)) as container:
             last = 0.0
-            for packet in container.demux():
-                if packet.pts is None or packet.stream.time_base is None:
-                    continue
-                end = float((packet.pts + (packet.duration or 0)) * packet.stream.time_base)
-                last = max(last, end)
+            try:
+                for packet in container.demux():
+                    if packet.pts is None or packet.stream.time_base is None:
+                        continue
+                    end = float((packet.pts + (packet.duration or 0)) * packet.stream.time_base)
+                    last = max(last, end)
+            except av.error.FFmpegError:
+                pass  # a file cut short by a crash: what came before counts
             start = min(
                 (
                     float(s.start_time * s.time_base)

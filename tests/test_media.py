@@ -1,0 +1,171 @@
+"""Media against the real server: two aiortc peers through our signaling, the
+recorder worker, storage, recording links, and a recorder killed mid-call."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import aiohttp
+import av
+
+from tests.flows import PH, assigned_session
+from tests.media_peers import Party
+
+
+async def video_session(h: Any) -> tuple[Any, Any, str, Party, Party]:
+    customer, notary, sid = await assigned_session(h)
+    await customer.call(
+        "session.join",
+        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
+    )
+    await notary.call("session.join", {"session_id": sid, "location": PH})
+    started = await notary.call("video.start", {"session_id": sid})
+    assert started["provider"] == "webrtc" and started["recorder"] is True
+    c, n = Party(customer, sid), Party(notary, sid)
+    await asyncio.gather(c.call("n1"), n.answer("c1"))
+    await asyncio.gather(c.call_recorder(), n.call_recorder())
+    await asyncio.gather(c.connected(), n.connected())
+    return customer, notary, sid, c, n
+
+
+def media_seconds(path: Path) -> float:
+    with av.open(str(path)) as f:
+        streams = {s.type for s in f.streams}
+        assert {"audio", "video"} <= streams, streams
+        last = 0.0
+        try:
+            for packet in f.demux():
+                if packet.pts is not None and packet.stream.time_base is not None:
+                    last = max(last, float(packet.pts * packet.stream.time_base))
+        except av.error.EOFError:
+            pass  # cut short (a killed recorder): readable up to there
+        start = min(
+            float(s.start_time * s.time_base) for s in f.streams if s.start_time is not None
+        )
+        return last - start
+
+
+async def test_two_peers_and_the_recorder_produce_a_recording(make_server, tmp_path):
+    h = await make_server(recording="required")
+    customer, notary, sid, c, n = await video_session(h)
+    try:
+        await customer.expect("recording.started", timeout=20)
+        assert "video" in c.received and "video" in n.received  # peer to peer, both ways
+        await notary.call(
+            "checks.record",
+            {"session_id": sid, "comprehension_confirmed": True, "duress_check_passed": True},
+        )
+        await customer.call("act.sign", {"session_id": sid, "signature": "c2ln"})
+        await notary.call("act.seal", {"session_id": sid, "signature": "ZQ==", "seal": "cw=="})
+        r = await notary.request("session.notarize", {"session_id": sid})
+        assert r["error"]["code"] == "conflict"  # still in the call
+        await asyncio.sleep(3)
+        await notary.call("video.end", {"session_id": sid})
+        ended = time.monotonic()
+        call_s = {p.client.welcome["user_id"]: ended - p.recording_since for p in (c, n)}
+    finally:
+        await c.close()
+        await n.close()
+    ready = (await customer.expect("recording.ready", timeout=60))["data"]
+    assert len(ready["sha256"]) == 64 and ready["bytes"] > 0
+    assert {t["user_id"] for t in ready["tracks"]} == {"c1", "n1"}
+    for t in ready["tracks"]:
+        path = Path(urlparse(t["url"]).path)
+        size = (await asyncio.to_thread(path.stat)).st_size
+        assert path.is_relative_to(tmp_path) and size == t["bytes"]
+        seconds = media_seconds(path)
+        assert abs(seconds - call_s[t["user_id"]]) < 1.0, (t["user_id"], seconds, call_s)
+    # The gate opens: notarize needs recording.ready (ENF_RECORDING=required).
+    await notary.call("session.notarize", {"session_id": sid})
+    await customer.expect("session.notarized")
+
+    # The link works for a participant, and not once it is tampered with.
+    async with aiohttp.ClientSession() as s:
+        tok = h.token("c1", "customer")
+        r = await s.get(
+            h.url(f"/v1/sessions/{sid}/recording"), headers={"Authorization": f"Bearer {tok}"}
+        )
+        link = await r.json()
+        assert r.status == 200 and link["expires_at"]
+        r = await s.get(link["url"])
+        body = await r.read()
+        assert r.status == 200 and len(body) == ready["bytes"]
+        r = await s.get(link["url"].replace("expires=", "expires=1"))
+        assert r.status == 403
+        stranger = h.token("c9", "customer")
+        r = await s.get(
+            h.url(f"/v1/sessions/{sid}/recording"),
+            headers={"Authorization": f"Bearer {stranger}"},
+        )
+        assert r.status == 404
+
+
+async def test_signaling_bad_input(make_server):
+    h = await make_server(recording="required")
+    customer, notary, sid = await assigned_session(h)
+    sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP 0\r\n"
+    # Outside VIDEO_IN_PROGRESS.
+    r = await customer.request(
+        "signal", {"session_id": sid, "to": "n1", "kind": "offer", "sdp": sdp}
+    )
+    assert r["error"]["code"] == "conflict"
+    await customer.call(
+        "session.join",
+        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
+    )
+    await notary.call("session.join", {"session_id": sid, "location": PH})
+    await notary.call("video.start", {"session_id": sid})
+    for data, code in (
+        ({"to": "n1", "kind": "offer", "sdp": "hello"}, "bad_request"),
+        ({"to": "n1", "kind": "ice"}, "bad_request"),
+        ({"to": "someone", "kind": "offer", "sdp": sdp}, "not_found"),
+        ({"to": "recorder", "kind": "answer", "sdp": sdp}, "bad_request"),
+        ({"to": "recorder", "kind": "offer", "sdp": sdp}, "bad_request"),  # unusable SDP
+    ):
+        r = await customer.request("signal", {"session_id": sid, **data})
+        assert r["error"]["code"] == code, (data, r)
+    stranger = await h.client("c9", "customer")
+    r = await stranger.request(
+        "signal", {"session_id": sid, "to": "n1", "kind": "offer", "sdp": sdp}
+    )
+    assert r["error"]["code"] == "not_found"
+    # Still serving: a ping, and the session goes on.
+    assert await customer.call("ping")
+
+
+async def test_killing_the_recorder_mid_call_keeps_what_was_recorded(make_server):
+    h = await make_server(recording="required")
+    customer, notary, sid, c, n = await video_session(h)
+    try:
+        await customer.expect("recording.started", timeout=20)
+        await asyncio.sleep(3.5)
+        media = h.services.media
+        assert media is not None and media.pid is not None
+        os.kill(media.pid, signal.SIGKILL)
+        failed = (await customer.expect("recording.failed", timeout=20))["data"]
+    finally:
+        await c.close()
+        await n.close()
+    assert "died" in failed["reason"]
+    assert failed["tracks"], "the partial recording was not kept"
+    for t in failed["tracks"]:
+        path = Path(urlparse(t["url"]).path)
+        assert media_seconds(path) > 1.0  # readable, with what was recorded
+    # The session is not stuck: the video can be restarted with a new recorder.
+    c2, n2 = Party(customer, sid), Party(notary, sid)
+    try:
+        await asyncio.gather(c2.call_recorder(), n2.call_recorder())
+        await customer.expect("recording.started", timeout=20)
+        await asyncio.sleep(1)
+        await notary.call("video.end", {"session_id": sid})
+    finally:
+        await c2.close()
+        await n2.close()
+    ready = (await customer.expect("recording.ready", timeout=60))["data"]
+    assert ready["bytes"] > 0
