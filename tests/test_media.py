@@ -4,16 +4,18 @@ recorder worker, storage, recording links, and a recorder killed mid-call."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 import aiohttp
 import av
 
+from media.storage import sign_path
 from tests.flows import PH, assigned_session
 from tests.media_peers import Party
 
@@ -98,6 +100,11 @@ async def test_two_peers_and_the_recorder_produce_a_recording(make_server, tmp_p
         assert r.status == 200 and len(body) == ready["bytes"]
         r = await s.get(link["url"].replace("expires=", "expires=1"))
         assert r.status == 403
+        # Past its expiry, a correctly signed link is refused too.
+        name = ready["url"].rsplit("/", 1)[-1]
+        old, _ = sign_path(h.services.jwt_secret, f"/v1/recordings/{sid}/{name}", ttl_s=-1)
+        r = await s.get(h.url(old))
+        assert r.status == 403 and "expired" in (await r.json())["error"]["message"]
         stranger = h.token("c9", "customer")
         r = await s.get(
             h.url(f"/v1/sessions/{sid}/recording"),
@@ -169,3 +176,70 @@ async def test_killing_the_recorder_mid_call_keeps_what_was_recorded(make_server
         await n2.close()
     ready = (await customer.expect("recording.ready", timeout=60))["data"]
     assert ready["bytes"] > 0
+
+
+async def test_recordings_on_s3_with_expiring_links(make_server, s3_endpoint, tmp_path):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    await asyncio.to_thread(s3.create_bucket, Bucket="enf-recordings")
+    h = await make_server(
+        recording="required",
+        recordings_url="s3://enf-recordings/prod",
+        s3_endpoint_url=s3_endpoint,
+    )
+    customer, notary, sid, c, n = await video_session(h)
+    try:
+        await customer.expect("recording.started", timeout=20)
+        await asyncio.sleep(2)
+        await notary.call("video.end", {"session_id": sid})
+    finally:
+        await c.close()
+        await n.close()
+    ready = (await customer.expect("recording.ready", timeout=60))["data"]
+    assert ready["url"].startswith(f"s3://enf-recordings/prod/{sid}/")
+    for t in ready["tracks"]:
+        key = t["url"].removeprefix("s3://enf-recordings/")
+        head = await asyncio.to_thread(s3.head_object, Bucket="enf-recordings", Key=key)
+        assert head["ServerSideEncryption"] == "AES256"
+        body = (await asyncio.to_thread(s3.get_object, Bucket="enf-recordings", Key=key))[
+            "Body"
+        ].read()
+        assert hashlib.sha256(body).hexdigest() == t["sha256"] and len(body) == t["bytes"]
+        local = tmp_path / f"{t['user_id']}.mkv"
+        await asyncio.to_thread(local.write_bytes, body)
+        assert media_seconds(local) > 1.0
+
+    async with aiohttp.ClientSession() as s:
+        tok = h.token("n1", "enp")
+        r = await s.get(
+            h.url(f"/v1/sessions/{sid}/recording"), headers={"Authorization": f"Bearer {tok}"}
+        )
+        link = await r.json()
+        r = await s.get(link["url"])
+        assert r.status == 200 and len(await r.read()) == ready["bytes"]
+        # The link expires in 15 minutes (S3 enforces it; moto does not check).
+        query = parse_qs(urlparse(link["url"]).query)
+        if "X-Amz-Expires" in query:
+            assert query["X-Amz-Expires"] == ["900"]
+        else:
+            assert abs(int(query["Expires"][0]) - (time.time() + 900)) < 30
+        assert query.get("Signature") or query.get("X-Amz-Signature")
+
+
+async def test_large_recordings_go_to_s3_in_parts(s3_endpoint, tmp_path):
+    import boto3
+
+    from media.storage import CHUNK, S3Storage
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    await asyncio.to_thread(s3.create_bucket, Bucket="enf-big")
+    data = os.urandom(2 * CHUNK + 12345)
+    local = tmp_path / "big.mkv"
+    await asyncio.to_thread(local.write_bytes, data)
+    stored = await S3Storage("enf-big", "p", s3_endpoint).store(local, "s/big.mkv")
+    assert stored.sha256 == hashlib.sha256(data).hexdigest() and stored.bytes == len(data)
+    head = await asyncio.to_thread(s3.head_object, Bucket="enf-big", Key="p/s/big.mkv")
+    assert head["ContentLength"] == len(data)
+    assert head["ETag"].strip('"').endswith("-3")  # three parts
+    assert head["ServerSideEncryption"] == "AES256"
