@@ -62,10 +62,13 @@ class ActorContext:
         settings: Settings,
         keys: Keys,
         media: Any = None,
+        video: Any = None,
     ) -> None:
         self.host = host
-        # The recorder (media.recorder.RecorderService) when this node records.
+        # The recorder (media.recorder.RecorderService) when this node records,
+        # and Twilio Video (media.twilio_video.TwilioVideo) when it carries calls.
         self.media = media
+        self.video = video
         self.journal = journal
         self.bus = bus
         self.settings = settings
@@ -300,9 +303,10 @@ class LocalHost:
         factories: dict[str, type[Actor]],
         keys: Keys,
         media: Any = None,
+        video: Any = None,
     ) -> None:
         self.settings = settings
-        self.ctx = ActorContext(self, journal, bus, settings, keys, media)
+        self.ctx = ActorContext(self, journal, bus, settings, keys, media, video)
         self._factories = factories
         self.shards = [Shard(i, self._make, settings.mailbox_size) for i in range(settings.shards)]
         self._sweeper: asyncio.Task[None] | None = None

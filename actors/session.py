@@ -347,8 +347,16 @@ class SessionActor(EventSourcedActor):
             data["location"] = d["location"]
         if not p["present"] or len(data) > 2:
             await self.commit([("participant.joined", data)])
+        out: dict[str, Any] = {"session": view}
+        if self.ctx.video is not None and self.state["state"] == L.VIDEO_IN_PROGRESS:
+            # Back in the call (a reconnect): the room and a fresh token.
+            out["video"] = {
+                "provider": "twilio",
+                "room_name": self.session_id,
+                "token": self.ctx.video.token(self.session_id, caller.user_id),
+            }
         return Reply(
-            {"session": view},
+            out,
             follow={self.actor_id: view["seq"] if since is None else since},
             track=True,
             heads={self.actor_id: view["seq"]},
@@ -447,6 +455,9 @@ class SessionActor(EventSourcedActor):
             "recorder": self.ctx.media is not None and settings.recording != "off",
         }
         if self.state["state"] == L.VIDEO_IN_PROGRESS:
+            if self.ctx.video is not None:  # rejoining: a fresh token
+                reply["room_name"] = self.session_id
+                reply["token"] = self.ctx.video.token(self.session_id, caller.user_id)
             return Reply(reply)  # rejoining the call: same answer, no new event
         self._in_state(L.ENP_ASSIGNED)
         missing = [p["role"] for p in self.state["participants"].values() if not p["present"]]
@@ -462,7 +473,33 @@ class SessionActor(EventSourcedActor):
                 + " and ".join(missing_consent)
                 + " (session.join consent)",
             )
-        await self._commit_request(msg, [self._move(L.VIDEO_IN_PROGRESS, caller.user_id)], reply)
+        video = self.ctx.video
+        if video is not None:
+            try:
+                reply["room"] = await video.create_room(self.session_id)
+            except Exception as exc:
+                logger.error("twilio room for %s not created: %s", self.session_id, exc)
+                raise ProtocolError(
+                    "unavailable", "could not create the video room, try again"
+                ) from None
+            reply["room_name"] = self.session_id
+            reply["token"] = video.token(self.session_id, caller.user_id)
+        stored_reply = {k: v for k, v in reply.items() if k != "token"}
+        await self._commit_request(
+            msg, [self._move(L.VIDEO_IN_PROGRESS, caller.user_id)], stored_reply
+        )
+        if video is not None:  # the other party's own token, to it alone
+            customer_id = self.state["customer_id"]
+            self.publish_ephemeral(
+                self.actor_id,
+                "video.token",
+                {
+                    "provider": "twilio",
+                    "room_name": self.session_id,
+                    "token": video.token(self.session_id, customer_id),
+                },
+                to_user=customer_id,
+            )
         return Reply(reply)
 
     async def on_checks_record(self, msg: Message) -> Reply:
@@ -567,6 +604,8 @@ class SessionActor(EventSourcedActor):
         await self._commit_request(msg, [self._move(L.VIDEO_COMPLETED, caller.user_id)], {})
         if self.ctx.media is not None:
             self.ctx.media.finish(self.session_id)
+        if self.ctx.video is not None:
+            await self.ctx.video.end_room(self.session_id)
         return Reply({})
 
     async def on_session_notarize(self, msg: Message) -> Reply:

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     request_ttl_s: float = Field(900.0, gt=0)
     reconnect_grace_s: float = Field(20.0, ge=0)
     video_provider: Literal["webrtc", "twilio"] = "webrtc"
+    # The server's public base URL (for Twilio's status callbacks and their
+    # signature check); unset: http://ENF_HOST:ENF_PORT.
+    public_url: str | None = None
+    # Another base URL for Twilio's REST API (a regional proxy, a stand-in).
+    twilio_api_base: str | None = None
     recordings_url: str | None = None
     s3_endpoint_url: str | None = None
     cluster: Literal["local", "ray"] = "local"

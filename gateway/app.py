@@ -28,6 +28,7 @@ from gateway.http_api import audit_middleware, errors_middleware, routes
 from gateway.ws import ws_handler
 from media.recorder import RecorderService
 from media.storage import FileStorage, S3Storage, storage_for
+from media.twilio_video import Credentials, TwilioVideo
 from persistence.audit import AuditLog
 from persistence.journal import Journal
 from persistence.keys import Keys
@@ -58,6 +59,7 @@ class Services:
     audit: AuditLog
     storage: FileStorage | S3Storage
     media: RecorderService | None
+    video: TwilioVideo | None
     connections: set[Connection] = field(default_factory=set)
     shutting_down: bool = False
 
@@ -93,12 +95,23 @@ def create_app(
                 storage,
                 lambda actor, msg: host.tell(actor, msg),
             )
-        host = LocalHost(settings, journal, bus, ACTOR_KINDS, keys, media)
+        video: TwilioVideo | None = None
+        if settings.video_provider == "twilio":
+            base = settings.public_url or f"http://{settings.host}:{settings.port}"
+            video = TwilioVideo(
+                Credentials.from_env(),
+                storage,
+                lambda actor, msg: host.tell(actor, msg),
+                settings.data_dir / "twilio",
+                callback_url=base.rstrip("/") + "/webhooks/twilio/status",
+                api_base=settings.twilio_api_base,
+            )
+        host = LocalHost(settings, journal, bus, ACTOR_KINDS, keys, media, video)
         await host.start()
         audit = AuditLog(pool)
         await audit.start()
         services = Services(
-            settings, jwt_secret, pool, journal, bus, host, keys, audit, storage, media
+            settings, jwt_secret, pool, journal, bus, host, keys, audit, storage, media, video
         )
         app[SERVICES] = services
         await recover(services)
@@ -108,6 +121,8 @@ def create_app(
             services.shutting_down = True
             if media is not None:
                 await media.stop()
+            if video is not None:
+                await video.stop()
             await host.stop()
             await journal.stop()
             await audit.stop()

@@ -494,3 +494,26 @@ async def get_recording_file(request: web.Request) -> web.StreamResponse:
     if file is None:
         raise P.ProtocolError("not_found", "no such recording")
     return web.FileResponse(file, headers={"Content-Type": "video/x-matroska"})
+
+
+# -- Twilio --------------------------------------------------------------------------------
+
+
+@routes.post("/webhooks/twilio/status")
+async def twilio_status(request: web.Request) -> web.Response:
+    """Room and recording status callbacks, signed by Twilio."""
+    services = _services(request)
+    video = services.video
+    if video is None:
+        raise P.ProtocolError("not_found", "ENF_VIDEO_PROVIDER is not twilio")
+    form = await request.post()
+    params = {k: str(v) for k, v in form.items()}
+    base = services.settings.public_url
+    url = (base.rstrip("/") + request.path_qs) if base else str(request.url)
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not signature or not video.valid(url, params, signature):
+        logger.warning("twilio callback refused: bad signature (%s)", params.get("CallbackSid"))
+        raise P.ProtocolError("forbidden", "bad X-Twilio-Signature")
+    logger.info("twilio %s for room %s", params.get("StatusCallbackEvent"), params.get("RoomName"))
+    video.on_callback(params)
+    return web.Response(status=204)

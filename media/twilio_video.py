@@ -1,0 +1,247 @@
+"""Twilio Video (`ENF_VIDEO_PROVIDER=twilio`): Twilio carries and records the
+call; this server creates the room, hands out access tokens, follows the
+room's status callbacks and keeps the recordings.
+
+- `video.start` creates a `group` room named after the session, recording
+  every participant on connect, with its status callback pointing at
+  `/webhooks/twilio/status`; each participant gets an access token with a
+  `VideoGrant` for that room only (identity = user id, short TTL).
+- Callbacks are checked with Twilio's `RequestValidator` (403 otherwise) and
+  are idempotent: duplicates and out-of-order deliveries change nothing.
+  `recording-started` → `recording.started`; each `recording-completed`
+  track is downloaded (streamed, hashed) into `ENF_RECORDINGS_URL`; once the
+  room has ended and every started track is stored → `recording.ready`;
+  `recording-failed` → `recording.failed`.
+- REST calls go through the library's async HTTP client; `ENF_TWILIO_API_BASE`
+  points them (and media downloads) at another base URL, for a regional
+  proxy or a local stand-in of Twilio's API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+import aiohttp
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response
+from twilio.jwt.access_token import AccessToken
+from twilio.jwt.access_token.grants import VideoGrant
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+from yarl import URL
+
+from actors.messages import Message
+from media.recorder import Tell
+from media.storage import FileStorage, S3Storage
+
+logger = logging.getLogger(__name__)
+
+TOKEN_TTL_S = 15 * 60
+VIDEO_API = "https://video.twilio.com"
+
+
+class _RebasedClient(AsyncTwilioHttpClient):  # type: ignore[misc]
+    """The library's async client, sending requests to another base URL."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__()
+        self._base = urlsplit(base)
+
+    async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
+        return await super().request(method, rebase(url, self._base), *args, **kwargs)
+
+
+def rebase(url: str, base: SplitResult) -> str:
+    parts = urlsplit(url)
+    prefix = base.path.rstrip("/")
+    return urlunsplit((base.scheme, base.netloc, prefix + parts.path, parts.query, ""))
+
+
+@dataclass
+class Credentials:
+    account_sid: str
+    auth_token: str
+    api_key: str
+    api_secret: str
+
+    @classmethod
+    def from_env(cls) -> Credentials:
+        names = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_KEY", "TWILIO_API_SECRET")
+        missing = [n for n in names if not os.environ.get(n)]
+        if missing:
+            raise ValueError(f"ENF_VIDEO_PROVIDER=twilio needs {', '.join(missing)}")
+        return cls(*(os.environ[n] for n in names))
+
+
+@dataclass
+class Room:
+    session_id: str
+    room_sid: str | None = None
+    started: set[str] = field(default_factory=set)  # recording sids
+    stored: dict[str, dict[str, Any]] = field(default_factory=dict)  # sid -> track
+    failed: set[str] = field(default_factory=set)
+    ended: bool = False
+    reported: bool = False
+
+
+class TwilioVideo:
+    def __init__(
+        self,
+        creds: Credentials,
+        storage: FileStorage | S3Storage,
+        tell: Tell,
+        work_dir: Path,
+        *,
+        callback_url: str,
+        api_base: str | None = None,
+    ) -> None:
+        self.creds = creds
+        self.storage = storage
+        self._tell = tell
+        self.work_dir = work_dir
+        self.callback_url = callback_url
+        self.api_base = api_base
+        http = _RebasedClient(api_base) if api_base else AsyncTwilioHttpClient()
+        self.client = Client(creds.account_sid, creds.auth_token, http_client=http)
+        self.validator = RequestValidator(creds.auth_token)
+        self.rooms: dict[str, Room] = {}  # by session id
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- what the session actor asks ------------------------------------------------
+
+    async def create_room(self, session_id: str) -> str:
+        room = await self.client.video.v1.rooms.create_async(
+            unique_name=session_id,
+            type="group",
+            record_participants_on_connect=True,
+            status_callback=self.callback_url,
+            status_callback_method="POST",
+        )
+        self.rooms.setdefault(session_id, Room(session_id)).room_sid = room.sid
+        logger.info("twilio room %s created for session %s", room.sid, session_id)
+        return str(room.sid)
+
+    def token(self, session_id: str, user_id: str) -> str:
+        token = AccessToken(
+            self.creds.account_sid,
+            self.creds.api_key,
+            self.creds.api_secret,
+            identity=user_id,
+            ttl=TOKEN_TTL_S,
+            grants=[VideoGrant(room=session_id)],
+        )
+        return str(token.to_jwt())
+
+    async def end_room(self, session_id: str) -> None:
+        room = self.rooms.get(session_id)
+        sid = room.room_sid if room and room.room_sid else session_id
+        try:
+            await self.client.video.v1.rooms(sid).update_async(status="completed")
+        except Exception as exc:  # the room may have ended by itself
+            logger.warning("completing twilio room %s: %s", sid, exc)
+
+    # -- callbacks -----------------------------------------------------------------
+
+    def valid(self, url: str, params: dict[str, str], signature: str) -> bool:
+        return bool(self.validator.validate(url, params, signature))
+
+    def on_callback(self, p: dict[str, str]) -> None:
+        """One status callback (already validated). Idempotent."""
+        event = p.get("StatusCallbackEvent", "")
+        session_id = p.get("RoomName", "")
+        if not session_id:
+            return
+        room = self.rooms.setdefault(session_id, Room(session_id, p.get("RoomSid")))
+        rec = p.get("RecordingSid")
+        if event == "recording-started" and rec:
+            if not room.started:
+                self._tell(
+                    f"session:{session_id}",
+                    Message("recording_started", {"user_id": p.get("ParticipantIdentity")}),
+                )
+            room.started.add(rec)
+        elif event == "recording-completed" and rec:
+            room.started.add(rec)
+            if rec not in room.stored:
+                self._spawn(self._download(room, p))
+        elif event == "recording-failed" and rec:
+            room.started.add(rec)
+            room.failed.add(rec)
+            self._maybe_report(room)
+        elif event == "room-ended":
+            room.ended = True
+            self._maybe_report(room)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _download(self, room: Room, p: dict[str, str]) -> None:
+        rec = p["RecordingSid"]
+        url = f"{VIDEO_API}/v1/Recordings/{rec}/Media"
+        if self.api_base:
+            url = rebase(url, urlsplit(self.api_base))
+        ext = "mka" if p.get("Container") == "mka" or p.get("Type") == "audio" else "mkv"
+        local = self.work_dir / room.session_id / f"{p.get('ParticipantIdentity', 'x')}-{rec}.{ext}"
+        try:
+            await asyncio.to_thread(local.parent.mkdir, parents=True, exist_ok=True)
+            auth = {
+                "Authorization": aiohttp.encode_basic_auth(
+                    self.creds.account_sid, self.creds.auth_token
+                )
+            }
+            async with aiohttp.ClientSession() as s:
+                # Twilio answers with a redirect to a pre-signed media URL, which
+                # is fetched without our credentials.
+                async with s.get(url, headers=auth, allow_redirects=False) as r:
+                    if r.status in (301, 302, 303, 307, 308):
+                        url = str(r.url.join(URL(r.headers["Location"])))
+                    elif r.status != 200:
+                        raise RuntimeError(f"media request answered {r.status}")
+                async with s.get(url) as r:
+                    if r.status != 200:
+                        raise RuntimeError(f"media download answered {r.status}")
+                    with local.open("wb") as f:
+                        async for chunk in r.content.iter_chunked(1 << 16):
+                            f.write(chunk)
+            stored = await self.storage.store(local, f"{room.session_id}/{local.name}")
+        except Exception as exc:
+            logger.error("recording %s of %s not kept: %s", rec, room.session_id, exc)
+            room.failed.add(rec)
+            self._maybe_report(room)
+            return
+        room.stored[rec] = {
+            "user_id": p.get("ParticipantIdentity"),
+            "kind": p.get("Type") or ext,
+            "url": stored.url,
+            "sha256": stored.sha256,
+            "bytes": stored.bytes,
+            "duration_s": float(p["Duration"]) if p.get("Duration") else None,
+        }
+        self._maybe_report(room)
+
+    def _maybe_report(self, room: Room) -> None:
+        if room.reported or not room.ended:
+            return
+        if room.started - room.failed - set(room.stored):
+            return  # tracks still being completed or downloaded
+        room.reported = True
+        actor = f"session:{room.session_id}"
+        tracks = list(room.stored.values())
+        if tracks:
+            self._tell(actor, Message("recording_finished", {"tracks": tracks}))
+        else:
+            reason = "twilio recording failed" if room.failed else "no_media"
+            self._tell(actor, Message("recording_failed", {"reason": reason, "tracks": []}))
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        await self.client.http_client.close()
