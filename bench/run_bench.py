@@ -508,7 +508,11 @@ def main() -> None:
     results = uvloop.run(main_async(args))
     text = report(results, args)
     print(text)
-    Path(args.out).write_text(text)
+    out = Path(args.out)
+    # Keep the media section (bench/media_bench.py writes it).
+    marker = "<!-- media benchmark: bench/media_bench.py writes below this line -->"
+    kept = out.read_text().partition(marker) if out.exists() else ("", "", "")
+    out.write_text(text + ("\n" + marker + kept[2] if kept[1] else ""))
 
 
 if __name__ == "__main__":

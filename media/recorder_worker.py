@@ -156,11 +156,14 @@ class Worker:
         for key in [k for k in self.peers if k[0] == session_id]:
             peer = self.peers.pop(key)
             await self._close(peer)
-            files.append(describe(peer.path, key[1], sum(t.frames for t in peer.tracks)))
+            frames: dict[str, int] = {}
+            for t in peer.tracks:
+                frames[t.kind] = frames.get(t.kind, 0) + t.frames
+            files.append(describe(peer.path, key[1], frames))
         return files
 
 
-def describe(path: Path, user_id: str, frames: int | None = None) -> dict[str, Any]:
+def describe(path: Path, user_id: str, frames: dict[str, int] | None = None) -> dict[str, Any]:
     """Size, SHA-256 (streamed) and duration (PyAV) of a recorded file."""
     digest = hashlib.sha256()
     size = 0
