@@ -127,8 +127,14 @@ class RecorderService:
                 await self._report_failure(session_id, exc.message)
             return
         self.sessions.discard(session_id)
+        # Files of this session from before a restart of the worker or of the
+        # server are part of its recording too.
+        files = {
+            f["path"]: f for f in await asyncio.to_thread(partial_files, self.work_dir, session_id)
+        }
+        files.update({f["path"]: f for f in reply["files"]})
         try:
-            tracks = await self._store(session_id, reply["files"])
+            tracks = await self._store(session_id, sorted(files.values(), key=lambda f: f["path"]))
         except Exception as exc:
             logger.exception("storing the recording of %s failed", session_id)
             self._tell(

@@ -86,6 +86,7 @@ class Room:
     started: set[str] = field(default_factory=set)  # recording sids
     stored: dict[str, dict[str, Any]] = field(default_factory=dict)  # sid -> track
     failed: set[str] = field(default_factory=set)
+    downloading: set[str] = field(default_factory=set)
     ended: bool = False
     reported: bool = False
 
@@ -168,7 +169,8 @@ class TwilioVideo:
             room.started.add(rec)
         elif event == "recording-completed" and rec:
             room.started.add(rec)
-            if rec not in room.stored:
+            if rec not in room.stored and rec not in room.downloading:  # duplicates: once
+                room.downloading.add(rec)
                 self._spawn(self._download(room, p))
         elif event == "recording-failed" and rec:
             room.started.add(rec)
@@ -215,8 +217,10 @@ class TwilioVideo:
         except Exception as exc:
             logger.error("recording %s of %s not kept: %s", rec, room.session_id, exc)
             room.failed.add(rec)
+            room.downloading.discard(rec)
             self._maybe_report(room)
             return
+        room.downloading.discard(rec)
         room.stored[rec] = {
             "user_id": p.get("ParticipantIdentity"),
             "kind": p.get("Type") or ext,

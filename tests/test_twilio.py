@@ -174,3 +174,30 @@ async def test_twilio_rooms_tokens_callbacks_and_recordings(make_server, twilio_
     await customer.expect("session.notarized")
     events = [e["name"] for e in customer.events if e.get("topic") == f"session:{sid}"]
     assert events.count("recording.ready") == 1 and events.count("recording.started") == 1
+
+
+async def test_a_failed_twilio_recording_is_reported(make_server, twilio_api):
+    h = await make_server(
+        recording="required",
+        video_provider="twilio",
+        twilio_api_base=str(twilio_api.server.make_url("/")),
+    )
+    customer, notary, sid = await assigned_session(h)
+    await customer.call(
+        "session.join",
+        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
+    )
+    await notary.call("session.join", {"session_id": sid, "location": PH})
+    await notary.call("video.start", {"session_id": sid})
+    room = {"RoomSid": "RM" + "3" * 32, "RoomName": sid}
+    rec = {**room, "RecordingSid": "RT" + "5" * 32, "ParticipantIdentity": "n1"}
+    assert await post_callback(h, {**rec, "StatusCallbackEvent": "recording-started"}) == 204
+    assert await post_callback(h, {**rec, "StatusCallbackEvent": "recording-failed"}) == 204
+    await notary.call("video.end", {"session_id": sid})
+    assert await post_callback(h, {**room, "StatusCallbackEvent": "room-ended"}) == 204
+    failed = (await customer.expect("recording.failed", timeout=20))["data"]
+    assert "failed" in failed["reason"]
+    r = await notary.request("session.notarize", {"session_id": sid})
+    assert r["error"]["code"] == "conflict"  # no recording, the gate holds
+    # The session can still be cancelled.
+    await customer.call("session.cancel", {"session_id": sid, "reason": "recording failed"})
