@@ -348,13 +348,9 @@ class SessionActor(EventSourcedActor):
         if not p["present"] or len(data) > 2:
             await self.commit([("participant.joined", data)])
         out: dict[str, Any] = {"session": view}
-        if self.ctx.video is not None and self.state["state"] == L.VIDEO_IN_PROGRESS:
-            # Back in the call (a reconnect): the room and a fresh token.
-            out["video"] = {
-                "provider": "twilio",
-                "room_name": self.session_id,
-                "token": self.ctx.video.token(self.session_id, caller.user_id),
-            }
+        if self.state["state"] == L.VIDEO_IN_PROGRESS:
+            # Back in the call (a reconnect): how to take part, afresh.
+            out["video"] = self._video_config(caller.user_id)
         return Reply(
             out,
             follow={self.actor_id: view["seq"] if since is None else since},
@@ -486,21 +482,30 @@ class SessionActor(EventSourcedActor):
             reply["token"] = video.token(self.session_id, caller.user_id)
         stored_reply = {k: v for k, v in reply.items() if k != "token"}
         await self._commit_request(
-            msg, [self._move(L.VIDEO_IN_PROGRESS, caller.user_id)], stored_reply
+            msg,
+            [self._move(L.VIDEO_IN_PROGRESS, caller.user_id, recorder=reply["recorder"])],
+            stored_reply,
         )
-        if video is not None:  # the other party's own token, to it alone
-            customer_id = self.state["customer_id"]
-            self.publish_ephemeral(
-                self.actor_id,
-                "video.token",
-                {
-                    "provider": "twilio",
-                    "room_name": self.session_id,
-                    "token": video.token(self.session_id, customer_id),
-                },
-                to_user=customer_id,
-            )
+        # The customer learns how to take part (ICE servers, whether the recorder
+        # is on, its own Twilio token): an ephemeral event to it alone, since it
+        # may carry credentials that must not be journaled.
+        customer_id = self.state["customer_id"]
+        self.publish_ephemeral(
+            self.actor_id, "video.config", self._video_config(customer_id), to_user=customer_id
+        )
         return Reply(reply)
+
+    def _video_config(self, user_id: str) -> dict[str, Any]:
+        settings = self.ctx.settings
+        config: dict[str, Any] = {
+            "provider": settings.video_provider,
+            "ice_servers": settings.ice_server_list,
+            "recorder": self.ctx.media is not None and settings.recording != "off",
+        }
+        if self.ctx.video is not None:
+            config["room_name"] = self.session_id
+            config["token"] = self.ctx.video.token(self.session_id, user_id)
+        return config
 
     async def on_checks_record(self, msg: Message) -> Reply:
         caller = self._require(msg.caller, "enp")

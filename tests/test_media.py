@@ -29,6 +29,11 @@ async def video_session(h: Any) -> tuple[Any, Any, str, Party, Party]:
     await notary.call("session.join", {"session_id": sid, "location": PH})
     started = await notary.call("video.start", {"session_id": sid})
     assert started["provider"] == "webrtc" and started["recorder"] is True
+    # Both parties are told the recorder is on: the customer by an event.
+    config = (await customer.expect("video.config"))["data"]
+    assert config == {"provider": "webrtc", "ice_servers": [], "recorder": True}
+    state = await customer.expect("session.state", state="VIDEO_IN_PROGRESS")
+    assert state["data"]["recorder"] is True
     c, n = Party(customer, sid), Party(notary, sid)
     await asyncio.gather(c.call("n1"), n.answer("c1"))
     await asyncio.gather(c.call_recorder(), n.call_recorder())

@@ -124,7 +124,8 @@ async def test_twilio_rooms_tokens_callbacks_and_recordings(make_server, twilio_
     assert form["StatusCallback"] == h.url("/webhooks/twilio/status")
 
     # Tokens: a VideoGrant for this room only, identity = user id, short TTL.
-    token_event = await customer.expect("video.token")
+    token_event = await customer.expect("video.config")
+    assert token_event["data"]["provider"] == "twilio" and "seq" not in token_event
     for token, user in ((started["token"], "n1"), (token_event["data"]["token"], "c1")):
         claims = jwt.decode(token, API_SECRET, algorithms=["HS256"])
         assert claims["iss"] == API_KEY and claims["sub"] == SID
