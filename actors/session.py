@@ -20,9 +20,11 @@ from actors.eventsourced import EventSourcedActor
 from actors.messages import Caller, Message, Reply
 from actors.runtime import ActorContext
 from gateway.protocol import ProtocolError, iso, now_iso, parse_iso
+from media.storage import sign_path
 from persistence.book import book_entry
 from persistence.envelopes import build_envelope, envelope_statement
 from persistence.journal import StoredEvent
+from persistence.outbox import sms_message, webhook_event
 from persistence.projections import SESSIONS, Projection
 
 logger = logging.getLogger(__name__)
@@ -127,6 +129,8 @@ class SessionActor(EventSourcedActor):
                 "seal": d["seal"],
                 "at": e.at,
             }
+        elif e.name == "delivery.status":
+            s.setdefault("deliveries", {})[str(d["recipient"])] = d["status"]
         elif e.name == "recording.started":
             s["recording_started"] = True
         elif e.name == "recording.ready":
@@ -142,7 +146,8 @@ class SessionActor(EventSourcedActor):
     def projections(self, s: dict[str, Any], events: Sequence[StoredEvent]) -> list[Projection]:
         if not events or s["state"] is None:
             return []
-        return [
+        out = self._outbox(s, events) if self.ctx.settings.outbox else []
+        out.append(
             Projection(
                 SESSIONS,
                 (
@@ -157,7 +162,67 @@ class SessionActor(EventSourcedActor):
                     parse_iso(events[-1].at),
                 ),
             )
-        ]
+        )
+        return out
+
+    def _outbox(self, s: dict[str, Any], events: Sequence[StoredEvent]) -> list[Projection]:
+        """Events for the outside world, committed with their causes."""
+        sid = self.session_id
+        rows: list[Projection] = []
+        for e in events:
+            d = e.data
+            if e.name == "session.notarized":
+                rows.append(webhook_event(sid, e.seq, "session.notarized", dict(d), e.at))
+            if e.name != "session.state":
+                continue
+            state = d["state"]
+            public: dict[str, Any] = {
+                k: d[k] for k in ("state", "prev", "by", "reason", "enp_id") if k in d
+            }
+            rows.append(webhook_event(sid, e.seq, f"session.{state.lower()}", public, e.at))
+            money = {
+                "amount": s.get("amount"),
+                "platform_fee": s.get("platform_fee"),
+                "enp_fee": s.get("enp_fee"),
+                "currency": "PHP",
+                "customer_id": s.get("customer_id"),
+                "enp_id": s.get("enp_id"),
+            }
+            held = s.get("enp_id") is not None and s.get("amount") is not None
+            if state == L.ENP_ASSIGNED:
+                rows.append(webhook_event(sid, e.seq, "payment.hold", money, e.at))
+            elif state == L.COMPLETED and held:
+                rows.append(webhook_event(sid, e.seq, "payment.release", money, e.at))
+            elif state == L.CANCELLED and held:
+                rows.append(
+                    webhook_event(
+                        sid, e.seq, "payment.refund", {**money, "reason": d.get("reason")}, e.at
+                    )
+                )
+            elif state == L.DISTRIBUTING:
+                rows += self._distribution(s, e)
+        return rows
+
+    def _distribution(self, s: dict[str, Any], e: StoredEvent) -> list[Projection]:
+        envelope_id = s.get("envelope_id")
+        path, _ = sign_path(
+            self.ctx.keys.pii.link_secret,
+            f"/v1/envelopes/{envelope_id}/shared",
+            self.ctx.settings.share_link_ttl_s,
+        )
+        settings = self.ctx.settings
+        link = (settings.public_url or f"http://{settings.host}:{settings.port}") + path
+        rows = []
+        for i, r in enumerate(e.data.get("recipients") or []):
+            if r["channel"] == "sms":
+                body = f"Your notarized document {envelope_id} is ready: {link}"
+                rows.append(sms_message(self.session_id, self.session_id, e.seq, r["to"], body, i))
+            else:
+                data = {"envelope_id": envelope_id, "recipient": i, "to": r["to"], "link": link}
+                rows.append(
+                    webhook_event(self.session_id, e.seq, "document.distributed", data, e.at, i)
+                )
+        return rows
 
     # -- views ----------------------------------------------------------------
 
@@ -685,6 +750,57 @@ class SessionActor(EventSourcedActor):
         self._after_move()
         return Reply({})
 
+    async def on_delivery_result(self, msg: Message) -> None:
+        """From the delivery worker: one recipient's delivery is final."""
+        await self._delivery_results([msg.data])
+
+    async def _delivery_results(self, results: list[dict[str, Any]]) -> None:
+        if self.state["state"] != L.DISTRIBUTING:
+            return
+        recipients = self.state.get("recipients") or []
+        done = dict(self.state.get("deliveries") or {})
+        events: list[tuple[str, dict[str, Any]]] = []
+        for r in results:
+            i = r["recipient"]
+            if not 0 <= i < len(recipients) or str(i) in done:
+                continue  # a repeat: already recorded
+            data = {
+                "recipient": i,
+                "channel": recipients[i]["channel"],
+                "to": recipients[i].get("hint"),
+                "status": r["status"],
+                "delivery_id": r.get("delivery_id"),
+            }
+            if r.get("reason"):
+                data["reason"] = r["reason"]
+            events.append(("delivery.status", data))
+            done[str(i)] = r["status"]
+        if not events:
+            return
+        if len(done) == len(recipients):
+            events.append(self._move(L.COMPLETED, "system"))
+        await self.commit(events)
+        self._after_move()
+
+    async def _sync_deliveries(self) -> None:
+        """After a restart: outcomes the worker recorded but the session missed."""
+        rows = await self.ctx.pool.fetch(
+            "SELECT id, recipient, status, last_error FROM outbox WHERE session_id = $1"
+            " AND recipient IS NOT NULL AND status <> 'pending' ORDER BY n",
+            self.session_id,
+        )
+        await self._delivery_results(
+            [
+                {
+                    "recipient": r["recipient"],
+                    "delivery_id": r["id"],
+                    "status": "delivered" if r["status"] == "delivered" else "dead_letter",
+                    "reason": r["last_error"] if r["status"] == "dead" else None,
+                }
+                for r in rows
+            ]
+        )
+
     async def on_session_cancel(self, msg: Message) -> Reply:
         caller = self._require(msg.caller, "customer", "enp", "admin")
         if self.state["state"] not in L.CANCELLABLE:
@@ -764,6 +880,8 @@ class SessionActor(EventSourcedActor):
             self._enqueue_for_matching()
         elif st == L.NOTARIZING:
             self.set_timer("finalize", 0, Message("finalize"))
+        elif st == L.DISTRIBUTING:
+            await self._sync_deliveries()
 
     async def on_conn_closed(self, msg: Message) -> None:
         uid, conn = msg.data["user_id"], msg.data["connection_id"]

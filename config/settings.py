@@ -47,6 +47,14 @@ class Settings(BaseSettings):
     pii_key_file: Path | None = None
     ice_servers: str = "[]"
     delivery_max_attempts: int = Field(12, ge=1)
+    # Retry backoff of deliveries (full jitter): base and cap, seconds.
+    delivery_base_s: float = Field(1.0, gt=0)
+    delivery_cap_s: float = Field(300.0, gt=0)
+    delivery_timeout_s: float = Field(10.0, gt=0)
+    # Write events for the outside world to the outbox (off only to measure it).
+    outbox: bool = True
+    # How long the envelope link in a distribution SMS stays valid.
+    share_link_ttl_s: int = Field(7 * 24 * 3600, ge=60)
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
     # Per-connection request rate (PROTOCOL §8 Limits): sustained rate, burst = 2x.

@@ -24,6 +24,7 @@ from actors.runtime import Actor, LocalHost
 from actors.session import SessionActor
 from config.settings import Settings
 from gateway import protocol as P
+from gateway.deliveries import SmsSender, WebhookSender
 from gateway.http_api import audit_middleware, errors_middleware, routes
 from gateway.ws import ws_handler
 from media.recorder import RecorderService
@@ -33,6 +34,7 @@ from persistence.audit import AuditLog
 from persistence.journal import Journal
 from persistence.keys import Keys
 from persistence.migrate import apply_migrations
+from persistence.outbox import DeliveryWorker, Sender
 from persistence.pool import create_pool
 
 if TYPE_CHECKING:
@@ -60,11 +62,39 @@ class Services:
     storage: FileStorage | S3Storage
     media: RecorderService | None
     video: TwilioVideo | None
+    deliveries: DeliveryWorker
     connections: set[Connection] = field(default_factory=set)
     shutting_down: bool = False
 
 
 SERVICES = web.AppKey("services", Services)
+
+
+def make_delivery_worker(
+    settings: Settings, pool: asyncpg.Pool, keys: Keys, host: LocalHost
+) -> DeliveryWorker:
+    senders: dict[str, Sender | None] = {"webhook": None, "sms": None}
+    why = {
+        "webhook": "ENF_WEBHOOK_URL is not set: the event waits in the outbox",
+        "sms": SmsSender.missing() or "",
+    }
+    if settings.webhook_url:
+        if not settings.webhook_secret:
+            raise ValueError("ENF_WEBHOOK_URL needs ENF_WEBHOOK_SECRET (the HMAC key)")
+        senders["webhook"] = WebhookSender(
+            settings.webhook_url, settings.webhook_secret, keys.pii, settings.delivery_timeout_s
+        )
+    if not why["sms"]:
+        senders["sms"] = SmsSender(keys.pii, settings.twilio_api_base)
+    return DeliveryWorker(
+        pool,
+        senders,
+        host.tell,
+        max_attempts=settings.delivery_max_attempts,
+        base_s=settings.delivery_base_s,
+        cap_s=settings.delivery_cap_s,
+        why_missing=why,
+    )
 
 
 def create_app(
@@ -110,8 +140,22 @@ def create_app(
         await host.start()
         audit = AuditLog(pool)
         await audit.start()
+        deliveries = make_delivery_worker(settings, pool, keys, host)
+        journal.on_outbox = deliveries.wake
+        await deliveries.start()
         services = Services(
-            settings, jwt_secret, pool, journal, bus, host, keys, audit, storage, media, video
+            settings,
+            jwt_secret,
+            pool,
+            journal,
+            bus,
+            host,
+            keys,
+            audit,
+            storage,
+            media,
+            video,
+            deliveries,
         )
         app[SERVICES] = services
         await recover(services)
@@ -124,6 +168,7 @@ def create_app(
             if video is not None:
                 await video.stop()
             await host.stop()
+            await deliveries.stop()
             await journal.stop()
             await audit.stop()
             await pool.close()

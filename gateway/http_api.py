@@ -21,7 +21,7 @@ from gateway import protocol as P
 from gateway.auth import Identity, bearer, verify_token
 from gateway.requests import LatLng, Model, Text
 from media.storage import LINK_TTL_S, FileStorage, check_path, sign_path
-from persistence import book
+from persistence import book, outbox
 from persistence.audit import COLUMNS, AuditRecord
 from persistence.keys import PiiCorrupt, PiiKeyMismatch, verify_signed
 
@@ -517,3 +517,99 @@ async def twilio_status(request: web.Request) -> web.Response:
     logger.info("twilio %s for room %s", params.get("StatusCallbackEvent"), params.get("RoomName"))
     video.on_callback(params)
     return web.Response(status=204)
+
+
+@routes.get("/v1/envelopes/{id}/shared")
+async def get_shared_envelope(request: web.Request) -> web.Response:
+    """The signed envelope for whoever holds the link sent at distribution."""
+    envelope_id = request.match_info["id"]
+    services = _services(request)
+    why = check_path(
+        services.keys.pii.link_secret,
+        f"/v1/envelopes/{envelope_id}/shared",
+        request.query.get("expires", ""),
+        request.query.get("sig", ""),
+    )
+    if why is not None:
+        raise P.ProtocolError("forbidden", f"envelope link refused: {why}")
+    sealed = await services.pool.fetchval(
+        "SELECT sealed FROM envelopes WHERE envelope_id = $1", envelope_id
+    )
+    if sealed is None:
+        raise P.ProtocolError("not_found", "no such envelope")
+    try:
+        return web.json_response(services.keys.pii.open(sealed, envelope_id))
+    except (PiiKeyMismatch, PiiCorrupt) as exc:
+        raise P.ProtocolError("unavailable", f"the envelope cannot be opened: {exc}") from None
+
+
+# -- deliveries (the outbox) -------------------------------------------------------------
+
+_DELIVERY_COLUMNS = (
+    "id, session_id, destination, type, payload, recipient, status, attempts,"
+    " next_attempt_at, last_error, created_at, delivered_at"
+)
+
+
+def _delivery(row: Any) -> dict[str, Any]:
+    out = {k: row[k] for k in row.keys()}
+    for k in ("next_attempt_at", "created_at", "delivered_at"):
+        out[k] = P.iso(out[k]) if out[k] is not None else None
+    payload = dict(out["payload"])
+    if "to" in payload:  # sealed personal data stays sealed here
+        payload["to"] = "[sealed]"
+    out["payload"] = payload
+    return out
+
+
+@routes.get("/v1/deliveries")
+async def list_deliveries(request: web.Request) -> web.Response:
+    _identity(request, "admin")
+    status = request.query.get("status")
+    if status is not None and status not in ("pending", "delivered", "dead"):
+        raise P.ProtocolError("bad_request", "status must be pending, delivered or dead")
+    where, args = [], []
+    if status:
+        args.append(status)
+        where.append(f"status = ${len(args)}")
+    if "session_id" in request.query:
+        args.append(request.query["session_id"])
+        where.append(f"session_id = ${len(args)}")
+    sql = f"SELECT {_DELIVERY_COLUMNS} FROM outbox"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY n DESC LIMIT 500"
+    rows = await _services(request).pool.fetch(sql, *args)
+    return web.json_response({"deliveries": [_delivery(r) for r in rows]})
+
+
+@routes.get("/v1/deliveries/{id}")
+async def get_delivery(request: web.Request) -> web.Response:
+    _identity(request, "admin")
+    row = await _services(request).pool.fetchrow(
+        f"SELECT {_DELIVERY_COLUMNS} FROM outbox WHERE id = $1", request.match_info["id"]
+    )
+    if row is None:
+        raise P.ProtocolError("not_found", "no such delivery")
+    return web.json_response(_delivery(row))
+
+
+@routes.post("/v1/deliveries/{id}/replay")
+async def replay_delivery(request: web.Request) -> web.Response:
+    ident = _identity(request, "admin")
+    services = _services(request)
+    delivery_id = request.match_info["id"]
+    row = await outbox.replay(services.pool, delivery_id)
+    if row is None:
+        exists = await services.pool.fetchval(
+            "SELECT status FROM outbox WHERE id = $1", delivery_id
+        )
+        if exists is None:
+            raise P.ProtocolError("not_found", "no such delivery")
+        raise P.ProtocolError("conflict", f"only dead letters are replayed (this one is {exists})")
+    logger.info("delivery %s replayed by %s", delivery_id, ident.user_id)
+    services.deliveries.wake()
+    fresh = await services.pool.fetchrow(
+        f"SELECT {_DELIVERY_COLUMNS} FROM outbox WHERE id = $1", delivery_id
+    )
+    return web.json_response(_delivery(fresh))

@@ -164,6 +164,12 @@ class Recipient(Model):
     channel: Literal["sms", "webhook"]
     to: Text
 
+    @model_validator(mode="after")
+    def _phone(self) -> Recipient:
+        if self.channel == "sms" and not re.fullmatch(r"\+[1-9]\d{7,14}", self.to):
+            raise ValueError("an sms recipient needs a phone number in E.164 form (+639171234567)")
+        return self
+
 
 class Distribute(SessionRef):
     recipients: Annotated[list[Recipient], Field(max_length=50)]

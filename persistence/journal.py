@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,7 +27,7 @@ from typing import Any
 import asyncpg
 
 from gateway.protocol import iso, parse_iso
-from persistence.projections import TABLES, Projection, ProjectionTable
+from persistence.projections import OUTBOX, TABLES, Projection, ProjectionTable
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +202,8 @@ class Journal:
         self._max_batch = max_batch
         self._tasks: list[asyncio.Task[None]] = []
         self._held: list[asyncpg.Connection | None] = [None] * writers
+        # Called after a batch that wrote outbox rows (wakes the delivery worker).
+        self.on_outbox: Callable[[], None] | None = None
         self.stats = JournalStats()
 
     @property
@@ -294,6 +296,10 @@ class Journal:
         self.stats.max_batch = max(self.stats.max_batch, len(batch))
         for a in batch:
             _settle(a, None)
+        if self.on_outbox is not None and any(
+            p.table is OUTBOX for a in batch for p in a.projections
+        ):
+            self.on_outbox()
 
     async def _write(self, batch: list[Append], conn: asyncpg.Connection) -> None:
         """The whole batch in one statement (one round trip, one transaction);

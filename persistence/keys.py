@@ -60,6 +60,8 @@ class PiiCipher:
             raise KeyFileError(f"the PII key must be 32 bytes (AES-256), got {len(key)}")
         self._aead = AESGCM(key)
         self.key_id = hashlib.sha256(b"enf-pii" + key).hexdigest()[:16]
+        # Derived, separate key for signed links handed to people (SMS).
+        self.link_secret = hashlib.sha256(b"enf-links" + key).hexdigest()
 
     @classmethod
     def load(cls, path: Path | None, data_dir: Path) -> PiiCipher:

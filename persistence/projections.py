@@ -65,5 +65,13 @@ SESSIONS = ProjectionTable(
     ),
 )
 
+# Outbox rows (persistence/outbox.py): inserted once, never upserted.
+OUTBOX = ProjectionTable(
+    table="outbox",
+    columns=("id", "stream", "session_id", "destination", "type", "payload", "recipient"),
+    types=("text", "text", "text", "text", "text", "jsonb", "integer"),
+    on_conflict="(id) DO NOTHING",
+)
+
 # Every table the journal batches; the order fixes the batch statement's text.
-TABLES: tuple[ProjectionTable, ...] = (SESSIONS,)
+TABLES: tuple[ProjectionTable, ...] = (SESSIONS, OUTBOX)
