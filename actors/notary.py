@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -27,6 +28,8 @@ from actors.scoring import update_ema
 from actors.session import MATCHMAKER
 from gateway.protocol import ProtocolError, iso, parse_iso
 from persistence.journal import StoredEvent
+from persistence.outbox import sms_message
+from persistence.projections import Projection
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,27 @@ class NotaryActor(EventSourcedActor):
 
     def apply(self, state: dict[str, Any], event: StoredEvent) -> None:
         return None  # the topic's events carry no state the actor folds; see module doc
+
+    def projections(self, state: dict[str, Any], events: Sequence[StoredEvent]) -> list[Projection]:
+        """An offer made while the notary is not connected (its reconnect
+        grace) goes out by SMS too, if the notary opted in (`notify_sms`)."""
+        phone = self.profile.get("notify_sms")
+        if not phone or self.conns or not self.ctx.settings.outbox:
+            return []
+        return [
+            sms_message(
+                self.actor_id,
+                None,
+                e.data["offer_id"],
+                phone,
+                f"New notarization request ({e.data.get('document_type') or 'document'}):"
+                f" open ENF to accept before {e.data['expires_at'][11:19]} UTC.",
+                None,
+                context=self.actor_id,
+            )
+            for e in events
+            if e.name == "offer"
+        ]
 
     # -- activation -------------------------------------------------------------
 

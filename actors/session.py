@@ -319,6 +319,27 @@ class SessionActor(EventSourcedActor):
         enp = self.state.get("enp_id")
         if enp and st in L.RELEASES_NOTARY:
             host.tell(f"notary:{enp}", Message("session_ended", {"session_id": self.session_id}))
+        self._notify(st)
+
+    # The platform design's notifications, for people (the events say the same
+    # to programs): to every connected follower of the session, not journaled.
+    NOTIFICATIONS = {
+        L.ENP_ASSIGNED: ("enp_assigned", "A notary has accepted your request."),
+        L.VIDEO_IN_PROGRESS: ("video_starting", "The video session is starting."),
+        L.NOTARIZED: ("notarization_complete", "The document is notarized."),
+        L.CANCELLED: ("request_cancelled", "The notarization request was cancelled."),
+        L.COMPLETED: ("session_completed", "The notarized document has been distributed."),
+    }
+
+    def _notify(self, state: str) -> None:
+        found = self.NOTIFICATIONS.get(state)
+        if found is not None:
+            kind, text = found
+            self.publish_ephemeral(
+                self.actor_id,
+                "notification",
+                {"kind": kind, "session_id": self.session_id, "message": text},
+            )
 
     def _arm_ttl(self) -> None:
         remaining = (parse_iso(self.state["expires_at"]) - datetime.now(UTC)).total_seconds()
@@ -551,6 +572,7 @@ class SessionActor(EventSourcedActor):
             [self._move(L.VIDEO_IN_PROGRESS, caller.user_id, recorder=reply["recorder"])],
             stored_reply,
         )
+        self._notify(L.VIDEO_IN_PROGRESS)
         # The customer learns how to take part (ICE servers, whether the recorder
         # is on, its own Twilio token): an ephemeral event to it alone, since it
         # may carry credentials that must not be journaled.

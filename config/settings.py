@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     delivery_base_s: float = Field(1.0, gt=0)
     delivery_cap_s: float = Field(300.0, gt=0)
     delivery_timeout_s: float = Field(10.0, gt=0)
+    # Circuit breaker per destination: failures in a row that open it, and
+    # the first pause before a probe (doubling up to 5 minutes).
+    breaker_threshold: int = Field(5, ge=1)
+    breaker_cooldown_s: float = Field(5.0, gt=0)
     # Write events for the outside world to the outbox (off only to measure it).
     outbox: bool = True
     # How long the envelope link in a distribution SMS stays valid.

@@ -94,6 +94,7 @@ def make_delivery_worker(
         base_s=settings.delivery_base_s,
         cap_s=settings.delivery_cap_s,
         why_missing=why,
+        breaker=(settings.breaker_threshold, settings.breaker_cooldown_s),
     )
 
 

@@ -112,7 +112,7 @@ class SmsSender:
         from twilio.base.exceptions import TwilioRestException
 
         payload = row["payload"]
-        to = _open(payload["to"], self.pii, row["session_id"] or "")
+        to = _open(payload["to"], self.pii, payload.get("context") or row["session_id"] or "")
         if not isinstance(to, str) or not E164.match(to):
             return Outcome(False, permanent=True, error="not a phone number in E.164 form")
         kwargs: dict[str, Any] = {"to": to, "body": payload["body"]}

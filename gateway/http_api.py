@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 from aiohttp import web
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, StringConstraints, ValidationError, field_validator
 
 from actors import lifecycle as L
 from actors.messages import Caller, Message
@@ -181,6 +181,8 @@ class NotaryProfile(Model):
     specializations: Annotated[list[Text], Field(max_length=100)] = []
     location: LatLng | None = None
     avg_response_time_s: Annotated[float, Field(ge=0)] | None = None
+    # Opt-in: offers made while the notary is not connected go out by SMS.
+    notify_sms: Annotated[str, StringConstraints(pattern=r"^\+[1-9]\d{7,14}$")] | None = None
 
     @field_validator("commission_expires")
     @classmethod
@@ -207,6 +209,10 @@ async def put_notary(request: web.Request) -> web.Response:
     notary_id = _user_id(request)
     profile = _validate(NotaryProfile, await _json_body(request)).model_dump(exclude_none=True)
     services = _services(request)
+    shown = dict(profile)
+    if "notify_sms" in profile:  # a phone number: sealed at rest
+        shown["notify_sms"] = profile["notify_sms"][:3] + "****" + profile["notify_sms"][-3:]
+        profile["notify_sms"] = services.keys.pii.seal(profile["notify_sms"], f"notary:{notary_id}")
     await services.pool.execute(
         "INSERT INTO notaries (notary_id, profile) VALUES ($1, $2) ON CONFLICT (notary_id)"
         " DO UPDATE SET profile = $2, updated_at = now()",
@@ -215,7 +221,7 @@ async def put_notary(request: web.Request) -> web.Response:
     )
     services.host.tell(f"notary:{notary_id}", Message("profile_updated"))
     logger.info("notary profile %s updated", notary_id)
-    return web.json_response({"notary_id": notary_id, "profile": profile})
+    return web.json_response({"notary_id": notary_id, "profile": shown})
 
 
 @routes.put("/v1/customers/{id}/favorites")

@@ -66,11 +66,18 @@ def webhook_event(
 
 
 def sms_message(
-    stream: str, session_id: str | None, key: Any, to_sealed: str, body: str, recipient: int | None
+    stream: str,
+    session_id: str | None,
+    key: Any,
+    to_sealed: str,
+    body: str,
+    recipient: int | None,
+    context: str | None = None,
 ) -> Projection:
-    """A text message; `to` stays sealed until the moment it is sent."""
+    """A text message; `to` stays sealed until the moment it is sent (with
+    `context`, the associated data it was sealed with; default the session)."""
     eid = event_id(stream, key, "sms", recipient)
-    payload = {"id": eid, "to": to_sealed, "body": body}
+    payload = {"id": eid, "to": to_sealed, "body": body, "context": context or session_id}
     return Projection(OUTBOX, (eid, f"sms:{stream}", session_id, "sms", "sms", payload, recipient))
 
 
@@ -183,6 +190,7 @@ class DeliveryWorker:
         cap_s: float,
         concurrency: int = 32,
         why_missing: dict[str, str] | None = None,
+        breaker: tuple[int, float] = (5, 5.0),
     ) -> None:
         self._pool = pool
         self._senders = senders
@@ -194,6 +202,7 @@ class DeliveryWorker:
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.breakers: dict[str, CircuitBreaker] = {}
+        self._breaker = breaker
         self.why_missing = why_missing or {}
         self.stats = DeliveryStats()
 
@@ -261,7 +270,9 @@ class DeliveryWorker:
             reason = self.why_missing.get(dest, f"no sender for {dest}")
             await self._reschedule(row, row["attempts"], reason, 60.0)
             return
-        breaker = self.breakers.setdefault(sender.key, CircuitBreaker())
+        breaker = self.breakers.get(sender.key)
+        if breaker is None:
+            breaker = self.breakers[sender.key] = CircuitBreaker(*self._breaker)
         if not breaker.allow():
             await self._reschedule(
                 row, row["attempts"], f"circuit open for {sender.key}", breaker.retry_in()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
@@ -26,6 +27,15 @@ HAPPY_STATES = [
 
 # A declared place in the Philippines, for session.join.
 PH: dict[str, Any] = {"lat": 14.5995, "lng": 120.9842, "country": "PH"}
+
+
+async def eventually(predicate: Any, timeout: float = 30.0, every: float = 0.05) -> None:
+    """Wait until `predicate()` holds (for state that no event announces)."""
+    for _ in range(int(timeout / every)):
+        if predicate():
+            return
+        await asyncio.sleep(every)
+    assert predicate(), f"not true after {timeout} s"
 
 
 def doc(n: int = 1, type_: str = "affidavit") -> dict[str, Any]:
