@@ -34,10 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run_bench import SECRET, Scratch, Server, free_port, prepare_sessions, say  # noqa: E402
+from bench.sections import write_section  # noqa: E402
 from gateway.auth import mint_token  # noqa: E402
 from gateway.client import EnfClient  # noqa: E402
 
-MARKER = "<!-- media benchmark: bench/media_bench.py writes below this line -->"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -270,9 +270,7 @@ async def main_async(args: argparse.Namespace) -> str:
     say("signaling latency: ENF relay vs bare relay")
     enf, direct = await signaling_latency(args.samples)
     lines = [
-        MARKER,
-        "",
-        "## Media",
+        "## Media (bench/media_bench.py)",
         "",
         f"Run on {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores. "
         "Reproduce:",
@@ -334,9 +332,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     args = parser.parse_args()
     section = uvloop.run(main_async(args))
-    out = Path(args.out)
-    before = out.read_text().split(MARKER)[0].rstrip() + "\n\n" if out.exists() else ""
-    out.write_text(before + section)
+    write_section(Path(args.out), "media", section)
     print(section)
 
 

@@ -41,6 +41,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.sections import write_section  # noqa: E402
 from gateway.auth import mint_token  # noqa: E402
 from gateway.client import EnfClient  # noqa: E402
 
@@ -440,7 +441,7 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
     by = {r.name: r for r in results}
     echo = by["echo (bare aiohttp)"]
     lines = [
-        "# Benchmark results",
+        "## Request/reply (bench/run_bench.py)",
         "",
         f"Run on {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; server, echo server and load generator on one "
@@ -508,11 +509,7 @@ def main() -> None:
     results = uvloop.run(main_async(args))
     text = report(results, args)
     print(text)
-    out = Path(args.out)
-    # Keep the media section (bench/media_bench.py writes it).
-    marker = "<!-- media benchmark: bench/media_bench.py writes below this line -->"
-    kept = out.read_text().partition(marker) if out.exists() else ("", "", "")
-    out.write_text(text + ("\n" + marker + kept[2] if kept[1] else ""))
+    write_section(Path(args.out), "requests", text)
 
 
 if __name__ == "__main__":

@@ -198,6 +198,9 @@ class DeliveryWorker:
         self.max_attempts, self.base_s, self.cap_s = max_attempts, base_s, cap_s
         self._sem = asyncio.Semaphore(concurrency)
         self._busy: set[str] = set()
+        # When each stream's last delivery ended: rows fetched before that may
+        # be stale (already delivered) and are skipped until the next fetch.
+        self._ended: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -230,6 +233,7 @@ class DeliveryWorker:
 
     async def _run(self) -> None:
         while True:
+            fetched_at = time.monotonic()
             try:
                 rows = await self._pool.fetch(_DUE, 200)
             except asyncio.CancelledError:
@@ -239,7 +243,7 @@ class DeliveryWorker:
                 await asyncio.sleep(1.0)
                 continue
             for row in rows:
-                if row["stream"] in self._busy:
+                if row["stream"] in self._busy or self._ended.get(row["stream"], 0) > fetched_at:
                     continue
                 self._busy.add(row["stream"])
                 task = asyncio.create_task(self._deliver(row))
@@ -261,6 +265,10 @@ class DeliveryWorker:
                 await self._reschedule(row, row["attempts"], "internal error", 5.0)
         finally:
             self._busy.discard(row["stream"])
+            now = time.monotonic()
+            self._ended[row["stream"]] = now
+            if len(self._ended) > 10_000:
+                self._ended = {k: t for k, t in self._ended.items() if now - t < 60}
             self._wake.set()
 
     async def _attempt(self, row: asyncpg.Record) -> None:
