@@ -69,6 +69,7 @@ class ActorContext:
         # and Twilio Video (media.twilio_video.TwilioVideo) when it carries calls.
         self.media = media
         self.video = video
+        self.metrics: Any = None  # gateway.metrics.Metrics, set by the app
         self.journal = journal
         self.bus = bus
         self.settings = settings

@@ -521,6 +521,8 @@ class SessionActor(EventSourcedActor):
         if not self.exists:
             return
         reason = msg.data.get("reason") or "unknown"
+        if self.ctx.metrics is not None:
+            self.ctx.metrics.recorder_failures.inc()
         await self.commit(
             [("recording.failed", {"reason": reason, "tracks": msg.data.get("tracks") or []})]
         )
@@ -883,6 +885,9 @@ class SessionActor(EventSourcedActor):
             ]
         )
         self._after_move()
+        if self.ctx.metrics is not None:
+            waited = (datetime.now(UTC) - parse_iso(self.state["created_at"])).total_seconds()
+            self.ctx.metrics.match_seconds.observe(max(0.0, waited))
         return {"session_id": self.session_id, "seq": stored[0].seq}
 
     async def on_request_expired(self, msg: Message) -> None:

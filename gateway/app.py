@@ -26,6 +26,7 @@ from config.settings import Settings
 from gateway import protocol as P
 from gateway.deliveries import SmsSender, WebhookSender
 from gateway.http_api import audit_middleware, errors_middleware, routes
+from gateway.metrics import Metrics
 from gateway.ws import ws_handler
 from media.recorder import RecorderService
 from media.storage import FileStorage, S3Storage, storage_for
@@ -63,6 +64,7 @@ class Services:
     media: RecorderService | None
     video: TwilioVideo | None
     deliveries: DeliveryWorker
+    metrics: Metrics
     connections: set[Connection] = field(default_factory=set)
     shutting_down: bool = False
 
@@ -139,6 +141,9 @@ def create_app(
             )
         host = LocalHost(settings, journal, bus, ACTOR_KINDS, keys, media, video)
         await host.start()
+        metrics = Metrics()
+        host.ctx.metrics = metrics
+        journal.on_batch = metrics.observe_batch
         audit = AuditLog(pool)
         await audit.start()
         deliveries = make_delivery_worker(settings, pool, keys, host)
@@ -157,6 +162,7 @@ def create_app(
             media,
             video,
             deliveries,
+            metrics,
         )
         app[SERVICES] = services
         await recover(services)

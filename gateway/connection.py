@@ -28,6 +28,7 @@ from actors.messages import Caller, Delivery, Message, Reply
 from gateway import protocol as P
 from gateway.auth import Identity
 from gateway.codec import Codec, DecodeError
+from gateway.metrics import request_label
 from gateway.requests import parse
 from persistence.audit import AuditRecord, resource_of
 from persistence.journal import Unavailable
@@ -147,7 +148,9 @@ class Connection:
             self._out.put_nowait(self.codec.encode(msg))
         except asyncio.QueueFull:
             if droppable:
+                self.services.metrics.outbound_dropped.inc()
                 return
+            self.services.metrics.slow_clients.inc()
             self.log.warning("client too slow: outbound queue full, closing with 1013")
             self.close_soon(P.CLOSE_TOO_SLOW, "too slow: resume with since_seq")
 
@@ -351,6 +354,7 @@ class Connection:
         self, kind: str, rid: Any, outcome: str, actor: str | None, code: str | None = None
     ) -> None:
         resource_type, resource_id = resource_of(actor) if actor else (None, None)
+        self.services.metrics.requests.labels(request_label(kind), outcome).inc()
         self.services.audit.record(
             AuditRecord(
                 event_type="ws.request",
@@ -370,6 +374,7 @@ class Connection:
     async def _request(
         self, rid: Any, kind: str, msg_kind: str, data: dict[str, Any], actor: str
     ) -> None:
+        started = time.perf_counter()
         lock = self._locks.setdefault(actor, asyncio.Lock())
         async with lock:
             # The topic this request may start following is subscribed before the
@@ -405,6 +410,9 @@ class Connection:
                     await self._resume(t, None, None, created[t])
                 return
             self.send(P.reply_ok(rid, reply.data))
+            self.services.metrics.request_seconds.labels(request_label(kind)).observe(
+                time.perf_counter() - started
+            )
             self._audit(kind, rid, "ok", actor)
             if reply.track:
                 self.tracked.add(actor)

@@ -169,6 +169,16 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
 
 
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    services = _services(request)
+    await services.metrics.refresh(services)
+    return web.Response(
+        body=services.metrics.render(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
 # -- profiles ----------------------------------------------------------------------
 
 

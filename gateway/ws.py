@@ -55,6 +55,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
             return ws
     conn = Connection(ws, ident, codec, services, request.remote, request.headers.get("User-Agent"))
     services.connections.add(conn)
+    services.metrics.connections.labels(ident.role).inc()
     conn.start()
     conn.log.info("connected as %s (%s, %s)", ident.user_id, ident.role, codec.name)
     conn.send(
@@ -90,6 +91,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
                 break
     finally:
         services.connections.discard(conn)
+        services.metrics.connections.labels(ident.role).dec()
         await conn.finish()
         conn.log.info("disconnected (close code %s)", ws.close_code)
     return ws

@@ -204,6 +204,8 @@ class Journal:
         self._held: list[asyncpg.Connection | None] = [None] * writers
         # Called after a batch that wrote outbox rows (wakes the delivery worker).
         self.on_outbox: Callable[[], None] | None = None
+        # Called after each committed batch with (appends, seconds), for metrics.
+        self.on_batch: Callable[[int, float], object] | None = None
         self.stats = JournalStats()
 
     @property
@@ -289,7 +291,10 @@ class Journal:
             for a in batch:
                 await self._commit_batch([a], writer)
             return
-        self.stats.write_seconds += time.perf_counter() - started
+        took = time.perf_counter() - started
+        self.stats.write_seconds += took
+        if self.on_batch is not None:
+            self.on_batch(len(batch), took)
         self.stats.batches += 1
         self.stats.appends += len(batch)
         self.stats.rows += sum(len(a.events) for a in batch)

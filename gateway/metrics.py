@@ -1,0 +1,115 @@
+"""Prometheus metrics (`GET /metrics`), one registry per server.
+
+Counted where things happen: connections, requests and their latency,
+outbound drops and slow-client closes, match latency, journal batches,
+recorder failures. Read at scrape time: sessions by state and offers by
+outcome (from Postgres), mailbox depth and active actors, delivery counters,
+recorder streams, pool usage. No label carries a session or user id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from actors import lifecycle as L
+from gateway.requests import REQUESTS
+
+if TYPE_CHECKING:
+    from gateway.app import Services
+
+logger = logging.getLogger(__name__)
+
+LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+def request_label(kind: str) -> str:
+    """Request types are a closed set; anything else is `other` (bounded labels)."""
+    return kind if kind in REQUESTS or kind == "frame" else "other"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.connections = Gauge("enf_connections", "Open WebSockets", ["role"], registry=r)
+        self.requests = Counter(
+            "enf_requests", "WebSocket requests", ["type", "outcome"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "enf_request_seconds", "Request to reply", ["type"], buckets=LATENCY, registry=r
+        )
+        self.outbound_dropped = Counter(
+            "enf_outbound_dropped", "Ephemeral frames dropped for slow clients", registry=r
+        )
+        self.slow_clients = Counter(
+            "enf_slow_client_disconnects", "Clients closed with 1013", registry=r
+        )
+        self.match_seconds = Histogram(
+            "enf_match_seconds",
+            "From REQUESTED to ENP_ASSIGNED",
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
+            registry=r,
+        )
+        self.journal_seconds = Histogram(
+            "enf_journal_append_seconds", "One group commit", buckets=LATENCY, registry=r
+        )
+        self.journal_batch = Histogram(
+            "enf_journal_batch_size",
+            "Appends per group commit",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+            registry=r,
+        )
+        self.recorder_failures = Counter("enf_recorder_failures", "Recordings failed", registry=r)
+        # Read at scrape time.
+        self.sessions = Gauge("enf_sessions", "Sessions by state", ["state"], registry=r)
+        self.offers = Gauge("enf_offers", "Offers ever made, by outcome", ["state"], registry=r)
+        self.actors = Gauge("enf_actors_active", "Active logical actors", registry=r)
+        self.mailbox_max = Gauge("enf_mailbox_depth_max", "Deepest actor mailbox", registry=r)
+        self.mailbox_total = Gauge("enf_mailbox_depth_total", "Messages queued", registry=r)
+        self.recorder_streams = Gauge(
+            "enf_recorder_sessions", "Sessions being recorded by this node", registry=r
+        )
+        self.deliveries = Gauge(
+            "enf_delivery_events", "Delivery worker counters", ["kind"], registry=r
+        )
+        self.outbox = Gauge("enf_outbox", "Outbox rows by status", ["status"], registry=r)
+        self.pool = Gauge("enf_db_pool_connections", "Postgres pool", ["state"], registry=r)
+
+    def observe_batch(self, appends: int, seconds: float) -> None:
+        self.journal_batch.observe(appends)
+        self.journal_seconds.observe(seconds)
+
+    async def refresh(self, services: Services) -> None:
+        pool = services.pool
+        try:
+            async with asyncio.timeout(2):
+                states = dict(await pool.fetch("SELECT state, count(*) FROM sessions GROUP BY 1"))
+                offers = dict(await pool.fetch("SELECT state, count(*) FROM offers GROUP BY 1"))
+                outbox = dict(await pool.fetch("SELECT status, count(*) FROM outbox GROUP BY 1"))
+        except Exception as exc:  # a scrape must still answer
+            logger.warning("metrics: database unavailable: %s", exc)
+        else:
+            for st in L.STATES:
+                self.sessions.labels(st).set(states.get(st, 0))
+            for st in ("open", "accepted", "declined", "expired", "withdrawn"):
+                self.offers.labels(st).set(offers.get(st, 0))
+            for st in ("pending", "delivered", "dead"):
+                self.outbox.labels(st).set(outbox.get(st, 0))
+        depths = [c.depth for s in services.host.shards for c in s.cells.values()]
+        self.actors.set(len(depths))
+        self.mailbox_max.set(max(depths, default=0))
+        self.mailbox_total.set(sum(depths))
+        self.recorder_streams.set(len(services.media.sessions) if services.media else 0)
+        stats = services.deliveries.stats
+        for kind in ("attempts", "delivered", "failures", "dead"):
+            self.deliveries.labels(kind).set(getattr(stats, kind))
+        self.pool.labels("open").set(pool.get_size())
+        self.pool.labels("idle").set(pool.get_idle_size())
+        self.pool.labels("max").set(pool.get_max_size())
+
+    def render(self) -> bytes:
+        data: bytes = generate_latest(self.registry)
+        return data
