@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -72,6 +73,14 @@ class Services:
 SERVICES = web.AppKey("services", Services)
 
 
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+async def console_index(request: web.Request) -> web.FileResponse:
+    """The web console (plain HTML and JavaScript, no build step)."""
+    return web.FileResponse(STATIC / "index.html")
+
+
 def make_delivery_worker(
     settings: Settings, pool: asyncpg.Pool, keys: Keys, host: LocalHost
 ) -> DeliveryWorker:
@@ -108,6 +117,8 @@ def create_app(
     )
     app.router.add_get("/v1/ws", ws_handler)
     app.router.add_routes(routes)
+    app.router.add_get("/", console_index)
+    app.router.add_static("/console/", STATIC, show_index=False)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         keys = Keys.load(settings.signing_key_file, settings.pii_key_file, settings.data_dir)

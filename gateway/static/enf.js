@@ -1,0 +1,171 @@
+// The ENF WebSocket client of the console: hello authentication, requests with
+// replies, events, and reconnection that resumes every followed topic with
+// since_seq (PROTOCOL.md §3, §8).
+"use strict";
+
+class Enf {
+  constructor(token) {
+    this.token = token;
+    this.claims = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+    this.n = 0;
+    this.pending = new Map();
+    this.handlers = [];
+    this.lastSeq = new Map(); // topic -> last seq seen
+    this.resume = new Map(); // topic -> async (sinceSeq) => request that follows it again
+    this.closed = false;
+    this.retry = 500;
+  }
+
+  on(fn) { this.handlers.push(fn); }
+
+  status(text) { const el = document.getElementById("link"); if (el) el.textContent = text; }
+
+  connect() {
+    return new Promise((resolve, reject) => {
+      const url = location.origin.replace(/^http/, "ws") + "/v1/ws";
+      const ws = (this.ws = new WebSocket(url, ["enf.v1.json"]));
+      ws.onopen = () => ws.send(JSON.stringify({ type: "hello", data: { token: this.token } }));
+      ws.onmessage = (m) => {
+        const f = JSON.parse(m.data);
+        if (f.type === "welcome") {
+          this.retry = 500;
+          this.status("online");
+          resolve(f.data);
+          this.resumeAll();
+          return;
+        }
+        if ("re" in f) {
+          const p = this.pending.get(f.re);
+          if (p) { this.pending.delete(f.re); p(f); }
+          return;
+        }
+        if (f.type === "event") {
+          if (f.seq !== undefined) {
+            const last = this.lastSeq.get(f.topic) || 0;
+            if (f.seq <= last) return; // already seen (a replay)
+            this.lastSeq.set(f.topic, f.seq);
+          }
+          for (const h of this.handlers) h(f);
+        }
+      };
+      ws.onclose = (e) => {
+        for (const p of this.pending.values()) p({ ok: false, error: { code: "unavailable", message: "disconnected" } });
+        this.pending.clear();
+        if (e.code === 4401) { reject(new Error("token refused")); this.status("token refused"); return; }
+        if (this.closed) return;
+        this.status(`reconnecting (${e.code})`);
+        setTimeout(() => this.connect().catch(() => {}), this.retry);
+        this.retry = Math.min(this.retry * 2, 10000);
+      };
+    });
+  }
+
+  async resumeAll() {
+    for (const [topic, fn] of this.resume) {
+      try { await fn(this.lastSeq.get(topic) || 0); } catch (e) { console.warn("resume", topic, e); }
+    }
+  }
+
+  call(type, data) {
+    const id = "r" + ++this.n;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, (f) => (f.ok ? resolve(f.data) : reject(new Error(`${f.error.code}: ${f.error.message}`))));
+      if (!this.ws || this.ws.readyState !== 1) {
+        this.pending.delete(id);
+        reject(new Error("unavailable: not connected"));
+        return;
+      }
+      this.ws.send(JSON.stringify({ id, type, data: data || {} }));
+    });
+  }
+
+  // Follow a session: join now, and again with since_seq after a reconnect.
+  async joinSession(sid, extra) {
+    const topic = "session:" + sid;
+    this.resume.set(topic, (since) => this.call("session.join", { session_id: sid, since_seq: since }));
+    const r = await this.call("session.join", Object.assign({ session_id: sid }, extra || {}));
+    if (!this.lastSeq.has(topic)) this.lastSeq.set(topic, r.session.seq);
+    return r;
+  }
+
+  close() { this.closed = true; if (this.ws) this.ws.close(1000); }
+
+  async http(path, opts) {
+    const r = await fetch(path, Object.assign({ headers: { Authorization: "Bearer " + this.token } }, opts || {}));
+    const body = await r.json();
+    if (!r.ok) throw new Error(body.error ? body.error.message : r.status);
+    return body;
+  }
+}
+
+// WebRTC with the other party (peer to peer) and with the server's recorder,
+// both through `signal`. Candidates travel inside the SDP (gathering is
+// awaited), so no trickle is needed on a LAN or with the configured ICE servers.
+class Call {
+  constructor(enf, sid, iceServers) {
+    this.enf = enf; this.sid = sid; this.ice = iceServers || [];
+    this.peer = null; this.recorder = null; this.stream = null; this.streamReady = null;
+  }
+
+  camera() {
+    if (!this.streamReady) {
+      this.streamReady = navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true })
+        .then((s) => {
+          this.stream = s;
+          document.getElementById("local").srcObject = s;
+          document.getElementById("media").hidden = false;
+          return s;
+        });
+    }
+    return this.streamReady;
+  }
+
+  async pc() {
+    const pc = new RTCPeerConnection({ iceServers: this.ice });
+    const stream = await this.camera();
+    for (const t of stream.getTracks()) pc.addTrack(t, stream);
+    return pc;
+  }
+
+  static gathered(pc) {
+    if (pc.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((r) => pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && r()));
+  }
+
+  async offerTo(to) {
+    const pc = await this.pc();
+    if (to === "recorder") this.recorder = pc; else this.watch((this.peer = pc));
+    await pc.setLocalDescription(await pc.createOffer());
+    await Call.gathered(pc);
+    await this.enf.call("signal", { session_id: this.sid, to, kind: "offer", sdp: pc.localDescription.sdp });
+  }
+
+  watch(pc) {
+    pc.ontrack = (e) => { document.getElementById("remote").srcObject = e.streams[0]; };
+  }
+
+  // A `signal` event: an answer to one of our offers, or the other party's offer.
+  async onSignal(ev) {
+    const d = ev.data;
+    if (d.kind === "answer") {
+      const pc = d.from === "recorder" ? this.recorder : this.peer;
+      if (pc) await pc.setRemoteDescription({ type: "answer", sdp: d.sdp });
+    } else if (d.kind === "offer" && d.from !== "recorder") {
+      const pc = (this.peer = await this.pc());
+      this.watch(pc);
+      await pc.setRemoteDescription({ type: "offer", sdp: d.sdp });
+      await pc.setLocalDescription(await pc.createAnswer());
+      await Call.gathered(pc);
+      await this.enf.call("signal", { session_id: this.sid, to: d.from, kind: "answer", sdp: pc.localDescription.sdp });
+    }
+  }
+
+  stop() {
+    for (const pc of [this.peer, this.recorder]) if (pc) pc.close();
+    if (this.stream) for (const t of this.stream.getTracks()) t.stop();
+    this.peer = this.recorder = this.stream = this.streamReady = null;
+  }
+}
+
+window.Enf = Enf;
+window.Call = Call;

@@ -1,0 +1,122 @@
+"""The web console in headless Chromium (Debian's `chromium`, fake camera and
+microphone), driven by Playwright: a customer page and a notary page take a
+session from request to NOTARIZED with real WebRTC and a recording; the
+customer's socket is dropped midway and the page resumes by itself. Screenshots
+of each page go to test-artifacts/ (not committed).
+
+Skipped when Chromium is not installed (`apt install chromium`)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.flows import eventually, put_notary
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+async def test_customer_and_notary_pages_run_a_whole_session(make_server):
+    from playwright.async_api import async_playwright, expect
+
+    h = await make_server(recording="required")
+    await put_notary(h, "n1", tariff=750.0)
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+                "--no-sandbox",
+            ],
+        )
+        try:
+            notary = await (await browser.new_context()).new_page()
+            customer = await (await browser.new_context()).new_page()
+            for page, token in (
+                (notary, h.token("n1", "enp", license_number="ENP-2026-001")),
+                (customer, h.token("c1", "customer")),
+            ):
+                await page.goto(h.url("/"))
+                await page.fill("#token", token)
+                await page.click("#go")
+                await expect(page.locator("#link")).to_have_text("online")
+            await notary.click("#online")
+            await expect(notary.locator("#presence")).to_have_text("available")
+
+            await customer.fill("#principal-name", "Maria Clara Santos")
+            await customer.click("#request")
+            await expect(customer.locator("#state")).to_have_text("REQUESTED")
+            await notary.locator(".accept").click(timeout=20_000)
+            await expect(notary.locator("#session-controls")).to_be_visible()
+            await expect(customer.locator("#state")).to_have_text("ENP_ASSIGNED")
+
+            # The customer's socket drops: the page reconnects and resumes.
+            conn = next(c for c in h.services.connections if c.ident.user_id == "c1")
+            await conn.ws.close(code=1013, message=b"test: resume with since_seq")
+            await expect(customer.locator("#link")).to_have_text("online", timeout=15_000)
+
+            await customer.check("#consent-recording")
+            await customer.check("#consent-privacy")
+            await customer.select_option("#country", "PH")
+            await customer.click("#join")
+            await expect(customer.locator("#log")).to_contain_text("joined")
+
+            await notary.click("#start-video")
+            await expect(customer.locator("#state")).to_have_text("VIDEO_IN_PROGRESS")
+            await expect(notary.locator("#log")).to_contain_text(
+                "recording.started", timeout=20_000
+            )
+            # Both see the other's camera (peer to peer).
+            for page in (customer, notary):
+                await page.wait_for_function(
+                    "document.getElementById('remote').videoWidth > 0", timeout=20_000
+                )
+            await notary.check("#comprehension")
+            await notary.check("#duress")
+            await notary.click("#record-checks")
+            await expect(customer.locator("#sign")).to_be_enabled()
+            await customer.click("#sign")
+            await expect(notary.locator("#log")).to_contain_text("act.signed")
+            await notary.click("#seal")
+            await expect(customer.locator("#log")).to_contain_text("act.sealed")
+            await customer.screenshot(path=str(ARTIFACTS / "console-customer-in-call.png"))
+            await notary.screenshot(path=str(ARTIFACTS / "console-notary-in-call.png"))
+            await notary.wait_for_timeout(2000)  # a little more of the call on record
+            await notary.click("#end-video")
+            await expect(notary.locator("#recording")).to_contain_text(
+                "recording ready", timeout=60_000
+            )
+            await notary.click("#notarize")
+            await expect(customer.locator("#envelope")).to_contain_text("ENF-", timeout=20_000)
+            await customer.screenshot(path=str(ARTIFACTS / "console-customer-notarized.png"))
+            await notary.screenshot(path=str(ARTIFACTS / "console-notary-notarized.png"))
+            sid = (await notary.locator("#session-id").text_content() or "").strip()
+
+            # The ops page shows the session and its journal.
+            ops = await (await browser.new_context()).new_page()
+            await ops.goto(h.url("/"))
+            await ops.fill("#token", h.token("ops", "admin"))
+            await ops.click("#go")
+            await expect(ops.locator("#sessions")).to_contain_text(sid)
+            await ops.fill("#journal-sid", sid)
+            await ops.click("#journal")
+            await expect(ops.locator("#journal-rows")).to_contain_text("session.notarized")
+            await ops.screenshot(path=str(ARTIFACTS / "console-ops.png"))
+        finally:
+            await browser.close()
+
+    async with aiohttp.ClientSession() as s:
+        r = await s.get(
+            h.url(f"/v1/sessions/{sid}"),
+            headers={"Authorization": f"Bearer {h.token('ops', 'admin')}"},
+        )
+        snap = await r.json()
+    assert snap["state"] == "NOTARIZED" and snap["recording"]["bytes"] > 0
+    await eventually(lambda: (ARTIFACTS / "console-ops.png").exists(), 5)
