@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from actors.bus import TopicBus
 from actors.messages import Message
+from config import logging as log_context
 from config.settings import Settings
 from gateway.protocol import ProtocolError
 from persistence.journal import Journal, StaleActivation, Unavailable
@@ -189,6 +190,14 @@ class ActorCell:
         while True:
             msg, fut = await self._mailbox.get()
             self.busy = True
+            caller = msg.caller
+            log_context.correlation_id.set(
+                f"{caller.connection_id}/{caller.request_id}"
+                if caller is not None and caller.request_id
+                else None
+            )
+            aid = self.actor.actor_id
+            log_context.session_id.set(aid[8:] if aid.startswith("session:") else None)
             try:
                 result = await self.actor.receive(msg)
             except asyncio.CancelledError:

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,23 @@ def redact(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(redact(v) for v in value)
     return value
+
+
+# Correlation: set per connection, per request and per actor message; every
+# record made meanwhile carries them (also across the mailbox hop, since the
+# actor's run loop sets them from the message it handles).
+connection_id: ContextVar[str | None] = ContextVar("connection_id", default=None)
+correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
+session_id: ContextVar[str | None] = ContextVar("session_id", default=None)
+
+
+class ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for var in (connection_id, correlation_id, session_id):
+            value = var.get()
+            if value is not None and not hasattr(record, var.name):
+                setattr(record, var.name, value)
+        return True
 
 
 class RedactingFilter(logging.Filter):
@@ -67,12 +85,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class ConsoleFormatter(logging.Formatter):
+    """For a terminal: time, level, logger, message, then the correlation."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        tags = [
+            f"{k}={getattr(record, k)}"
+            for k in ("correlation_id", "session_id")
+            if getattr(record, k, None)
+        ]
+        return line + (f"  [{' '.join(tags)}]" if tags else "")
+
+
 def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(ConsoleFormatter())
+    handler.addFilter(ContextFilter())
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -195,8 +195,14 @@ def create_app(
         services = app.get(SERVICES)
         if services is None:
             return
-        services.shutting_down = True
+        services.shutting_down = True  # new requests are refused from here on
         conns = list(services.connections)
+        in_flight = [t for c in conns for t in c.in_flight()]
+        if in_flight:
+            logger.info("letting %d requests in flight finish", len(in_flight))
+            await asyncio.wait(in_flight, timeout=3.0)
+        for c in conns:
+            await c.drain(0.5)
         if conns:
             logger.info("closing %d connections (1001)", len(conns))
         await asyncio.gather(

