@@ -45,6 +45,9 @@ async def serve(settings: Settings) -> None:
             "`python run.py token --sub alice --type customer --kyc`",
             settings.data_dir / "jwt.secret",
         )
+    from config.tracing import setup_tracing, shutdown_tracing
+
+    setup_tracing()
     app = create_app(settings, dsn, secret)
     runner = web.AppRunner(app, shutdown_timeout=3.0, handle_signals=False, access_log=None)
     await runner.setup()
@@ -70,6 +73,7 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     logger.info("shutting down")
     await runner.cleanup()
+    shutdown_tracing()
     del embedded  # the embedded Postgres keeps running for the next start
     logger.info("stopped")
 

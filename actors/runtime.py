@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from actors.bus import TopicBus
 from actors.messages import Message
 from config import logging as log_context
+from config import tracing
 from config.settings import Settings
 from gateway.protocol import ProtocolError
 from persistence.journal import Journal, StaleActivation, Unavailable
@@ -148,8 +149,9 @@ class ActorCell:
     ) -> None:
         self.actor = actor
         actor._cell = self
-        self._mailbox: asyncio.Queue[tuple[Message, asyncio.Future[Any] | None]] = asyncio.Queue(
-            mailbox_size
+        # (message, reply future, trace context of the sender)
+        self._mailbox: asyncio.Queue[tuple[Message, asyncio.Future[Any] | None, Any]] = (
+            asyncio.Queue(mailbox_size)
         )
         self._on_stop = on_stop
         self.stopped = False
@@ -173,7 +175,7 @@ class ActorCell:
         if self.stopped:
             raise ProtocolError("unavailable", "actor is restarting, try again")
         try:
-            self._mailbox.put_nowait((msg, fut))
+            self._mailbox.put_nowait((msg, fut, tracing.current_context()))
         except asyncio.QueueFull:
             logger.warning("mailbox full for %s, refusing %s", self.actor.actor_id, msg.kind)
             raise ProtocolError("unavailable", "actor overloaded, try again") from None
@@ -188,7 +190,7 @@ class ActorCell:
             self._stop(ProtocolError("unavailable", "could not load state, try again"))
             return
         while True:
-            msg, fut = await self._mailbox.get()
+            msg, fut, trace_ctx = await self._mailbox.get()
             self.busy = True
             caller = msg.caller
             log_context.correlation_id.set(
@@ -199,7 +201,8 @@ class ActorCell:
             aid = self.actor.actor_id
             log_context.session_id.set(aid[8:] if aid.startswith("session:") else None)
             try:
-                result = await self.actor.receive(msg)
+                with tracing.span(f"enf.actor {msg.kind}", trace_ctx, actor=aid.split(":", 1)[0]):
+                    result = await self.actor.receive(msg)
             except asyncio.CancelledError:
                 _fail(fut, ProtocolError("unavailable", "server shutting down"))
                 raise
@@ -235,7 +238,7 @@ class ActorCell:
     def _release(self, exc: ProtocolError) -> None:
         self.actor.cancel_all_timers()
         while not self._mailbox.empty():
-            _, fut = self._mailbox.get_nowait()
+            _, fut, _ = self._mailbox.get_nowait()
             _fail(fut, exc)
         self._on_stop(self)
 

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from actors.messages import Caller, Delivery, Message, Reply
 from config import logging as log_context
+from config import tracing
 from gateway import protocol as P
 from gateway.auth import Identity
 from gateway.codec import Codec, DecodeError
@@ -403,7 +404,8 @@ class Connection:
             )
             reply: Reply | None = None
             try:
-                result = await self.services.host.ask(actor, Message(msg_kind, data, caller))
+                with tracing.span(f"enf.request {kind}", None, type=kind, actor=actor):
+                    result = await self.services.host.ask(actor, Message(msg_kind, data, caller))
                 reply = result if isinstance(result, Reply) else Reply(result or {})
             except P.ProtocolError as exc:
                 self._refuse(rid, exc.code, exc.message, kind, actor)

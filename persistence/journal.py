@@ -26,6 +26,7 @@ from typing import Any
 
 import asyncpg
 
+from config import tracing
 from gateway.protocol import iso, parse_iso
 from persistence.projections import OUTBOX, TABLES, Projection, ProjectionTable
 
@@ -235,8 +236,9 @@ class Journal:
         if not self._tasks:
             raise Unavailable("journal is not running")
         append.future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(append)
-        await append.future
+        with tracing.span("enf.journal.append", None, events=len(append.events)):
+            self._queue.put_nowait(append)
+            await append.future
 
     # -- writers ----------------------------------------------------------------
 
@@ -276,7 +278,8 @@ class Journal:
     async def _commit_batch(self, batch: list[Append], writer: int) -> None:
         started = time.perf_counter()
         try:
-            await self._write(batch, await self._connection(writer))
+            with tracing.span("enf.journal.commit", None, appends=len(batch)):
+                await self._write(batch, await self._connection(writer))
         except _CONNECTION_ERRORS as exc:
             logger.warning("journal unavailable: %s", exc)
             await self._drop_connection(writer)

@@ -199,3 +199,61 @@ async def test_ready_checks_redis_when_configured(make_server, tmp_path):
         assert r.status == 200 and body["checks"]["redis"] == "ok", body
     finally:
         embedded.shutdown()
+
+
+async def test_traces_go_to_an_otlp_endpoint_when_configured(database, tmp_path):
+    import asyncio
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+    from gateway.auth import mint_token
+    from gateway.client import EnfClient
+    from tests.conftest import JWT_SECRET
+    from tests.flows import doc, eventually
+    from tests.server_process import ServerProcess
+
+    spans: list = []
+
+    async def collect(request: web.Request) -> web.Response:
+        req = trace_service_pb2.ExportTraceServiceRequest()
+        req.ParseFromString(await request.read())
+        for rs in req.resource_spans:
+            for ss in rs.scope_spans:
+                spans.extend(ss.spans)
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", collect)
+    collector = TestServer(app, host="127.0.0.1", port=0)
+    await collector.start_server()
+    env = {
+        "ENF_DATABASE_URL": database,
+        "ENF_PORT": "0",
+        "ENF_JWT_SECRET": JWT_SECRET,
+        "ENF_RECORDING": "off",
+        "ENF_DATA_DIR": str(tmp_path),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": str(collector.make_url("")).rstrip("/"),
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    server = ServerProcess(env, tmp_path / "server.log")
+    await server.start()
+    try:
+        c = EnfClient(server.ws_url, mint_token(JWT_SECRET, "c1", "customer", kyc=True))
+        await c.connect()
+        await c.call("session.request", {"idempotency_key": "k", "document": doc()})
+        await c.close()
+        await eventually(lambda: any(s.name == "enf.journal.append" for s in spans), 15)
+    finally:
+        await server.stop()
+        await asyncio.sleep(0)
+        await collector.close()
+    by_id = {s.span_id: s for s in spans}
+    append = next(s for s in spans if s.name == "enf.journal.append")
+    actor = by_id[append.parent_span_id]
+    assert actor.name == "enf.actor session.request"
+    request = by_id[actor.parent_span_id]
+    assert request.name == "enf.request session.request"
+    assert request.trace_id == actor.trace_id == append.trace_id
+    assert any(s.name == "enf.journal.commit" for s in spans)
