@@ -34,7 +34,7 @@ CANCELLABLE: Final = frozenset({REQUESTED, ENP_ASSIGNED, VIDEO_IN_PROGRESS, VIDE
 # From these on, the notary is free to take the next session (PROTOCOL §8 Busy notaries).
 RELEASES_NOTARY: Final = frozenset({NOTARIZED, DISTRIBUTING, COMPLETED, CANCELLED, FAILED})
 # Sessions the server must pick up by itself after a restart (timers, finalisation).
-RECOVER_ON_START: Final = (REQUESTED, NOTARIZING, DISTRIBUTING)
+RECOVER_ON_START: Final = (REQUESTED, VIDEO_COMPLETED, NOTARIZING, DISTRIBUTING)
 
 TRANSITIONS: Final[dict[str | None, frozenset[str]]] = {
     None: frozenset({REQUESTED}),

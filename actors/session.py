@@ -909,6 +909,14 @@ class SessionActor(EventSourcedActor):
             self.set_timer("finalize", 0, Message("finalize"))
         elif st == L.DISTRIBUTING:
             await self._sync_deliveries()
+        elif (
+            st == L.VIDEO_COMPLETED
+            and self.ctx.media is not None
+            and not self.state.get("recording")
+            and not self.state.get("recording_failed")
+        ):
+            # Ended while the server went down: finalise what was recorded.
+            self.ctx.media.finish(self.session_id)
 
     async def on_conn_closed(self, msg: Message) -> None:
         uid, conn = msg.data["user_id"], msg.data["connection_id"]

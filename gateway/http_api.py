@@ -11,6 +11,7 @@ import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 from pydantic import Field, StringConstraints, ValidationError, field_validator
@@ -123,7 +124,14 @@ async def audit_middleware(request: web.Request, handler: Any) -> web.StreamResp
                 resource_type=resource_type if rid else None,
                 resource_id=rid,
                 error_code=None if status < 400 else str(status),
-                metadata={"status": status, "query": dict(request.query)},
+                # Signed link parameters are capabilities: not kept in the audit.
+                metadata={
+                    "status": status,
+                    "query": {
+                        k: ("[redacted]" if k in ("sig", "token") else v)
+                        for k, v in request.query.items()
+                    },
+                },
             )
         )
 
@@ -500,8 +508,8 @@ async def get_recording_link(request: web.Request) -> web.Response:
     if link is not None:
         expires = int(time.time()) + LINK_TTL_S
     else:
-        name = url.rsplit("/", 1)[-1]
-        path, expires = sign_path(services.jwt_secret, f"/v1/recordings/{session_id}/{name}")
+        name = unquote(url.rsplit("/", 1)[-1])  # the file's name, as the route decodes it
+        path, expires = sign_path(services.jwt_secret, f"/v1/recordings/{session_id}/{quote(name)}")
         link = str(request.url.origin()) + path
     return web.json_response(
         {"url": link, "expires_at": P.iso(datetime.fromtimestamp(expires, UTC))}
@@ -513,7 +521,7 @@ async def get_recording_file(request: web.Request) -> web.StreamResponse:
     """A `file://` recording, for whoever holds an unexpired signed link."""
     session_id = _session_id(request)
     name = request.match_info["name"]
-    path = f"/v1/recordings/{session_id}/{name}"
+    path = f"/v1/recordings/{session_id}/{quote(name)}"
     why = check_path(
         _services(request).jwt_secret,
         path,

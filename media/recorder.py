@@ -44,6 +44,7 @@ class RecorderService:
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
         self.sessions: set[str] = set()  # being recorded by the current worker
+        self._finishing: set[asyncio.Task[None]] = set()
         self.stopping = False
 
     @property
@@ -64,6 +65,7 @@ class RecorderService:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 cwd=PROJECT_ROOT,
+                limit=4 * 1024 * 1024,  # answers carry SDP
             )
             logger.info("recorder worker started (pid %d)", self._proc.pid)
             self._reader = asyncio.create_task(self._read(self._proc), name="recorder-reader")
@@ -83,8 +85,9 @@ class RecorderService:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         try:
-            await self._send({**msg, "id": rid})
-            reply = await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                await self._send({**msg, "id": rid})
+                reply = await fut
         except TimeoutError:
             raise ProtocolError("unavailable", "the recorder did not answer in time") from None
         finally:
@@ -110,29 +113,32 @@ class RecorderService:
             )
 
     def finish(self, session_id: str) -> None:
-        """After `video.end`: finalise the files in the background, then tell
-        the session (`recording_finished` or `recording_failed`)."""
-        asyncio.get_running_loop().create_task(self._finish(session_id))
+        """After `video.end` (or at start-up for a session that ended without a
+        recording result): finalise the files in the background, then tell the
+        session (`recording_finished` or `recording_failed`)."""
+        task = asyncio.get_running_loop().create_task(self._finish(session_id))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
 
     async def _finish(self, session_id: str) -> None:
         actor = f"session:{session_id}"
-        if session_id not in self.sessions:
-            self._tell(actor, Message("recording_failed", {"reason": "no_media", "tracks": []}))
-            return
-        try:
-            reply = await self._request({"op": "stop", "session_id": session_id}, 60.0)
-        except ProtocolError as exc:
-            if session_id in self.sessions:  # not already reported by the death of the worker
-                self.sessions.discard(session_id)
-                await self._report_failure(session_id, exc.message)
-            return
-        self.sessions.discard(session_id)
+        reported: list[dict[str, Any]] = []
+        if session_id in self.sessions:
+            try:
+                reply = await self._request({"op": "stop", "session_id": session_id}, 60.0)
+            except ProtocolError as exc:
+                if session_id in self.sessions:  # not already reported by the worker's death
+                    self.sessions.discard(session_id)
+                    await self._report_failure(session_id, exc.message)
+                return
+            self.sessions.discard(session_id)
+            reported = reply["files"]
         # Files of this session from before a restart of the worker or of the
         # server are part of its recording too.
         files = {
             f["path"]: f for f in await asyncio.to_thread(partial_files, self.work_dir, session_id)
         }
-        files.update({f["path"]: f for f in reply["files"]})
+        files.update({f["path"]: f for f in reported})
         try:
             tracks = await self._store(session_id, sorted(files.values(), key=lambda f: f["path"]))
         except Exception as exc:
@@ -212,6 +218,8 @@ class RecorderService:
     async def stop(self) -> None:
         """Finish every recording (the worker finalises its files when its
         input closes), then wait for the worker to exit."""
+        if self._finishing:  # recordings being finalised get to finish first
+            await asyncio.wait(list(self._finishing), timeout=10)
         self.stopping = True
         proc = self._proc
         if proc is None or proc.returncode is not None:
@@ -231,9 +239,9 @@ class RecorderService:
 def partial_files(work_dir: Path, session_id: str) -> list[dict[str, Any]]:
     """What a dead worker left: each file described (readable up to where it
     stopped)."""
-    from media.recorder_worker import describe
+    from media.recorder_worker import describe, user_of
 
     folder = work_dir / session_id
     if not folder.is_dir():
         return []
-    return [describe(p, p.stem.split("-")[0]) for p in sorted(folder.glob("*.mkv"))]
+    return [describe(p, user_of(p)) for p in sorted(folder.glob("*.mkv"))]

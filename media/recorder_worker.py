@@ -28,11 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.contrib.media import MediaRecorder
 from aiortc.sdp import candidate_from_sdp
 
 logger = logging.getLogger("enf.recorder")
+LINE_LIMIT = 4 * 1024 * 1024
 
 # Matroska in live mode, a cluster every second, and every packet flushed to
 # the file: if this process is killed, at most the last second is lost and
@@ -112,11 +118,11 @@ class Worker:
             await self._close(old)
         folder = self.root / session_id
         folder.mkdir(parents=True, exist_ok=True)
-        n = sum(1 for _ in folder.glob(f"{user_id}*.mkv"))
-        path = folder / (f"{user_id}.mkv" if n == 0 else f"{user_id}-{n}.mkv")
-        pc = RTCPeerConnection()
+        n = sum(1 for p in folder.glob("*.mkv") if user_of(p) == user_id)
+        path = folder / (f"{user_id}.mkv" if n == 0 else f"{user_id}.part{n}.mkv")
+        # No STUN/TURN of its own: the server's candidates are its own addresses.
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         peer = Peer(pc, MediaRecorder(str(path), format="matroska", options=CRASH_SAFE), path)
-        self.peers[(session_id, user_id)] = peer
 
         def first_frame() -> None:
             if not peer.started:
@@ -129,10 +135,15 @@ class Worker:
             peer.tracks.append(watched)
             peer.recorder.addTrack(watched)
 
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
-        await peer.recorder.start()
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+            await peer.recorder.start()
+        except BaseException:
+            await self._close(peer)  # nothing half-open stays behind
+            raise
+        self.peers[(session_id, user_id)] = peer
         return str(pc.localDescription.sdp)
 
     async def ice(self, msg: dict[str, Any]) -> None:
@@ -159,8 +170,17 @@ class Worker:
             frames: dict[str, int] = {}
             for t in peer.tracks:
                 frames[t.kind] = frames.get(t.kind, 0) + t.frames
-            files.append(describe(peer.path, key[1], frames))
+            # Hashing and probing read the whole file: off this loop, which
+            # carries other sessions' media.
+            files.append(await asyncio.to_thread(describe, peer.path, key[1], frames))
         return files
+
+
+def user_of(path: Path) -> str:
+    """`<user>.mkv` or `<user>.part<n>.mkv` -> user (ids may hold '-' and '.')."""
+    stem = path.name.removesuffix(".mkv")
+    head, sep, tail = stem.rpartition(".part")
+    return head if sep and tail.isdigit() else stem
 
 
 def describe(path: Path, user_id: str, frames: dict[str, int] | None = None) -> dict[str, Any]:
@@ -215,10 +235,18 @@ def probe_duration(path: Path) -> float | None:
 async def main_async(root: Path) -> None:
     worker = Worker(root, sys.stdout)
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
+    # Offers carry SDP up to 32 KiB of text, escaped in JSON: room to spare.
+    reader = asyncio.StreamReader(limit=LINE_LIMIT)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     tasks: set[asyncio.Task[None]] = set()
-    while line := await reader.readline():
+    while True:
+        try:
+            line = await reader.readline()
+        except ValueError:  # over the limit: refuse that request, keep serving
+            worker.emit({"op": "error", "message": "request too large"})
+            continue
+        if not line:
+            break
         try:
             msg = json.loads(line)
         except ValueError:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 CHUNK = 8 * 1024 * 1024  # multipart part size (S3's minimum is 5 MiB)
 LINK_TTL_S = 15 * 60
@@ -68,7 +68,7 @@ class FileStorage:
         parsed = urlparse(url)
         if parsed.scheme != "file":
             return None
-        path = Path(parsed.path).resolve()
+        path = Path(unquote(parsed.path)).resolve()
         root = self.root.resolve()
         return path if path.is_relative_to(root) and path.is_file() else None
 
@@ -168,7 +168,7 @@ def check_path(secret: str, path: str, expires: str, sig: str) -> str | None:
         return "bad expiry"
     if exp < time.time():
         return "the link has expired"
-    if not hmac.compare_digest(_mac(secret, path, exp), sig):
+    if not hmac.compare_digest(_mac(secret, path, exp).encode(), sig.encode()):
         return "bad signature"
     return None
 

@@ -158,7 +158,11 @@ class TwilioVideo:
         session_id = p.get("RoomName", "")
         if not session_id:
             return
-        room = self.rooms.setdefault(session_id, Room(session_id, p.get("RoomSid")))
+        room = self.rooms.get(session_id)
+        room_sid = p.get("RoomSid")
+        if room is None or (room_sid and room.room_sid and room_sid != room.room_sid):
+            # A session's new room (a retried video.start) starts afresh.
+            room = self.rooms[session_id] = Room(session_id, room_sid)
         rec = p.get("RecordingSid")
         if event == "recording-started" and rec:
             if not room.started:
@@ -199,7 +203,9 @@ class TwilioVideo:
                     self.creds.account_sid, self.creds.auth_token
                 )
             }
-            async with aiohttp.ClientSession() as s:
+            # Recordings can be large: no total limit, but no silent stall either.
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
+            async with aiohttp.ClientSession(timeout=timeout) as s:
                 # Twilio answers with a redirect to a pre-signed media URL, which
                 # is fetched without our credentials.
                 async with s.get(url, headers=auth, allow_redirects=False) as r:
@@ -239,11 +245,17 @@ class TwilioVideo:
         room.reported = True
         actor = f"session:{room.session_id}"
         tracks = list(room.stored.values())
-        if tracks:
+        if tracks and not room.failed:
             self._tell(actor, Message("recording_finished", {"tracks": tracks}))
         else:
-            reason = "twilio recording failed" if room.failed else "no_media"
-            self._tell(actor, Message("recording_failed", {"reason": reason, "tracks": []}))
+            # An incomplete recording is not the record of the act: failed,
+            # with what was kept.
+            reason = (
+                f"twilio recording failed ({len(room.failed)} of {len(room.started)} tracks)"
+                if room.failed
+                else "no_media"
+            )
+            self._tell(actor, Message("recording_failed", {"reason": reason, "tracks": tracks}))
 
     async def stop(self) -> None:
         for t in list(self._tasks):

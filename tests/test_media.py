@@ -142,6 +142,16 @@ async def test_signaling_bad_input(make_server):
     ):
         r = await customer.request("signal", {"session_id": sid, **data})
         assert r["error"]["code"] == code, (data, r)
+    # An offer of 20,000 characters, six times that once JSON-escaped: more than
+    # a default line reader takes. It is refused; the worker lives on.
+    huge = "v=0\r\n" + "\u00e9" * 20000 + "\nm=audio 9 UDP 0\r\n"
+    assert len(huge) <= 32768
+    pid = h.services.media.pid
+    r = await customer.request(
+        "signal", {"session_id": sid, "to": "recorder", "kind": "offer", "sdp": huge}
+    )
+    assert not r["ok"], r
+    assert h.services.media.pid == pid and h.services.media._proc.returncode is None
     stranger = await h.client("c9", "customer")
     r = await stranger.request(
         "signal", {"session_id": sid, "to": "n1", "kind": "offer", "sdp": sdp}
