@@ -772,6 +772,10 @@ class SessionActor(EventSourcedActor):
             logger.info("session %s state %s -> %s", self.session_id, L.DISTRIBUTING, L.COMPLETED)
         await self._commit_request(msg, events, {})
         self._after_move()
+        if self.state["state"] == L.DISTRIBUTING:
+            self.set_timer(
+                "deliveries", self.ctx.settings.delivery_resync_s, Message("sync_deliveries")
+            )
         return Reply({})
 
     async def on_delivery_result(self, msg: Message) -> None:
@@ -806,8 +810,17 @@ class SessionActor(EventSourcedActor):
         await self.commit(events)
         self._after_move()
 
+    async def on_sync_deliveries(self, msg: Message) -> None:
+        """While distributing, look at the outbox now and then: an outcome the
+        worker reported may have been lost (a full mailbox, a failed commit)."""
+        await self._sync_deliveries()
+        if self.state["state"] == L.DISTRIBUTING:
+            self.set_timer(
+                "deliveries", self.ctx.settings.delivery_resync_s, Message("sync_deliveries")
+            )
+
     async def _sync_deliveries(self) -> None:
-        """After a restart: outcomes the worker recorded but the session missed."""
+        """Outcomes the worker recorded but the session has not journaled yet."""
         rows = await self.ctx.pool.fetch(
             "SELECT id, recipient, status, last_error FROM outbox WHERE session_id = $1"
             " AND recipient IS NOT NULL AND status <> 'pending' ORDER BY n",
@@ -946,6 +959,8 @@ class SessionActor(EventSourcedActor):
 
     async def on_activate(self) -> None:
         await super().on_activate()
+        if self.state["state"] == L.DISTRIBUTING:
+            self.set_timer("deliveries", 0, Message("sync_deliveries"))
         for uid, p in self.state["participants"].items():
             if p["present"] and self.state["state"] not in L.TERMINAL:
                 self._start_grace(uid)

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     delivery_base_s: float = Field(1.0, gt=0)
     delivery_cap_s: float = Field(300.0, gt=0)
     delivery_timeout_s: float = Field(10.0, gt=0)
+    # How often a distributing session re-reads the outbox for outcomes it missed.
+    delivery_resync_s: float = Field(30.0, gt=0)
     # Circuit breaker per destination: failures in a row that open it, and
     # the first pause before a probe (doubling up to 5 minutes).
     breaker_threshold: int = Field(5, ge=1)

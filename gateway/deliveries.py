@@ -67,7 +67,11 @@ class WebhookSender:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:
-            async with self._session.post(self.url, data=body, headers=headers) as r:
+            # A redirect would turn the POST into a GET without the body (and
+            # hand our signature to someone else): it is a failure, retried.
+            async with self._session.post(
+                self.url, data=body, headers=headers, allow_redirects=False
+            ) as r:
                 text = await r.text(errors="replace")
                 return http_outcome(r.status, text if r.status >= 300 else "")
         except TimeoutError:

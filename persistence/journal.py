@@ -298,14 +298,17 @@ class Journal:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("group commit: %d appends in %.1f ms", len(batch), took * 1000)
         self.stats.write_seconds += took
-        if self.on_batch is not None:
-            self.on_batch(len(batch), took)
         self.stats.batches += 1
         self.stats.appends += len(batch)
         self.stats.rows += sum(len(a.events) for a in batch)
         self.stats.max_batch = max(self.stats.max_batch, len(batch))
         for a in batch:
             _settle(a, None)
+        # Hooks run once the appends are settled: a failing hook cannot turn
+        # committed appends into errors.
+        if self.on_batch is not None:
+            with contextlib.suppress(Exception):
+                self.on_batch(len(batch), took)
         if self.on_outbox is not None and any(
             p.table is OUTBOX for a in batch for p in a.projections
         ):

@@ -154,6 +154,15 @@ class CircuitBreaker:
             logger.warning("circuit open after %d failures in a row", self.failures)
 
 
+def short_reason(detail: str | None) -> str | None:
+    """What goes into events and logs: the status or code, not the receiver's
+    text (which may repeat a phone number); the detail stays in the outbox row
+    for admins."""
+    if detail is None:
+        return None
+    return detail.split(":", 1)[0].strip()
+
+
 def backoff_s(attempts: int, base: float, cap: float) -> float:
     """Full jitter (AWS architecture blog): uniform in [0, min(cap, base*2^n))."""
     return random.uniform(0, min(cap, base * 2 ** max(0, attempts - 1)))
@@ -313,14 +322,14 @@ class DeliveryWorker:
         if outcome.permanent or attempts >= self.max_attempts:
             why = outcome.error if outcome.permanent else f"{attempts} attempts: {outcome.error}"
             self.stats.dead += 1
-            logger.warning("delivery %s dead-lettered: %s", row["id"], why)
+            logger.warning("delivery %s dead-lettered: %s", row["id"], short_reason(why))
             await self._pool.execute(
                 "UPDATE outbox SET status = 'dead', attempts = $2, last_error = $3 WHERE id = $1",
                 row["id"],
                 attempts,
                 why,
             )
-            self._report(row, "dead_letter", why)
+            self._report(row, "dead_letter", short_reason(why))
             return
         await self._reschedule(
             row, attempts, outcome.error or "failed", backoff_s(attempts, self.base_s, self.cap_s)

@@ -378,7 +378,7 @@ async def test_sms_distribution_through_twilio(make_server, messages_api):
     assert completed["data"]["by"] == "system"
     assert statuses[0]["status"] == "delivered" and statuses[2]["status"] == "delivered"
     assert statuses[1]["status"] == "dead_letter"
-    assert "Invalid 'To' Phone Number" in statuses[1]["reason"]
+    assert statuses[1]["reason"] == "Twilio 400"  # Twilio's own text stays out of the journal
     assert statuses[0]["to"] == "+63*******567"  # only a hint in the event
     [sms] = messages_api.messages
     assert sms["To"] == "+639171234567" and sms["From"] == "+15005550006"
@@ -497,3 +497,28 @@ async def test_notifications_and_an_sms_offer_to_a_notary_who_is_away(
     finally:
         await conn.close()
     assert "9175550123" not in dump and "pii:v1:" in dump
+
+
+async def test_a_lost_delivery_report_is_picked_up_from_the_outbox(make_server, database):
+    # No webhook URL: the delivery waits; then it is marked delivered behind the
+    # session's back, as a worker whose report to the session got lost would.
+    h = await make_server(delivery_resync_s=0.2)
+    customer, notary, sid = await assigned_session(h)
+    await run_video_to_completion_until_notarized(customer, notary, sid)
+    await customer.call(
+        "session.distribute",
+        {"session_id": sid, "recipients": [{"channel": "webhook", "to": "archive"}]},
+    )
+    conn = await asyncpg.connect(database)
+    try:
+        await conn.execute(
+            "UPDATE outbox SET status = 'delivered', delivered_at = now()"
+            " WHERE session_id = $1 AND recipient = 0",
+            sid,
+        )
+    finally:
+        await conn.close()
+    done = await customer.expect("session.state", state="COMPLETED", timeout=10)
+    assert done["data"]["by"] == "system"
+    status = next(e for e in customer.events if e.get("name") == "delivery.status")
+    assert status["data"]["status"] == "delivered"
