@@ -6,6 +6,8 @@ One `Settings` object is built at start-up and passed down; nothing else reads
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import secrets
 from pathlib import Path
@@ -15,6 +17,13 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RecordingMode = Literal["required", "optional", "off"]
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_ice(text: str) -> list[Any]:
+    """Parsed once per value (it is handed out on every join during a call)."""
+    servers: list[Any] = json.loads(text)
+    return servers
 
 
 class Settings(BaseSettings):
@@ -109,8 +118,7 @@ class Settings(BaseSettings):
 
     @property
     def ice_server_list(self) -> list[Any]:
-        servers: list[Any] = json.loads(self.ice_servers)
-        return servers
+        return copy.deepcopy(_parse_ice(self.ice_servers))
 
     @property
     def recordings_location(self) -> str:
