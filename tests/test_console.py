@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -18,6 +19,16 @@ from tests.flows import eventually, put_notary
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+async def pages_state(*pages: Any) -> str:
+    """What each page shows, for a failure message."""
+    out = []
+    for page in pages:
+        error = await page.locator("#error").text_content()
+        log = await page.locator("#log").inner_text()
+        out.append(f"--- {page.url} error={error!r}\n{log[:3000]}")
+    return "\n".join(out)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
@@ -60,16 +71,27 @@ async def test_customer_and_notary_pages_run_a_whole_session(make_server):
             # The customer's socket drops: the page reconnects and resumes.
             conn = next(c for c in h.services.connections if c.ident.user_id == "c1")
             await conn.ws.close(code=1013, message=b"test: resume with since_seq")
+            await eventually(
+                lambda: any(
+                    c.ident.user_id == "c1" and c is not conn for c in h.services.connections
+                ),
+                15,
+            )
             await expect(customer.locator("#link")).to_have_text("online", timeout=15_000)
 
             await customer.check("#consent-recording")
             await customer.check("#consent-privacy")
             await customer.select_option("#country", "PH")
             await customer.click("#join")
-            await expect(customer.locator("#log")).to_contain_text("joined")
+            await expect(customer.locator("#log")).to_contain_text("you joined the session")
 
             await notary.click("#start-video")
-            await expect(customer.locator("#state")).to_have_text("VIDEO_IN_PROGRESS")
+            try:
+                await expect(customer.locator("#state")).to_have_text(
+                    "VIDEO_IN_PROGRESS", timeout=15_000
+                )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{await pages_state(customer, notary)}") from None
             await expect(notary.locator("#log")).to_contain_text(
                 "recording.started", timeout=20_000
             )

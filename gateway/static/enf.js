@@ -14,6 +14,8 @@ class Enf {
     this.resume = new Map(); // topic -> async (sinceSeq) => request that follows it again
     this.closed = false;
     this.retry = 500;
+    this.welcomed = false;
+    this.waiting = [];
   }
 
   on(fn) { this.handlers.push(fn); }
@@ -29,8 +31,10 @@ class Enf {
         const f = JSON.parse(m.data);
         if (f.type === "welcome") {
           this.retry = 500;
+          this.welcomed = true;
           this.status("online");
           resolve(f.data);
+          for (const w of this.waiting.splice(0)) w();
           this.resumeAll();
           return;
         }
@@ -49,6 +53,7 @@ class Enf {
         }
       };
       ws.onclose = (e) => {
+        this.welcomed = false;
         for (const p of this.pending.values()) p({ ok: false, error: { code: "unavailable", message: "disconnected" } });
         this.pending.clear();
         if (e.code === 4401) { reject(new Error("token refused")); this.status("token refused"); return; }
@@ -66,15 +71,20 @@ class Enf {
     }
   }
 
-  call(type, data) {
+  // Resolves once signed in on the current socket (at once if already).
+  ready(timeoutMs) {
+    if (this.ws && this.ws.readyState === 1 && this.welcomed) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error("unavailable: not connected")), timeoutMs);
+      this.waiting.push(() => { clearTimeout(t); resolve(); });
+    });
+  }
+
+  async call(type, data) {
+    await this.ready(10000); // a request made while reconnecting waits for it
     const id = "r" + ++this.n;
     return new Promise((resolve, reject) => {
       this.pending.set(id, (f) => (f.ok ? resolve(f.data) : reject(new Error(`${f.error.code}: ${f.error.message}`))));
-      if (!this.ws || this.ws.readyState !== 1) {
-        this.pending.delete(id);
-        reject(new Error("unavailable: not connected"));
-        return;
-      }
       this.ws.send(JSON.stringify({ id, type, data: data || {} }));
     });
   }

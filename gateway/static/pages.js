@@ -78,7 +78,7 @@ function customerPage() {
       consent: { recording: $("consent-recording").checked, privacy: $("consent-privacy").checked },
       location: country === "PH" ? PH : { lat: 0, lng: 0, country },
     });
-    log("joined");
+    log("you joined the session");
   });
   $("sign").onclick = guard(async () => {
     await enf.call("act.sign", { session_id: sid, signature: btoa("signed by " + enf.claims.sub) });
