@@ -229,11 +229,11 @@ class DeliveryWorker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for t in list(self._tasks):
+        tasks = list(self._tasks)
+        for t in tasks:
             t.cancel()
-        for t in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        if tasks:  # a sender stuck on a dead peer must not hold up shutdown
+            await asyncio.wait(tasks, timeout=5)
         for sender in self._senders.values():
             close = getattr(sender, "close", None)
             if close is not None:

@@ -151,7 +151,8 @@ async def make_server(
     for h in started:
         for c in h._clients:
             await c.close()
-        await h.server.close()
+        # A server that cannot stop is a failure, not a CI run that never ends.
+        await asyncio.wait_for(h.server.close(), 60)
 
 
 @pytest.fixture
