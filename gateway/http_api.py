@@ -88,6 +88,17 @@ def _session_id(request: web.Request) -> str:
         raise P.ProtocolError("not_found", "no such session") from None
 
 
+def _may_see(ident: Identity, row: Any) -> bool:
+    """An admin, or the session's customer or notary (a `sessions` row with
+    customer_id and enp_id), each in their own role."""
+    if row is None:
+        return False
+    if ident.role == "admin":
+        return True
+    own = row["customer_id"] if ident.role == "customer" else row["enp_id"]
+    return ident.role in ("customer", "enp") and ident.user_id == own
+
+
 @web.middleware
 async def audit_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Every call on /v1/ leaves an audit row (the WebSocket upgrade excepted:
@@ -324,14 +335,7 @@ async def get_journal(request: web.Request) -> web.Response:
     row = await services.pool.fetchrow(
         "SELECT customer_id, enp_id FROM sessions WHERE session_id = $1", session_id
     )
-    if row is None or (
-        ident.role != "admin"
-        and ident.user_id
-        not in (
-            row["customer_id"] if ident.role == "customer" else None,
-            row["enp_id"] if ident.role == "enp" else None,
-        )
-    ):
+    if not _may_see(ident, row):
         raise P.ProtocolError("not_found", "no such session")
     events = await services.journal.read(f"session:{session_id}")
     return web.json_response(
@@ -357,9 +361,7 @@ async def get_envelope(request: web.Request) -> web.Response:
         " JOIN sessions s ON s.session_id = e.session_id WHERE e.envelope_id = $1",
         envelope_id,
     )
-    if row is None or (
-        ident.role != "admin" and ident.user_id not in (row["customer_id"], row["enp_id"])
-    ):
+    if not _may_see(ident, row):
         raise P.ProtocolError("not_found", "no such envelope")
     try:
         signed = services.keys.pii.open(row["sealed"], envelope_id)
@@ -496,9 +498,7 @@ async def get_recording_link(request: web.Request) -> web.Response:
     row = await services.pool.fetchrow(
         "SELECT customer_id, enp_id, snapshot FROM sessions WHERE session_id = $1", session_id
     )
-    if row is None or (
-        ident.role != "admin" and ident.user_id not in (row["customer_id"], row["enp_id"])
-    ):
+    if not _may_see(ident, row):
         raise P.ProtocolError("not_found", "no such session")
     recording = (row["snapshot"] or {}).get("recording")
     if not recording:
