@@ -85,8 +85,26 @@ def assert_gapless(events: list[dict[str, Any]], first: int = 1) -> None:
     assert seqs == list(range(first, first + len(seqs))), seqs
 
 
+async def join_both(customer: EnfClient, notary: EnfClient, sid: str) -> None:
+    """Both parties join from the Philippines; the customer consents to
+    recording and privacy (what video.start and the act need)."""
+    await customer.call(
+        "session.join",
+        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
+    )
+    await notary.call("session.join", {"session_id": sid, "location": PH})
+
+
 async def run_video_to_completion(customer: EnfClient, notary: EnfClient, sid: str) -> None:
     """From ENP_ASSIGNED (both connected) to COMPLETED."""
+    await run_to_notarized(customer, notary, sid)
+    await customer.call("session.distribute", {"session_id": sid, "recipients": []})
+    await customer.expect("session.state", state="COMPLETED")
+    await notary.expect("session.state", state="COMPLETED")
+
+
+async def run_to_notarized(customer: EnfClient, notary: EnfClient, sid: str) -> None:
+    """From ENP_ASSIGNED (both connected) to NOTARIZED (ENF_RECORDING off or optional)."""
     await customer.call(
         "session.join",
         {
@@ -114,9 +132,6 @@ async def run_video_to_completion(customer: EnfClient, notary: EnfClient, sid: s
     await notary.call("session.notarize", {"session_id": sid})
     notarized = await customer.expect("session.notarized")
     assert notarized["data"]["envelope_id"]
-    await customer.call("session.distribute", {"session_id": sid, "recipients": []})
-    await customer.expect("session.state", state="COMPLETED")
-    await notary.expect("session.state", state="COMPLETED")
 
 
 async def assigned_session(h: Any) -> tuple[EnfClient, EnfClient, str]:

@@ -14,6 +14,21 @@ ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on (http://\S+)")
 
 
+def server_env(database: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a test server process: this database, a free port,
+    the tests' JWT key, no recording; `extra` adds or overrides."""
+    from tests.conftest import JWT_SECRET
+
+    return {
+        "ENF_DATABASE_URL": database,
+        "ENF_PORT": "0",
+        "ENF_JWT_SECRET": JWT_SECRET,
+        "ENF_RECORDING": "off",
+        "ENF_DATA_DIR": str(data_dir),
+        **extra,
+    }
+
+
 class ServerProcess:
     def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.env = {**os.environ, **env}

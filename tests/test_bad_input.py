@@ -14,7 +14,7 @@ import pytest
 
 from gateway.client import EnfClient
 from tests.conftest import JWT_SECRET
-from tests.flows import PH, assigned_session, doc, online_notary
+from tests.flows import PH, assigned_session, doc, join_both, online_notary
 
 
 async def _still_serving(server) -> None:
@@ -125,11 +125,7 @@ async def test_steps_in_the_wrong_state(server):
     ):  # nobody joined yet
         r = await who.request(kind, data)
         assert r["error"]["code"] == "conflict", (kind, r)
-    await customer.call(
-        "session.join",
-        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
-    )
-    await notary.call("session.join", {"session_id": sid, "location": PH})
+    await join_both(customer, notary, sid)
     await notary.call("video.start", {"session_id": sid})
     r = await notary.request("act.seal", {"session_id": sid, "signature": "x", "seal": "y"})
     assert r["error"]["code"] == "conflict"  # no checks, no signature yet
@@ -172,11 +168,7 @@ async def test_consent_and_every_partys_location_are_required_for_the_act(server
 async def test_recording_required_blocks_notarize(make_server):
     server = await make_server(recording="required")
     customer, notary, sid = await _open_session(server)
-    await customer.call(
-        "session.join",
-        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
-    )
-    await notary.call("session.join", {"session_id": sid, "location": PH})
+    await join_both(customer, notary, sid)
     await notary.call("video.start", {"session_id": sid})
     await notary.call(
         "checks.record",
@@ -326,10 +318,6 @@ async def test_one_bad_session_does_not_disturb_another(server):
     await other.ws.send_str("{{{{")
     await other.send_raw({"id": "x", "type": "session.join", "data": {"session_id": sid}})
     # The good session goes on.
-    await customer.call(
-        "session.join",
-        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
-    )
-    await notary.call("session.join", {"session_id": sid, "location": PH})
+    await join_both(customer, notary, sid)
     await notary.call("video.start", {"session_id": sid})
     await customer.expect("session.state", state="VIDEO_IN_PROGRESS")

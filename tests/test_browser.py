@@ -8,17 +8,13 @@ Skipped when Chromium is not installed (`apt install chromium`)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
-import pytest
-
+from tests.chromium import launch, needs_chromium
 from tests.flows import PH, assigned_session
 from tests.media_peers import Party
 from tests.test_media import media_seconds
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 # Runs in the page: join, take the fake camera, offer it to the recorder once
 # ICE gathering is complete, apply the recorder's answer. Resolves once media
@@ -86,7 +82,7 @@ async ({sid}) => {
 """
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+@needs_chromium
 async def test_a_browser_sends_its_camera_to_the_recorder(make_server, tmp_path):
     from playwright.async_api import async_playwright
 
@@ -95,14 +91,7 @@ async def test_a_browser_sends_its_camera_to_the_recorder(make_server, tmp_path)
     await customer.close()  # the browser is the customer from here on
     await notary.call("session.join", {"session_id": sid, "location": PH})
     async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--use-fake-device-for-media-stream",
-                "--use-fake-ui-for-media-stream",
-                "--no-sandbox",
-            ],
-        )
+        browser = await launch(p)
         try:
             page = await browser.new_page()
             await page.goto(h.url("/health"))  # an http://127.0.0.1 origin: a secure context

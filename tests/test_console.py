@@ -8,16 +8,14 @@ Skipped when Chromium is not installed (`apt install chromium`)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
+from tests.chromium import launch, needs_chromium
 from tests.flows import eventually, put_notary
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
@@ -31,7 +29,7 @@ async def pages_state(*pages: Any) -> str:
     return "\n".join(out)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+@needs_chromium
 async def test_customer_and_notary_pages_run_a_whole_session(make_server):
     from playwright.async_api import async_playwright, expect
 
@@ -39,14 +37,7 @@ async def test_customer_and_notary_pages_run_a_whole_session(make_server):
     await put_notary(h, "n1", tariff=750.0)
     ARTIFACTS.mkdir(exist_ok=True)
     async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--use-fake-device-for-media-stream",
-                "--use-fake-ui-for-media-stream",
-                "--no-sandbox",
-            ],
-        )
+        browser = await launch(p)
         try:
             notary = await (await browser.new_context()).new_page()
             customer = await (await browser.new_context()).new_page()

@@ -12,7 +12,7 @@ from gateway.auth import mint_token
 from gateway.client import EnfClient
 from tests.conftest import JWT_SECRET
 from tests.flows import HAPPY_STATES, PH, assert_gapless, doc, session_events
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -25,16 +25,13 @@ class Cluster:
     """One server process that the test kills and restarts."""
 
     def __init__(self, database: str, tmp_path) -> None:
-        self.env = {
-            "ENF_DATABASE_URL": database,
-            "ENF_PORT": "0",
-            "ENF_HOST": "127.0.0.1",
-            "ENF_JWT_SECRET": JWT_SECRET,
-            "ENF_RECORDING": "off",
-            "ENF_DATA_DIR": str(tmp_path),
-            "ENF_LOG_FORMAT": "json",
-            "ENF_RECONNECT_GRACE_S": "30",
-        }
+        self.env = server_env(
+            database,
+            tmp_path,
+            ENF_HOST="127.0.0.1",
+            ENF_LOG_FORMAT="json",
+            ENF_RECONNECT_GRACE_S="30",
+        )
         self.log = tmp_path / "server.log"
         self.proc: ServerProcess | None = None
         self.clients: list[EnfClient] = []

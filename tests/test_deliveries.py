@@ -27,9 +27,10 @@ from tests.flows import (
     doc,
     eventually,
     put_notary,
+    run_to_notarized,
     run_video_to_completion,
 )
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, server_env
 
 SECRET = "webhook-secret-for-tests-0123456789"
 
@@ -207,17 +208,14 @@ async def test_killed_between_commit_and_delivery_nothing_is_lost(database, tmp_
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {
-        "ENF_DATABASE_URL": database,
-        "ENF_PORT": "0",
-        "ENF_JWT_SECRET": JWT_SECRET,
-        "ENF_RECORDING": "off",
-        "ENF_DATA_DIR": str(tmp_path),
-        "ENF_WEBHOOK_URL": f"http://127.0.0.1:{port}/hook",  # nobody listens yet
-        "ENF_WEBHOOK_SECRET": SECRET,
-        "ENF_DELIVERY_BASE_S": "0.05",
-        "ENF_DELIVERY_CAP_S": "0.2",
-    }
+    env = server_env(
+        database,
+        tmp_path,
+        ENF_WEBHOOK_URL=f"http://127.0.0.1:{port}/hook",  # nobody listens yet
+        ENF_WEBHOOK_SECRET=SECRET,
+        ENF_DELIVERY_BASE_S="0.05",
+        ENF_DELIVERY_CAP_S="0.2",
+    )
     server = ServerProcess(env, tmp_path / "server.log")
     await server.start()
     from gateway.auth import mint_token
@@ -330,20 +328,13 @@ class MessagesStandIn:
 
 
 @pytest.fixture
-async def messages_api() -> Any:
+async def messages_api(monkeypatch: pytest.MonkeyPatch) -> Any:
     stand_in = MessagesStandIn()
     await stand_in.server.start_server()
-    names = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER")
-    saved = {k: os.environ.get(k) for k in names}
-    os.environ.update(
-        TWILIO_ACCOUNT_SID=TW_SID, TWILIO_AUTH_TOKEN=TW_TOKEN, TWILIO_FROM_NUMBER="+15005550006"
-    )
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", TW_SID)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TW_TOKEN)
+    monkeypatch.setenv("TWILIO_FROM_NUMBER", "+15005550006")
     yield stand_in
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
     await stand_in.server.close()
 
 
@@ -356,7 +347,7 @@ async def test_sms_distribution_through_twilio(make_server, messages_api):
         )
         h.services.settings.public_url = str(h.server.make_url("")).rstrip("/")
         customer, notary, sid = await assigned_session(h)
-        await run_video_to_completion_until_notarized(customer, notary, sid)
+        await run_to_notarized(customer, notary, sid)
         await customer.call(
             "session.distribute",
             {
@@ -395,32 +386,12 @@ async def test_sms_distribution_through_twilio(make_server, messages_api):
     assert distributed["data"]["to"] == "records-office"
 
 
-async def run_video_to_completion_until_notarized(customer: Any, notary: Any, sid: str) -> None:
-    from tests.flows import PH
-
-    await customer.call(
-        "session.join",
-        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
-    )
-    await notary.call("session.join", {"session_id": sid, "location": PH})
-    await notary.call("video.start", {"session_id": sid})
-    await notary.call(
-        "checks.record",
-        {"session_id": sid, "comprehension_confirmed": True, "duress_check_passed": True},
-    )
-    await customer.call("act.sign", {"session_id": sid, "signature": "c2ln"})
-    await notary.call("act.seal", {"session_id": sid, "signature": "ZQ==", "seal": "cw=="})
-    await notary.call("video.end", {"session_id": sid})
-    await notary.call("session.notarize", {"session_id": sid})
-    await customer.expect("session.notarized")
-
-
 async def test_sms_waits_with_a_reason_without_twilio(make_server, database):
     for k in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER"):
         assert not os.environ.get(k)
     h = await make_server()
     customer, notary, sid = await assigned_session(h)
-    await run_video_to_completion_until_notarized(customer, notary, sid)
+    await run_to_notarized(customer, notary, sid)
     await customer.call(
         "session.distribute",
         {"session_id": sid, "recipients": [{"channel": "sms", "to": "+639171234567"}]},
@@ -506,7 +477,7 @@ async def test_a_lost_delivery_report_is_picked_up_from_the_outbox(make_server, 
     # session's back, as a worker whose report to the session got lost would.
     h = await make_server(delivery_resync_s=0.2)
     customer, notary, sid = await assigned_session(h)
-    await run_video_to_completion_until_notarized(customer, notary, sid)
+    await run_to_notarized(customer, notary, sid)
     await customer.call(
         "session.distribute",
         {"session_id": sid, "recipients": [{"channel": "webhook", "to": "archive"}]},

@@ -25,7 +25,7 @@ from persistence.book import TEN_FIELDS
 from persistence.keys import Signer, load_public_keys, verify_signed
 from persistence.pool import create_pool
 from persistence.verify import verify_journal
-from tests.flows import PH, doc, online_notary
+from tests.flows import doc, join_both, online_notary
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "Maria Clara Santos"
@@ -54,11 +54,7 @@ async def notarized_session(h: Any) -> tuple[Any, Any, str]:
     )["session_id"]
     offer = await notary.expect("offer")
     await notary.call("offer.accept", {"offer_id": offer["data"]["offer_id"]})
-    await customer.call(
-        "session.join",
-        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
-    )
-    await notary.call("session.join", {"session_id": sid, "location": PH})
+    await join_both(customer, notary, sid)
     await notary.call("video.start", {"session_id": sid})
     # A refused request is part of the record too.
     refused = await customer.request("act.seal", {"session_id": sid, "signature": "x", "seal": "y"})

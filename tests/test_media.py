@@ -16,17 +16,13 @@ import aiohttp
 import av
 
 from media.storage import sign_path
-from tests.flows import PH, assigned_session
+from tests.flows import assigned_session, join_both
 from tests.media_peers import Party
 
 
 async def video_session(h: Any) -> tuple[Any, Any, str, Party, Party]:
     customer, notary, sid = await assigned_session(h)
-    await customer.call(
-        "session.join",
-        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
-    )
-    await notary.call("session.join", {"session_id": sid, "location": PH})
+    await join_both(customer, notary, sid)
     started = await notary.call("video.start", {"session_id": sid})
     assert started["provider"] == "webrtc" and started["recorder"] is True
     # Both parties are told the recorder is on: the customer by an event.
@@ -127,11 +123,7 @@ async def test_signaling_bad_input(make_server):
         "signal", {"session_id": sid, "to": "n1", "kind": "offer", "sdp": sdp}
     )
     assert r["error"]["code"] == "conflict"
-    await customer.call(
-        "session.join",
-        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
-    )
-    await notary.call("session.join", {"session_id": sid, "location": PH})
+    await join_both(customer, notary, sid)
     await notary.call("video.start", {"session_id": sid})
     for data, code in (
         ({"to": "n1", "kind": "offer", "sdp": "hello"}, "bad_request"),

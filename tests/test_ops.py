@@ -69,17 +69,14 @@ async def test_logs_are_json_lines_with_correlation_and_no_personal_data(databas
     from gateway.client import EnfClient
     from tests.conftest import JWT_SECRET
     from tests.flows import doc
-    from tests.server_process import ServerProcess
+    from tests.server_process import ServerProcess, server_env
 
-    env = {
-        "ENF_DATABASE_URL": database,
-        "ENF_PORT": "0",
-        "ENF_JWT_SECRET": JWT_SECRET,
-        "ENF_RECORDING": "off",
-        "ENF_DATA_DIR": str(tmp_path),
-        "ENF_LOG_FORMAT": "json",
-        "ENF_LOG_LEVEL": "DEBUG",
-    }
+    env = server_env(
+        database,
+        tmp_path,
+        ENF_LOG_FORMAT="json",
+        ENF_LOG_LEVEL="DEBUG",
+    )
     server = ServerProcess(env, tmp_path / "server.log")
     await server.start()
     try:
@@ -121,15 +118,9 @@ async def test_sigterm_answers_in_flight_requests_snapshots_actors_and_resumes(d
     from gateway.client import EnfClient
     from tests.conftest import JWT_SECRET
     from tests.flows import doc
-    from tests.server_process import ServerProcess
+    from tests.server_process import ServerProcess, server_env
 
-    env = {
-        "ENF_DATABASE_URL": database,
-        "ENF_PORT": "0",
-        "ENF_JWT_SECRET": JWT_SECRET,
-        "ENF_RECORDING": "off",
-        "ENF_DATA_DIR": str(tmp_path),
-    }
+    env = server_env(database, tmp_path)
     server = ServerProcess(env, tmp_path / "server.log")
     await server.start()
     c = EnfClient(server.ws_url, mint_token(JWT_SECRET, "c1", "customer", kyc=True))
@@ -212,7 +203,7 @@ async def test_traces_go_to_an_otlp_endpoint_when_configured(database, tmp_path)
     from gateway.client import EnfClient
     from tests.conftest import JWT_SECRET
     from tests.flows import doc, eventually
-    from tests.server_process import ServerProcess
+    from tests.server_process import ServerProcess, server_env
 
     spans: list = []
 
@@ -228,15 +219,12 @@ async def test_traces_go_to_an_otlp_endpoint_when_configured(database, tmp_path)
     app.router.add_post("/v1/traces", collect)
     collector = TestServer(app, host="127.0.0.1", port=0)
     await collector.start_server()
-    env = {
-        "ENF_DATABASE_URL": database,
-        "ENF_PORT": "0",
-        "ENF_JWT_SECRET": JWT_SECRET,
-        "ENF_RECORDING": "off",
-        "ENF_DATA_DIR": str(tmp_path),
-        "OTEL_EXPORTER_OTLP_ENDPOINT": str(collector.make_url("")).rstrip("/"),
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-    }
+    env = server_env(
+        database,
+        tmp_path,
+        OTEL_EXPORTER_OTLP_ENDPOINT=str(collector.make_url("")).rstrip("/"),
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
     server = ServerProcess(env, tmp_path / "server.log")
     await server.start()
     try:

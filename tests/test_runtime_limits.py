@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from tests.flows import PH, assert_gapless, assigned_session, session_events
+from tests.flows import assert_gapless, assigned_session, join_both, session_events
 
 
 class RawWebSocket:
@@ -87,11 +87,7 @@ async def test_a_client_too_slow_for_durable_events_is_closed_and_resumes_withou
 ):
     h = await make_server(outbound_queue=16, rate_limit=100_000, heartbeat_s=120)
     customer, notary, sid = await assigned_session(h)
-    await customer.call(
-        "session.join",
-        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
-    )
-    await notary.call("session.join", {"session_id": sid, "location": PH})
+    await join_both(customer, notary, sid)
     await notary.call("video.start", {"session_id": sid})
     await customer.close()
 
@@ -166,11 +162,7 @@ async def test_sustained_flooding_closes_the_connection_with_4429(make_server):
 async def test_an_idle_session_is_passivated_with_a_snapshot_and_carries_on(make_server, database):
     h = await make_server(passivate_after_s=0.3, snapshot_every=3, reconnect_grace_s=0.2)
     customer, notary, sid = await assigned_session(h)
-    await customer.call(
-        "session.join",
-        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
-    )
-    await notary.call("session.join", {"session_id": sid, "location": PH})
+    await join_both(customer, notary, sid)
     await notary.call("video.start", {"session_id": sid})
     for i in range(4):
         await notary.call(

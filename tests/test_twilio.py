@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from twilio.request_validator import RequestValidator
 
-from tests.flows import PH, assigned_session
+from tests.flows import assigned_session, join_both
 
 SID, TOKEN = "AC" + "1" * 32, "twilio-auth-token-for-tests"
 API_KEY, API_SECRET = "SK" + "2" * 32, "api-secret-for-tests-0123456789-abcdef"
@@ -71,25 +71,17 @@ class TwilioStandIn:
 
 
 @pytest.fixture
-async def twilio_api() -> Any:
+async def twilio_api(monkeypatch: pytest.MonkeyPatch) -> Any:
     stand_in = TwilioStandIn()
     await stand_in.server.start_server()
-    saved = {
-        k: os.environ.get(k)
-        for k in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_KEY", "TWILIO_API_SECRET")
-    }
-    os.environ.update(
-        TWILIO_ACCOUNT_SID=SID,
-        TWILIO_AUTH_TOKEN=TOKEN,
-        TWILIO_API_KEY=API_KEY,
-        TWILIO_API_SECRET=API_SECRET,
-    )
+    for name, value in (
+        ("TWILIO_ACCOUNT_SID", SID),
+        ("TWILIO_AUTH_TOKEN", TOKEN),
+        ("TWILIO_API_KEY", API_KEY),
+        ("TWILIO_API_SECRET", API_SECRET),
+    ):
+        monkeypatch.setenv(name, value)
     yield stand_in
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
     await stand_in.server.close()
 
 
@@ -110,11 +102,7 @@ async def test_twilio_rooms_tokens_callbacks_and_recordings(make_server, twilio_
     # The callback URL the server registers must be the one it checks against.
     h.services.video.callback_url = h.url("/webhooks/twilio/status")
     customer, notary, sid = await assigned_session(h)
-    await customer.call(
-        "session.join",
-        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
-    )
-    await notary.call("session.join", {"session_id": sid, "location": PH})
+    await join_both(customer, notary, sid)
     started = await notary.call("video.start", {"session_id": sid})
     assert started["provider"] == "twilio" and started["recorder"] is False
     method, path, form = twilio_api.calls[0]
@@ -184,11 +172,7 @@ async def test_a_failed_twilio_recording_is_reported(make_server, twilio_api):
         twilio_api_base=str(twilio_api.server.make_url("/")),
     )
     customer, notary, sid = await assigned_session(h)
-    await customer.call(
-        "session.join",
-        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
-    )
-    await notary.call("session.join", {"session_id": sid, "location": PH})
+    await join_both(customer, notary, sid)
     await notary.call("video.start", {"session_id": sid})
     room = {"RoomSid": "RM" + "3" * 32, "RoomName": sid}
     rec = {**room, "RecordingSid": "RT" + "5" * 32, "ParticipantIdentity": "n1"}
