@@ -24,6 +24,7 @@ from media.storage import sign_path
 from persistence.book import book_entry
 from persistence.envelopes import build_envelope, envelope_statement
 from persistence.journal import StoredEvent
+from persistence.keys import mask
 from persistence.outbox import sms_message, webhook_event
 from persistence.projections import SESSIONS, Projection
 
@@ -760,7 +761,7 @@ class SessionActor(EventSourcedActor):
             {
                 "channel": r["channel"],
                 "to": pii.seal(r["to"], self.session_id),
-                "hint": _mask(r["to"]),
+                "hint": mask(r["to"]),
             }
             for r in msg.data["recipients"]
         ]
@@ -968,13 +969,6 @@ class SessionActor(EventSourcedActor):
     def _track(self, caller: Caller) -> None:
         if caller.connection_id and caller.role != "admin":
             self.conns.setdefault(caller.user_id, set()).add(caller.connection_id)
-
-
-def _mask(value: str) -> str:
-    """+639171234567 -> +63*******567"""
-    if len(value) <= 6:
-        return "*" * len(value)
-    return value[:3] + "*" * (len(value) - 6) + value[-3:]
 
 
 def _matching_request(s: dict[str, Any]) -> dict[str, Any]:

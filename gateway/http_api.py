@@ -25,7 +25,7 @@ from gateway.requests import LatLng, Model, Text
 from media.storage import LINK_TTL_S, FileStorage, check_path, sign_path
 from persistence import book, outbox
 from persistence.audit import COLUMNS, AuditRecord
-from persistence.keys import PiiCorrupt, PiiKeyMismatch, verify_signed
+from persistence.keys import PiiCorrupt, PiiKeyMismatch, mask, verify_signed
 
 if TYPE_CHECKING:
     from gateway.app import Services
@@ -259,7 +259,7 @@ async def put_notary(request: web.Request) -> web.Response:
     services = _services(request)
     shown = dict(profile)
     if "notify_sms" in profile:  # a phone number: sealed at rest
-        shown["notify_sms"] = profile["notify_sms"][:3] + "****" + profile["notify_sms"][-3:]
+        shown["notify_sms"] = mask(profile["notify_sms"])
         profile["notify_sms"] = services.keys.pii.seal(profile["notify_sms"], f"notary:{notary_id}")
     await services.pool.execute(
         "INSERT INTO notaries (notary_id, profile) VALUES ($1, $2) ON CONFLICT (notary_id)"

@@ -107,6 +107,14 @@ class PiiCipher:
         return self.open(token, context) if is_sealed(token) else token
 
 
+def mask(value: str) -> str:
+    """What people may see of a phone number or address: +639171234567 ->
+    +63*******567."""
+    if len(value) <= 6:
+        return "*" * len(value)
+    return value[:3] + "*" * (len(value) - 6) + value[-3:]
+
+
 def is_sealed(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(PII_PREFIX)
 
