@@ -24,6 +24,9 @@ class TopicBus(Protocol):
     def publish(self, d: Delivery) -> None: ...
     def subscribe(self, topic: str, sub: Subscriber) -> None: ...
     def unsubscribe(self, topic: str, sub: Subscriber) -> None: ...
+    async def subscribed(self, topic: str, timeout: float = 2.0) -> bool:
+        """Wait until events published from now on reach this subscription."""
+        ...
 
 
 class LocalBus:
@@ -46,6 +49,9 @@ class LocalBus:
             subs.discard(sub)
             if not subs:
                 del self._subs[topic]
+
+    async def subscribed(self, topic: str, timeout: float = 2.0) -> bool:
+        return True  # in process: at once
 
     def topic_count(self) -> int:
         return len(self._subs)

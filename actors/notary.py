@@ -102,6 +102,46 @@ class NotaryActor(EventSourcedActor):
             self.notary_id,
         ):
             await self._reconcile_open_offer(dict(row))
+        await self._restore_from_leases()
+
+    # -- presence leases (cluster mode) ----------------------------------------
+
+    async def _restore_from_leases(self) -> None:
+        """After a restart of this actor's shard: connections that still hold a
+        lease are still there, so the notary is still online."""
+        presence = self.ctx.presence
+        if presence is None or self.online:
+            return
+        live = await presence.alive(self.notary_id)
+        if live:
+            logger.info("notary %s still connected (%d leases)", self.notary_id, len(live))
+            self.conns |= live
+            self.online, self.preference = True, "available"
+            self._status_changed()
+            self._arm_lease_check()
+
+    def _arm_lease_check(self) -> None:
+        if self.ctx.presence is not None and "lease" not in self._timers:
+            self.set_timer("lease", self.ctx.presence.lease_s / 2, Message("lease_check"))
+
+    async def on_lease_check(self, msg: Message) -> None:
+        """A connection whose lease lapsed is gone (its gateway died): the same
+        as a close, so the reconnect grace applies."""
+        if not self.conns:
+            return
+        live = await self.ctx.presence.alive(self.notary_id)
+        if live is not None:
+            for conn in self.conns - live:
+                logger.info("notary %s: lease of connection %s lapsed", self.notary_id, conn)
+                await self.on_conn_closed(Message("conn_closed", {"connection_id": conn}))
+        if self.conns:
+            self._arm_lease_check()
+
+    async def on_announce(self, msg: Message) -> None:
+        """From a restarted shard that hosts the Matchmaker: say where we stand."""
+        await self._restore_from_leases()
+        if self.online:
+            self._status_changed()
 
     async def _load_profile(self) -> None:
         row = await self.ctx.pool.fetchrow(
@@ -196,6 +236,7 @@ class NotaryActor(EventSourcedActor):
                 "bad_request", f"since_seq {since} is ahead of your topic (latest seq {self.seq})"
             )
         self.conns.add(caller.connection_id)
+        self._arm_lease_check()
         self.cancel_timer("grace")
         if not self.online:
             self.online, self.preference = True, "available"

@@ -72,6 +72,8 @@ class ActorContext:
         self.media = media
         self.video = video
         self.metrics: Any = None  # gateway.metrics.Metrics, set by the app
+        # Presence leases in Redis (actors.leases.PresenceLeases), cluster mode only.
+        self.presence: Any = None
         self.journal = journal
         self.bus = bus
         self.settings = settings
@@ -298,6 +300,15 @@ class Shard:
         for c in list(self.cells.values()):
             await c.passivate()
 
+    def drop_all(self, exc: ProtocolError) -> int:
+        """Forget every actor at once, without a snapshot: their state may be
+        stale (the shard was fenced). Queued messages fail with `exc`."""
+        cells = list(self.cells.values())
+        for c in cells:
+            c._task.cancel()
+            c._stop(exc)
+        return len(cells)
+
 
 def _time_out(fut: asyncio.Future[Any], actor_id: str, kind: str) -> None:
     if not fut.done():
@@ -306,7 +317,9 @@ def _time_out(fut: asyncio.Future[Any], actor_id: str, kind: str) -> None:
 
 
 class LocalHost:
-    """All shards in this process (ENF_CLUSTER=local)."""
+    """Shards in this process: all of them (ENF_CLUSTER=local), or, in a shard
+    process of the cluster, the ones listed in `indexes`, with `remote`
+    carrying messages for actors of other shards."""
 
     def __init__(
         self,
@@ -317,11 +330,19 @@ class LocalHost:
         keys: Keys,
         media: Any = None,
         video: Any = None,
+        *,
+        count: int | None = None,
+        indexes: list[int] | None = None,
+        remote: ActorHost | None = None,
     ) -> None:
         self.settings = settings
         self.ctx = ActorContext(self, journal, bus, settings, keys, media, video)
         self._factories = factories
-        self.shards = [Shard(i, self._make, settings.mailbox_size) for i in range(settings.shards)]
+        self.count = count or settings.shards
+        wanted = range(self.count) if indexes is None else indexes
+        self.shards = [Shard(i, self._make, settings.mailbox_size) for i in wanted]
+        self._by_index = {s.index: s for s in self.shards}
+        self.remote = remote
         self._sweeper: asyncio.Task[None] | None = None
 
     def _make(self, actor_id: str) -> Actor:
@@ -331,10 +352,22 @@ class LocalHost:
             raise ProtocolError("bad_request", f"no actor kind {kind!r}")
         return cls(actor_id, self.ctx)
 
+    def local_shard(self, actor_id: str) -> Shard | None:
+        return self._by_index.get(shard_of(actor_id, self.count))
+
     def _cell(self, actor_id: str) -> ActorCell:
-        return self.shards[shard_of(actor_id, len(self.shards))].cell(actor_id)
+        shard = self._by_index.get(shard_of(actor_id, self.count))
+        if shard is None:
+            raise ProtocolError("unavailable", f"{actor_id} is not hosted here")
+        return shard.cell(actor_id)
 
     async def ask(self, actor_id: str, msg: Message, timeout: float = ASK_TIMEOUT_S) -> Any:
+        if (
+            self.remote is not None
+            and actor_id
+            and shard_of(actor_id, self.count) not in (self._by_index)
+        ):
+            return await self.remote.ask(actor_id, msg, timeout)
         fut = self._cell(actor_id).post(msg)
         # A timer handle rather than wait_for: this is every request's path.
         timer = asyncio.get_running_loop().call_later(timeout, _time_out, fut, actor_id, msg.kind)
@@ -344,6 +377,9 @@ class LocalHost:
             timer.cancel()
 
     def tell(self, actor_id: str, msg: Message) -> None:
+        if self.remote is not None and shard_of(actor_id, self.count) not in self._by_index:
+            self.remote.tell(actor_id, msg)
+            return
         try:
             self._cell(actor_id).tell(msg)
         except ProtocolError as exc:
@@ -353,7 +389,8 @@ class LocalHost:
         return sum(len(s.cells) for s in self.shards)
 
     def is_active(self, actor_id: str) -> bool:
-        return actor_id in self.shards[shard_of(actor_id, len(self.shards))].cells
+        shard = self.local_shard(actor_id)
+        return shard is not None and actor_id in shard.cells
 
     async def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep(), name="passivation-sweeper")

@@ -47,6 +47,18 @@ class Settings(BaseSettings):
     recordings_url: str | None = None
     s3_endpoint_url: str | None = None
     cluster: Literal["local", "ray"] = "local"
+    # Cluster mode (ENF_CLUSTER=ray): the Ray cluster to join (unset: RAY_ADDRESS,
+    # else "auto"; a private cluster is never started), the Ray namespace of
+    # the shard actors, whether calls to a shard are batched per loop tick,
+    # the presence lease a gateway renews per connected notary, and each
+    # shard process's Postgres pool.
+    ray_address: str | None = None
+    ray_namespace: str = "enf"
+    ray_batch: bool = True
+    presence_lease_s: float = Field(15.0, gt=0)
+    shard_pool_size: int = Field(4, ge=2, le=100)
+    # Recorder actors in the cluster (each a Ray actor with num_cpus=1).
+    recorders: int = Field(1, ge=1, le=1000)
     signing_key_file: Path | None = None
     webhook_url: str | None = None
     webhook_secret: str | None = None

@@ -18,15 +18,19 @@ from aiohttp import web
 
 from actors import lifecycle as L
 from actors.bus import LocalBus
+from actors.leases import PresenceLeases
 from actors.matchmaker import Matchmaker
 from actors.messages import Message
 from actors.notary import NotaryActor
+from actors.rayhost import RayHost
+from actors.redisbus import RedisBus
 from actors.runtime import Actor, LocalHost
 from actors.session import SessionActor
 from config.settings import Settings
 from gateway import protocol as P
 from gateway.deliveries import SmsSender, WebhookSender
 from gateway.http_api import audit_middleware, errors_middleware, routes
+from gateway.leader import DeliveryLeader
 from gateway.metrics import Metrics
 from gateway.ws import ws_handler
 from media.recorder import RecorderService
@@ -57,8 +61,8 @@ class Services:
     jwt_secret: str
     pool: asyncpg.Pool
     journal: Journal
-    bus: LocalBus
-    host: LocalHost
+    bus: LocalBus | RedisBus
+    host: LocalHost | RayHost
     keys: Keys
     audit: AuditLog
     storage: FileStorage | S3Storage
@@ -66,6 +70,10 @@ class Services:
     video: TwilioVideo | None
     deliveries: DeliveryWorker
     metrics: Metrics
+    # Cluster mode: the presence leases this gateway renews, and the election
+    # of the one gateway that runs the delivery worker.
+    leases: PresenceLeases | None = None
+    leader: DeliveryLeader | None = None
     connections: set[Connection] = field(default_factory=set)
     shutting_down: bool = False
 
@@ -82,7 +90,7 @@ async def console_index(request: web.Request) -> web.FileResponse:
 
 
 def make_delivery_worker(
-    settings: Settings, pool: asyncpg.Pool, keys: Keys, host: LocalHost
+    settings: Settings, pool: asyncpg.Pool, keys: Keys, host: LocalHost | RayHost
 ) -> DeliveryWorker:
     senders: dict[str, Sender | None] = {"webhook": None, "sms": None}
     why = {
@@ -121,6 +129,10 @@ def create_app(
     app.router.add_static("/console/", STATIC, show_index=False)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
+        if settings.cluster == "ray":
+            async for _ in cluster_resources(app, settings, dsn, jwt_secret, migrate):
+                yield
+            return
         keys = Keys.load(settings.signing_key_file, settings.pii_key_file, settings.data_dir)
         pool = await create_pool(dsn, max_size=settings.db_pool_size)
         if migrate:
@@ -213,6 +225,81 @@ def create_app(
     app.cleanup_ctx.append(resources)
     app.on_shutdown.append(close_sockets)
     return app
+
+
+async def cluster_resources(
+    app: web.Application, settings: Settings, dsn: str, jwt_secret: str, migrate: bool
+) -> AsyncIterator[None]:
+    """ENF_CLUSTER=ray: this process is a gateway. Actors live in the shard
+    actors of the Ray cluster, events come over Redis, and one gateway of the
+    cluster (elected in Postgres) runs the delivery worker."""
+    if not settings.redis_url:
+        raise ValueError("ENF_CLUSTER=ray needs ENF_REDIS_URL (the topic bus and presence leases)")
+    if settings.video_provider == "twilio":
+        raise ValueError(
+            "ENF_VIDEO_PROVIDER=twilio is not supported with ENF_CLUSTER=ray yet"
+            " (its status callbacks need the session's process); use webrtc"
+        )
+    keys = Keys.load(settings.signing_key_file, settings.pii_key_file, settings.data_dir)
+    pool = await create_pool(dsn, max_size=settings.db_pool_size)
+    if migrate:
+        async with pool.acquire() as conn:
+            await apply_migrations(conn)
+    # Reads only (catch-up, HTTP): the shards write their own journals.
+    journal = Journal(pool, writers=1, max_batch=settings.journal_max_batch)
+    await journal.start()
+    bus = RedisBus(settings.redis_url)
+    await bus.start()
+    host = RayHost(settings, pool, dsn)
+    await host.start()
+    if settings.recording != "off":
+        from actors.rayhost import settings_payload
+        from media.rayrecorder import ensure_recorders
+
+        await ensure_recorders(settings, settings_payload(settings, dsn))
+    leases = PresenceLeases(bus.client, settings.presence_lease_s)
+    leases.start()
+    storage = storage_for(settings.recordings_location, settings.s3_endpoint_url)
+    metrics = Metrics()
+    audit = AuditLog(pool)
+    await audit.start()
+    services = Services(
+        settings,
+        jwt_secret,
+        pool,
+        journal,
+        bus,
+        host,
+        keys,
+        audit,
+        storage,
+        None,
+        None,
+        make_delivery_worker(settings, pool, keys, host),
+        metrics,
+        leases=leases,
+    )
+
+    def use_worker(worker: DeliveryWorker) -> None:
+        services.deliveries = worker
+
+    services.leader = DeliveryLeader(
+        pool, lambda: make_delivery_worker(settings, pool, keys, host), use_worker
+    )
+    services.leader.start()
+    app[SERVICES] = services
+    logger.info("gateway %s serving (cluster mode)", host.gateway_id)
+    try:
+        yield
+    finally:
+        services.shutting_down = True
+        await services.leader.stop()
+        await leases.stop()
+        await host.stop()
+        await journal.stop()
+        await audit.stop()
+        await bus.stop()
+        await pool.close()
 
 
 async def recover(services: Services) -> None:

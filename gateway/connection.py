@@ -394,6 +394,14 @@ class Connection:
             created = {t: self._pause(t, create=t == pre) for t in paused}
             if kind == "presence.subscribe":
                 self.services.bus.subscribe(PRESENCE_TOPIC, self)
+            waits = [t for t in paused if created[t]]
+            if kind == "presence.subscribe":
+                waits.append(PRESENCE_TOPIC)
+            for t in waits:
+                await self._subscribed(t)
+            leases = self.services.leases
+            if kind == "presence.online" and leases is not None:
+                await leases.hold(actor.split(":", 1)[1], self.id)
             caller = Caller(
                 self.ident.user_id,
                 self.ident.role,
@@ -415,6 +423,8 @@ class Connection:
             if reply is None:
                 if kind == "presence.subscribe":
                     self.services.bus.unsubscribe(PRESENCE_TOPIC, self)
+                if kind == "presence.online" and leases is not None and actor not in self.tracked:
+                    await leases.release(actor.split(":", 1)[1], self.id)
                 for t in paused:
                     await self._resume(t, None, None, created[t])
                 return
@@ -429,7 +439,15 @@ class Connection:
                 await self._resume(t, reply.follow.pop(t, None), reply.heads.get(t), created[t])
             for t, after in reply.follow.items():  # topics found only in the reply
                 created_now = self._pause(t, create=True)
+                if created_now:
+                    await self._subscribed(t)
                 await self._resume(t, after if after is not None else 0, None, created_now)
+
+    async def _subscribed(self, topic: str) -> None:
+        """With a bus across processes, wait for the subscription to hold
+        before asking: events the request causes must not go past us."""
+        if not await self.services.bus.subscribed(topic):
+            self.log.warning("subscription to %s not confirmed in time", topic)
 
     def in_flight(self) -> list[asyncio.Task[None]]:
         return [t for t in self._tasks if not t.done()]
@@ -447,7 +465,10 @@ class Connection:
         for topic in list(self.follows):
             self.unfollow(topic)
         self.services.bus.unsubscribe(PRESENCE_TOPIC, self)
+        leases = self.services.leases
         for actor in self.tracked:
+            if leases is not None and actor.startswith("notary:"):
+                await leases.release(actor.split(":", 1)[1], self.id)
             self.services.host.tell(
                 actor,
                 Message("conn_closed", {"connection_id": self.id, "user_id": self.ident.user_id}),

@@ -43,6 +43,11 @@ class StaleActivation(Exception):
     """Another activation of the same actor appended first; this one must stop."""
 
 
+class Fenced(Exception):
+    """The shard's epoch moved on: a newer incarnation of the shard owns its
+    actors, and this one may not write any more."""
+
+
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -207,6 +212,11 @@ class Journal:
         self.on_outbox: Callable[[], None] | None = None
         # Called after each committed batch with (appends, seconds), for metrics.
         self.on_batch: Callable[[int, float], object] | None = None
+        # (shard, epoch) in cluster mode: every batch checks, under a share lock
+        # of the shard's row, that the shard's epoch is still this one.
+        self.fence: tuple[int, int] | None = None
+        # Called once when a batch finds the fence moved (the shard stops itself).
+        self.on_fenced: Callable[[], object] | None = None
         self.stats = JournalStats()
 
     @property
@@ -286,6 +296,14 @@ class Journal:
             for a in batch:
                 _settle(a, Unavailable("database unavailable"))
             return
+        except Fenced as exc:
+            logger.error("journal write refused: %s", exc)
+            for a in batch:
+                _settle(a, StaleActivation(a.actor_id))
+            if self.on_fenced is not None:
+                with contextlib.suppress(Exception):
+                    self.on_fenced()
+            return
         except asyncpg.PostgresError as exc:
             if len(batch) == 1:
                 _settle(batch[0], _classify(exc, batch[0].actor_id))
@@ -347,10 +365,17 @@ class Journal:
         for table in self._tables:
             table_rows = list(rows[table].values())
             args.extend([row[i] for row in table_rows] for i in range(len(table.columns)))
-        if not statements:
+        if not statements and self.fence is None:
             await conn.execute(self._batch_sql, *args)
             return
         async with conn.transaction():
+            if self.fence is not None:
+                shard, epoch = self.fence
+                now = await conn.fetchval(
+                    "SELECT epoch FROM cluster_shards WHERE shard = $1 FOR SHARE", shard
+                )
+                if now != epoch:
+                    raise Fenced(f"shard {shard} is at epoch {now}, this incarnation has {epoch}")
             await conn.execute(self._batch_sql, *args)
             for sql, rows_ in statements.items():
                 await conn.executemany(sql, rows_)

