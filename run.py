@@ -4,6 +4,9 @@ python run.py                 serve on ENF_HOST:ENF_PORT (default)
 python run.py migrate         apply database migrations
 python run.py token --sub ID --type customer|enp|admin [--kyc]
                               print a token signed with ENF_JWT_SECRET
+python run.py cluster status  nodes, shards, actors per shard, gateways (ENF_CLUSTER=ray)
+python run.py cluster rebalance
+                              spread the shards over the cluster's nodes
 """
 
 from __future__ import annotations
@@ -141,6 +144,59 @@ def verify_envelope_cmd(settings: Settings, path: str, public_key: str | None) -
     return 0 if valid else 1
 
 
+async def cluster_cmd(settings: Settings, action: str, as_json: bool) -> int:
+    import json
+
+    from actors import clusterops
+    from persistence.pool import create_pool
+
+    dsn, _embedded = resolve_database(settings)
+    pool = await create_pool(dsn, min_size=1, max_size=2)
+    try:
+        if action == "status":
+            report = await clusterops.status(settings, pool)
+            print(json.dumps(report, indent=2) if as_json else format_status(report))
+            return 0
+        moves = await clusterops.rebalance(settings, pool, dsn)
+        if as_json:
+            print(json.dumps([{"shard": s, "node_id": n} for s, n in moves]))
+        elif not moves:
+            print("balanced already: nothing to move")
+        else:
+            for shard, node in moves:
+                print(f"moved shard {shard} to node {node}")
+        return 0
+    except (LookupError, RuntimeError) as exc:
+        print(f"cluster {action}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await pool.close()
+
+
+def format_status(report: dict[str, Any]) -> str:
+    lines = [f"shard map: {report['shard_count']} shards, epoch {report['map_epoch']}", "nodes:"]
+    for n in report["nodes"]:
+        lines.append(
+            f"  {n['node_id'][:12]}  {n['address']}  cpus={n['cpus']:g}  shards={n['shards']}"
+        )
+    lines.append("shards:")
+    for s in report["shards"]:
+        if "error" in s:
+            lines.append(f"  {s['shard']:>3}  UNAVAILABLE  {s['error']}")
+            continue
+        node = (s.get("node_id") or "?")[:12]
+        lines.append(
+            f"  {s['shard']:>3}  node={node}  pid={s['pid']}  epoch={s['epoch']}"
+            f"  actors={s['actors']}  up={s['uptime_s']}s{'  FENCED' if s['fenced'] else ''}"
+        )
+    lines.append("gateways:")
+    for gid, g in sorted(report["gateways"].items()):
+        lines.append(f"  {gid}  {g.get('url')}  connections={g.get('connections')}")
+    if not report["gateways"]:
+        lines.append("  (none heard from)")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="run.py", description="ENF session server")
     sub = parser.add_subparsers(dest="command")
@@ -157,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     ve = sub.add_parser("verify-envelope", help="verify a signed TRUTH envelope offline")
     ve.add_argument("file", help="the signed envelope (JSON from GET /v1/envelopes/{id})")
     ve.add_argument("--public-key", help="PEM file, or the JSON of GET /v1/keys")
+    cl = sub.add_parser("cluster", help="operate a Ray cluster (ENF_CLUSTER=ray settings)")
+    cl.add_argument("action", choices=["status", "rebalance"])
+    cl.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -174,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "verify-journal":
         return uvloop.run(verify_journal_cmd(settings, args.session_id))
+    if args.command == "cluster":
+        return asyncio.run(cluster_cmd(settings, args.action, args.json))
     runner = migrate if args.command == "migrate" else serve
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(runner(settings))

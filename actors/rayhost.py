@@ -47,6 +47,15 @@ Item = tuple[str, Message, bool]  # (actor id, message, wants a reply)
 Result = tuple[str, Any, str]  # ("ok", value, "") | ("err", code, message)
 
 
+def _node_id() -> str | None:
+    """The Ray node this process runs on (None outside Ray)."""
+    ray = _import_ray()
+    if not ray.is_initialized():
+        return None
+    node: str = ray.get_runtime_context().get_node_id()
+    return node
+
+
 def shard_name(index: int) -> str:
     return f"shard-{index}"
 
@@ -102,6 +111,7 @@ class ShardServer:
         host = self.host
         return {
             "shard": self.index,
+            "node_id": _node_id(),
             "epoch": self.epoch,
             "owner": self.owner,
             "pid": os.getpid(),

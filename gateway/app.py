@@ -32,6 +32,7 @@ from gateway.deliveries import SmsSender, WebhookSender
 from gateway.http_api import audit_middleware, errors_middleware, routes
 from gateway.leader import DeliveryLeader
 from gateway.metrics import Metrics
+from gateway.registry import GatewayRegistry
 from gateway.ws import ws_handler
 from media.recorder import RecorderService
 from media.storage import FileStorage, S3Storage, storage_for
@@ -288,11 +289,15 @@ async def cluster_resources(
     )
     services.leader.start()
     app[SERVICES] = services
+    url = settings.public_url or f"http://{settings.host}:{settings.port}"
+    registry = GatewayRegistry(bus.client, host.gateway_id, url, lambda: len(services.connections))
+    registry.start()
     logger.info("gateway %s serving (cluster mode)", host.gateway_id)
     try:
         yield
     finally:
         services.shutting_down = True
+        await registry.stop()
         await services.leader.stop()
         await leases.stop()
         await host.stop()

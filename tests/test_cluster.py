@@ -318,3 +318,81 @@ async def test_double_activation_is_fenced(cluster: Cluster) -> None:
         await pool.close()
     assert report.valid, report.describe()
     del customer
+
+
+async def run_cli(cluster: Cluster, *args: str) -> Any:
+    """`python run.py cluster ... --json` with the gateways' settings."""
+    import json
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "run.py",
+        "cluster",
+        *args,
+        "--json",
+        cwd=str(Path(__file__).resolve().parent.parent),
+        env={**os.environ, **cluster.env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 180)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    return json.loads(out)
+
+
+async def test_status_and_rebalance_onto_a_new_node(cluster: Cluster, ray_cluster: str) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    gw = await cluster.gateway()
+    customer, notary, sid = await assigned_session(gw)
+    await asyncio.sleep(5.5)  # a registry period: the gateway has announced itself
+    report = await run_cli(cluster, "status")
+    assert report["shard_count"] == SHARDS
+    assert sum(s["actors"] for s in report["shards"]) >= 3  # session, notary, matchmaker
+    [(_, entry)] = report["gateways"].items()
+    assert entry["connections"] == 2
+    nodes_before = {n["node_id"] for n in report["nodes"]}
+
+    # An operator adds a node (here: a second raylet on this machine) ...
+    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+    subprocess.run(
+        [
+            ray_cli,
+            "start",
+            f"--address={ray_cluster}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            "--object-store-memory=100000000",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    # ... and rebalances: shards move to it while the session goes on.
+    moves = await run_cli(cluster, "rebalance")
+    report = await run_cli(cluster, "status")
+    new_nodes = {n["node_id"] for n in report["nodes"]} - nodes_before
+    assert new_nodes, report["nodes"]
+    shard_nodes = [s["node_id"] for s in report["shards"]]
+    assert len(set(shard_nodes)) == min(SHARDS, len(report["nodes"])), report["shards"]
+    assert moves and all(m["node_id"] in shard_nodes for m in moves)
+    assert any(node in new_nodes for node in shard_nodes)
+    # The placement is in the shard map, and the map's epoch moved.
+    assert [s["placement"] for s in report["shards"] if s["shard"] == moves[0]["shard"]] == [
+        moves[0]["node_id"]
+    ]
+
+    await retry(
+        customer,
+        "session.join",
+        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
+        "cj-1",
+    )
+    await retry(notary, "session.join", {"session_id": sid, "location": PH}, "nj-1")
+    await run_video_to_completion(customer, notary, sid)
+    names = await journal_names(cluster.database, f"session:{sid}")
+    assert names.count("session.state") == 8

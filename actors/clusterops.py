@@ -1,0 +1,164 @@
+"""Operating the cluster: `python run.py cluster status|rebalance`.
+
+- status: the Ray nodes, each shard (node, process, epoch, actors hosted),
+  and each gateway (address, connections), from Ray, Postgres and Redis.
+- rebalance: spread the shards evenly over the live nodes, moving as few as
+  possible. A move records the new placement in the shard map (its epoch
+  moves, so gateways re-resolve), passivates the shard (every actor
+  snapshotted), stops it, and starts it again on the new node, where it
+  claims a new epoch and re-activates actors on demand from the journal.
+  Requests made during a move get `unavailable` and are retried by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import Any
+
+from actors.rayhost import (
+    connect_ray,
+    settings_payload,
+    shard_actor_class,
+    shard_name,
+    shard_options,
+)
+from config.settings import Settings
+from persistence.shardmap import load_map, place_shard
+
+logger = logging.getLogger(__name__)
+
+
+def alive_nodes() -> list[dict[str, Any]]:
+    import ray
+
+    nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+    return [n for n in nodes if n.get("Alive")]
+
+
+async def shard_infos(namespace: str, count: int) -> list[dict[str, Any]]:
+    import ray
+
+    async def one(k: int) -> dict[str, Any]:
+        try:
+            h = ray.get_actor(shard_name(k), namespace=namespace)
+            info: dict[str, Any] = await asyncio.wait_for(h.info.remote(), 5)
+            return info
+        except Exception as exc:
+            return {"shard": k, "error": f"{type(exc).__name__}: {exc}"}
+
+    return list(await asyncio.gather(*(one(k) for k in range(count))))
+
+
+async def status(settings: Settings, pool: Any) -> dict[str, Any]:
+    connect_ray(settings)
+    shard_map = await load_map(pool)
+    nodes = alive_nodes()
+    shards = await shard_infos(settings.ray_namespace, shard_map.count)
+    gateways: dict[str, Any] = {}
+    if settings.redis_url:
+        import redis.asyncio as aioredis
+
+        from gateway.registry import live_gateways
+
+        client = aioredis.from_url(settings.redis_url, socket_connect_timeout=2)
+        try:
+            gateways = await live_gateways(client)
+        except Exception as exc:
+            gateways = {"error": {"reason": f"Redis unavailable: {exc}"}}
+        finally:
+            await client.aclose()
+    return {
+        "map_epoch": shard_map.epoch,
+        "shard_count": shard_map.count,
+        "nodes": [
+            {
+                "node_id": n["NodeID"],
+                "address": n.get("NodeManagerAddress"),
+                "cpus": n.get("Resources", {}).get("CPU", 0),
+                "shards": sum(1 for s in shards if s.get("node_id") == n["NodeID"]),
+            }
+            for n in nodes
+        ],
+        "shards": [
+            {
+                **s,
+                "placement": shard_map.nodes[s["shard"]] if s["shard"] < shard_map.count else None,
+            }
+            for s in shards
+        ],
+        "gateways": gateways,
+    }
+
+
+def plan_moves(current: dict[int, str | None], nodes: list[str]) -> list[tuple[int, str]]:
+    """Moves that leave every node with floor or ceil(shards / nodes) shards,
+    moving as few shards as possible. `current` maps shard -> node now."""
+    if not nodes:
+        return []
+    count = len(current)
+    base, extra = divmod(count, len(nodes))
+    # The nodes that already hold the most keep the larger quotas.
+    held = Counter(n for n in current.values() if n in nodes)
+    order = sorted(nodes, key=lambda n: (-held[n], n))
+    quota = {n: base + (1 if i < extra else 0) for i, n in enumerate(order)}
+    kept: Counter[str] = Counter()
+    movable: list[int] = []
+    for shard in sorted(current):
+        node = current[shard]
+        if node in quota and kept[node] < quota[node]:
+            kept[node] += 1
+        else:
+            movable.append(shard)
+    moves: list[tuple[int, str]] = []
+    for node in order:
+        while kept[node] < quota[node] and movable:
+            moves.append((movable.pop(0), node))
+            kept[node] += 1
+    return moves
+
+
+async def move_shard(settings: Settings, pool: Any, dsn: str, shard: int, node: str) -> None:
+    import ray
+
+    name = shard_name(shard)
+    await place_shard(pool, shard, node)
+    try:
+        old = ray.get_actor(name, namespace=settings.ray_namespace)
+    except ValueError:
+        old = None
+    if old is not None:
+        try:
+            n: int = await asyncio.wait_for(old.passivate_all.remote(), 30)
+            logger.info("shard %d passivated %d actors", shard, n)
+        except Exception as exc:
+            logger.warning("shard %d could not passivate (%s): moving it anyway", shard, exc)
+        ray.kill(old, no_restart=True)
+        for _ in range(100):  # the name is free once the old actor is gone
+            try:
+                ray.get_actor(name, namespace=settings.ray_namespace)
+            except ValueError:
+                break
+            await asyncio.sleep(0.1)
+    shard_map = await load_map(pool)
+    new = (
+        shard_actor_class()
+        .options(namespace=settings.ray_namespace, **shard_options(shard_map, shard))
+        .remote(shard, settings_payload(settings, dsn))
+    )
+    info = await new.ready.remote()
+    logger.info("shard %d now on node %s (epoch %d)", shard, info["node_id"], info["epoch"])
+
+
+async def rebalance(settings: Settings, pool: Any, dsn: str) -> list[tuple[int, str]]:
+    connect_ray(settings)
+    shard_map = await load_map(pool)
+    infos = await shard_infos(settings.ray_namespace, shard_map.count)
+    current = {i["shard"]: i.get("node_id") for i in infos}
+    nodes = sorted(n["NodeID"] for n in alive_nodes())
+    moves = plan_moves(current, nodes)
+    for shard, node in moves:
+        logger.info("moving shard %d from %s to %s", shard, current[shard], node)
+        await move_shard(settings, pool, dsn, shard, node)
+    return moves
