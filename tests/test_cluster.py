@@ -47,6 +47,8 @@ from tests.server_process import ServerProcess, server_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
+ROOT = Path(__file__).resolve().parent.parent
+
 SHARDS = 2
 LEASE_S = 2.0
 GRACE_S = 1.0
@@ -331,7 +333,7 @@ async def run_cli(cluster: Cluster, *args: str) -> Any:
         "cluster",
         *args,
         "--json",
-        cwd=str(Path(__file__).resolve().parent.parent),
+        cwd=str(ROOT),
         env={**os.environ, **cluster.env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -343,7 +345,6 @@ async def run_cli(cluster: Cluster, *args: str) -> Any:
 
 async def test_status_and_rebalance_onto_a_new_node(cluster: Cluster, ray_cluster: str) -> None:
     import shutil
-    import subprocess
     import sys
 
     gw = await cluster.gateway()
@@ -358,20 +359,19 @@ async def test_status_and_rebalance_onto_a_new_node(cluster: Cluster, ray_cluste
 
     # An operator adds a node (here: a second raylet on this machine) ...
     ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
-    subprocess.run(
-        [
-            ray_cli,
-            "start",
-            f"--address={ray_cluster}",
-            "--node-ip-address=127.0.0.1",
-            "--num-cpus=2",
-            "--object-store-memory=100000000",
-            "--disable-usage-stats",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
+    worker = await asyncio.create_subprocess_exec(
+        ray_cli,
+        "start",
+        f"--address={ray_cluster}",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=2",
+        "--object-store-memory=100000000",
+        "--disable-usage-stats",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
+    _, err = await asyncio.wait_for(worker.communicate(), 120)
+    assert worker.returncode == 0, err.decode()[-2000:]
     # ... and rebalances: shards move to it while the session goes on.
     moves = await run_cli(cluster, "rebalance")
     report = await run_cli(cluster, "status")
