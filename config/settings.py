@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     ray_batch: bool = True
     presence_lease_s: float = Field(15.0, gt=0)
     shard_pool_size: int = Field(4, ge=2, le=100)
+    # Requests per second of one user over all its connections in the cluster.
+    user_rate_limit: float = Field(200.0, gt=0)
     # Recorder actors in the cluster (each a Ray actor with num_cpus=1).
     recorders: int = Field(1, ge=1, le=1000)
     signing_key_file: Path | None = None

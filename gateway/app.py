@@ -32,6 +32,7 @@ from gateway.deliveries import SmsSender, WebhookSender
 from gateway.http_api import audit_middleware, errors_middleware, routes
 from gateway.leader import DeliveryLeader
 from gateway.metrics import Metrics
+from gateway.ratelimit import ClusterRateLimit
 from gateway.registry import GatewayRegistry
 from gateway.ws import ws_handler
 from media.recorder import RecorderService
@@ -75,6 +76,7 @@ class Services:
     # of the one gateway that runs the delivery worker.
     leases: PresenceLeases | None = None
     leader: DeliveryLeader | None = None
+    user_limit: ClusterRateLimit | None = None
     connections: set[Connection] = field(default_factory=set)
     shutting_down: bool = False
 
@@ -279,7 +281,10 @@ async def cluster_resources(
         make_delivery_worker(settings, pool, keys, host),
         metrics,
         leases=leases,
+        user_limit=ClusterRateLimit(bus.client, settings.user_rate_limit),
     )
+    assert services.user_limit is not None
+    services.user_limit.start()
 
     def use_worker(worker: DeliveryWorker) -> None:
         services.deliveries = worker
@@ -298,6 +303,7 @@ async def cluster_resources(
     finally:
         services.shutting_down = True
         await registry.stop()
+        await services.user_limit.stop()
         await services.leader.stop()
         await leases.stop()
         await host.stop()

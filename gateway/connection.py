@@ -323,6 +323,10 @@ class Connection:
         if not allowed:
             self._refuse(rid, "rate_limited", "too many requests; slow down")
             return
+        user_limit = self.services.user_limit
+        if user_limit is not None and not user_limit.allow(self.ident.user_id):
+            self._refuse(rid, "rate_limited", "too many requests from this user; slow down")
+            return
         if len(self._tasks) >= MAX_IN_FLIGHT:
             self._refuse(rid, "rate_limited", "too many requests in flight")
             return
