@@ -566,12 +566,13 @@ async def ensure_shards(settings: Settings, dsn: str, shard_map: ShardMap) -> li
     return infos
 
 
-async def kill_shards(namespace: str, count: int) -> None:
-    """Stop a namespace's shard actors for good (tests, `cluster` tooling)."""
+async def kill_shards(namespace: str, count: int, recorders: int = 1) -> None:
+    """Stop a namespace's shard and recorder actors for good (tests)."""
     ray = _import_ray()
-    for k in range(count):
+    names = [shard_name(k) for k in range(count)] + [recorder_name(i) for i in range(recorders)]
+    for name in names:
         try:
-            h = ray.get_actor(shard_name(k), namespace=namespace)
+            h = ray.get_actor(name, namespace=namespace)
         except ValueError:
             continue
         with contextlib.suppress(Exception):
