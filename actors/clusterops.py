@@ -162,3 +162,105 @@ async def rebalance(settings: Settings, pool: Any, dsn: str) -> list[tuple[int, 
         logger.info("moving shard %d from %s to %s", shard, current[shard], node)
         await move_shard(settings, pool, dsn, shard, node)
     return moves
+
+
+class LocalRayHead:
+    """A Ray head node on loopback in its own temp dir (tests, benchmarks,
+    trying cluster mode on one machine). `stop` ends only its own processes:
+    `ray stop` would end every Ray cluster of the machine."""
+
+    def __init__(self, num_cpus: int = 8) -> None:
+        import tempfile
+
+        self.num_cpus = num_cpus
+        self.temp_dir = tempfile.mkdtemp(prefix="enf-ray-")
+        self.address = ""
+
+    @staticmethod
+    def cli() -> str:
+        import shutil
+        import sys
+        from pathlib import Path
+
+        return shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+
+    def start(self) -> str:
+        import socket
+        import subprocess
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        subprocess.run(
+            [
+                self.cli(),
+                "start",
+                "--head",
+                "--node-ip-address=127.0.0.1",
+                f"--port={port}",
+                f"--num-cpus={self.num_cpus}",
+                "--include-dashboard=false",
+                "--object-store-memory=200000000",
+                "--disable-usage-stats",
+                f"--temp-dir={self.temp_dir}",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=180,
+        )
+        self.address = f"127.0.0.1:{port}"
+        return self.address
+
+    def add_node(self, num_cpus: int = 2) -> None:
+        """A second raylet joining this head (what adding a machine does)."""
+        import subprocess
+
+        subprocess.run(
+            [
+                self.cli(),
+                "start",
+                f"--address={self.address}",
+                "--node-ip-address=127.0.0.1",
+                f"--num-cpus={num_cpus}",
+                "--object-store-memory=100000000",
+                "--disable-usage-stats",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
+
+    def pids(self) -> list[int]:
+        """Processes of this cluster: those naming its temp dir or its port."""
+        import os
+
+        port = self.address.rsplit(":", 1)[-1]
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if self.temp_dir in cmd or (port and f"{self.address}" in cmd):
+                found.append(int(entry))
+        return found
+
+    def stop(self) -> None:
+        import os
+        import shutil
+        import signal
+        import time
+
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in self.pids():
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 5
+            while self.pids() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)

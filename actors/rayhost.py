@@ -307,6 +307,9 @@ def shard_actor_class() -> Any:
         class ShardActor:
             def __init__(self, index: int, payload: dict[str, Any]) -> None:
                 self.server = ShardServer(index, payload, exit_when_fenced=True)
+                # Start at once, also when Ray restarts this process: a call to
+                # ourselves, run as soon as the actor's event loop is up.
+                self._kick = ray.get_runtime_context().current_actor.ready.remote()
 
             async def ready(self) -> dict[str, Any]:
                 return await self.server.ready()
@@ -493,6 +496,9 @@ class RayHost:
         while True:
             await asyncio.sleep(5.0)
             try:
+                # A shard restarted by Ray starts itself; this makes sure of it.
+                for k in range(self.router.count):
+                    self.router.handle(k).ready.remote()
                 before = self.router.map
                 now = await self.router.refresh()
                 if before is not None and now.epoch != before.epoch:
@@ -515,12 +521,15 @@ def connect_ray(settings: Settings) -> None:
     if ray.is_initialized():
         return
     address = settings.ray_address or os.environ.get("RAY_ADDRESS") or "auto"
+    # A cluster on loopback (one machine, tests): stay on loopback too.
+    local = address.split(":")[0] in ("127.0.0.1", "localhost")
     try:
         ray.init(
             address=address,
             namespace=settings.ray_namespace,
             logging_level=logging.WARNING,
             log_to_driver=False,
+            **({"_node_ip_address": "127.0.0.1"} if local else {}),
         )
     except ConnectionError as exc:
         raise RuntimeError(

@@ -83,6 +83,7 @@ def recorder_actor_class() -> Any:
         class RecorderActor:
             def __init__(self, index: int, payload: dict[str, Any]) -> None:
                 self.host = RecorderHost(index, payload)
+                self._kick = ray.get_runtime_context().current_actor.ready.remote()
 
             async def ready(self) -> dict[str, Any]:
                 return await self.host.ready()

@@ -269,31 +269,13 @@ def _embedded_redis() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
-    """A local Ray cluster (head node on loopback) for the run; its address."""
-    import shutil
-    import subprocess
+    """A local Ray cluster (head node on loopback, its own temp dir) for the
+    run; its address. Only its own processes are stopped afterwards."""
+    from actors.clusterops import LocalRayHead
 
-    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
-    port = _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    subprocess.run(
-        [
-            ray_cli,
-            "start",
-            "--head",
-            "--node-ip-address=127.0.0.1",
-            f"--port={port}",
-            "--num-cpus=8",
-            "--include-dashboard=false",
-            "--object-store-memory=200000000",
-            "--disable-usage-stats",
-        ],
-        check=True,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        timeout=120,
-    )
-    address = f"127.0.0.1:{port}"
+    head = LocalRayHead()
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    address = head.start()
     os.environ["RAY_ADDRESS"] = address
     try:
         yield address
@@ -302,7 +284,7 @@ def ray_cluster() -> Iterator[str]:
 
         if ray.is_initialized():
             ray.shutdown()
-        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        head.stop()
         os.environ.pop("RAY_ADDRESS", None)
 
 
