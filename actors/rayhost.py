@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 # How long a shard waits for a missing earlier batch of a sender before it
 # takes the later one (the earlier one was lost with a restarted sender).
 ORDER_WAIT_S = 1.0
+# Calls a sender keeps in flight to one shard; more requests wait for the next
+# call, so under load each call carries more of them.
+MAX_IN_FLIGHT = 2
 
 Item = tuple[str, Message, bool]  # (actor id, message, wants a reply)
 Result = tuple[str, Any, str]  # ("ok", value, "") | ("err", code, message)
@@ -354,6 +357,7 @@ class ShardRouter:
             defaultdict(list)
         )
         self._numbers: defaultdict[int, int] = defaultdict(int)
+        self._in_flight: defaultdict[int, int] = defaultdict(int)
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.calls = 0
@@ -398,22 +402,46 @@ class ShardRouter:
         index = shard_of(actor_id, self.count)
         self._pending[index].append((actor_id, msg, fut))
         if not self.batch:
-            self._flush()
+            self._send(index)
         elif not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
+        """Once per tick: a call to each shard with requests waiting, unless
+        that shard already has MAX_IN_FLIGHT calls out; those requests go with
+        the next call, when one of them returns (batches grow with the load)."""
         self._flush_scheduled = False
-        pending, self._pending = self._pending, defaultdict(list)
-        for index, entries in pending.items():
-            n = self._numbers[index]
-            self._numbers[index] = n + 1
-            task = asyncio.ensure_future(self._call(index, n, entries))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        for index in list(self._pending):
+            if self._in_flight[index] < MAX_IN_FLIGHT:
+                self._send(index)
+
+    def _send(self, index: int) -> None:
+        entries = self._pending.pop(index, None)
+        if not entries:
+            return
+        n = self._numbers[index]
+        self._numbers[index] = n + 1
+        self._in_flight[index] += 1
+        task = asyncio.ensure_future(self._call(index, n, entries))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _returned(self, index: int) -> None:
+        self._in_flight[index] -= 1
+        if self.batch and self._pending.get(index) and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     async def _call(
+        self, index: int, n: int, entries: list[tuple[str, Message, asyncio.Future[Any] | None]]
+    ) -> None:
+        try:
+            await self._call_once(index, n, entries)
+        finally:
+            self._returned(index)
+
+    async def _call_once(
         self, index: int, n: int, entries: list[tuple[str, Message, asyncio.Future[Any] | None]]
     ) -> None:
         items = [(a, m, f is not None) for a, m, f in entries]
@@ -421,6 +449,8 @@ class ShardRouter:
         self.items += len(items)
         try:
             results = await self.handle(index).deliver.remote(self.sender, n, items)
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:
             # The shard died or is restarting (Ray restarts it): nothing sent in
             # this call is known to be applied; the clients retry by id.

@@ -58,6 +58,7 @@ class RecorderHost:
         self.service = RecorderService(
             Path(settings.data_dir) / f"recorder-{self.index}", storage, router.tell
         )
+        await self.service.start()
 
     async def call(self, op: str, args: list[Any]) -> tuple[str, Any, str]:
         await self.ready()

@@ -51,6 +51,11 @@ class RecorderService:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    async def start(self) -> None:
+        """Start the worker now rather than at the first offer (its imports
+        take a second or two, which the first call would otherwise lose)."""
+        await self._ensure()
+
     async def _ensure(self) -> asyncio.subprocess.Process:
         async with self._lock:
             if self._proc is not None and self._proc.returncode is None:

@@ -26,9 +26,6 @@ from tests.test_matching import (  # noqa: F401
     test_request_ttl_cancels_with_no_notary,
     test_same_key_same_session_other_document_conflicts,
 )
-from tests.test_media import (  # noqa: F401 (the recorder is a Ray actor here)
-    test_two_peers_and_the_recorder_produce_a_recording,
-)
 from tests.test_presence import (  # noqa: F401
     test_away_notary_gets_no_offer,
     test_notary_reconnect_grace,
