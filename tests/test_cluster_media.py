@@ -41,7 +41,8 @@ async def test_a_call_recorded_by_a_recorder_actor(
     for t in ready["tracks"]:
         path = Path(urlparse(t["url"]).path)
         # Written by the recorder actor's worker under its own directory.
-        assert path.is_relative_to(tmp_path) and path.stat().st_size == t["bytes"]
+        size = (await asyncio.to_thread(path.stat)).st_size
+        assert path.is_relative_to(tmp_path) and size == t["bytes"]
         assert 1.0 < media_seconds(path) < 10.0
     await notary.call("session.notarize", {"session_id": sid})
     await customer.expect("session.notarized")
