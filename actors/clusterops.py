@@ -119,36 +119,59 @@ def plan_moves(current: dict[int, str | None], nodes: list[str]) -> list[tuple[i
     return moves
 
 
-async def move_shard(settings: Settings, pool: Any, dsn: str, shard: int, node: str) -> None:
+async def stop_shard(settings: Settings, shard: int) -> None:
+    """Passivate the shard (every actor snapshotted) and end its actor for good."""
     import ray
 
     name = shard_name(shard)
-    await place_shard(pool, shard, node)
     try:
         old = ray.get_actor(name, namespace=settings.ray_namespace)
     except ValueError:
-        old = None
-    if old is not None:
+        return
+    try:
+        n: int = await asyncio.wait_for(old.passivate_all.remote(), 30)
+        logger.info("shard %d passivated %d actors", shard, n)
+    except Exception as exc:
+        logger.warning("shard %d could not passivate (%s): moving it anyway", shard, exc)
+    ray.kill(old, no_restart=True)
+    for _ in range(100):  # the name is free once the old actor is gone
         try:
-            n: int = await asyncio.wait_for(old.passivate_all.remote(), 30)
-            logger.info("shard %d passivated %d actors", shard, n)
-        except Exception as exc:
-            logger.warning("shard %d could not passivate (%s): moving it anyway", shard, exc)
-        ray.kill(old, no_restart=True)
-        for _ in range(100):  # the name is free once the old actor is gone
-            try:
-                ray.get_actor(name, namespace=settings.ray_namespace)
-            except ValueError:
-                break
-            await asyncio.sleep(0.1)
-    shard_map = await load_map(pool)
-    new = (
-        shard_actor_class()
-        .options(namespace=settings.ray_namespace, **shard_options(shard_map, shard))
-        .remote(shard, settings_payload(settings, dsn))
-    )
-    info = await new.ready.remote()
-    logger.info("shard %d now on node %s (epoch %d)", shard, info["node_id"], info["epoch"])
+            ray.get_actor(name, namespace=settings.ray_namespace)
+        except ValueError:
+            return
+        await asyncio.sleep(0.1)
+
+
+async def move_shard(
+    settings: Settings, pool: Any, dsn: str, shard: int, node: str, attempts: int = 5
+) -> dict[str, Any]:
+    """Passivate, move, re-activate. The placement is soft (so Ray can restart
+    the shard elsewhere if its node dies), and a node that just joined may not
+    take actors yet: a shard that landed elsewhere is moved again."""
+    await place_shard(pool, shard, node)
+    info: dict[str, Any] = {}
+    for attempt in range(attempts):
+        await stop_shard(settings, shard)
+        shard_map = await load_map(pool)
+        new = (
+            shard_actor_class()
+            .options(namespace=settings.ray_namespace, **shard_options(shard_map, shard))
+            .remote(shard, settings_payload(settings, dsn))
+        )
+        info = await new.ready.remote()
+        if info["node_id"] == node:
+            logger.info("shard %d now on node %s (epoch %d)", shard, node, info["epoch"])
+            return info
+        logger.warning(
+            "shard %d started on %s, not %s (attempt %d): trying again",
+            shard,
+            info["node_id"],
+            node,
+            attempt + 1,
+        )
+        await asyncio.sleep(1.0 + attempt)
+    logger.error("shard %d could not be placed on %s; it runs on %s", shard, node, info["node_id"])
+    return info
 
 
 async def rebalance(settings: Settings, pool: Any, dsn: str) -> list[tuple[int, str]]:

@@ -229,7 +229,8 @@ class ShardServer:
     async def deliver(self, sender: str, n: int, items: list[Item]) -> list[Result]:
         """Post a sender's batch to the mailboxes in the sender's order, then
         wait for the replies wanted."""
-        await self.ready()
+        if self.host is None:
+            await self.ready()
         await self._in_order(sender, n)
         host = self.host
         assert host is not None
