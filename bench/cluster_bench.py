@@ -47,6 +47,7 @@ from bench.run_bench import (  # noqa: E402
     connect_many,
     drive,
     free_port,
+    join_heads,
     prepare_sessions,
     say,
     wait_port,
@@ -77,16 +78,7 @@ async def read_round_trips(
 ) -> Result:
     sessions, _, cust_tokens, keep = await prepare_sessions(url, n)
     socks = await connect_many(http, url, cust_tokens)
-    heads = {}
-    for i, ws in enumerate(socks):
-        await ws.send_str(
-            json.dumps({"id": "j0", "type": "session.join", "data": {"session_id": sessions[i]}})
-        )
-        while True:
-            body = json.loads((await ws.receive()).data)
-            if body.get("re") == "j0":
-                heads[i] = body["data"]["session"]["seq"]
-                break
+    heads = await join_heads(socks, sessions)
     result = await drive(
         name,
         socks,

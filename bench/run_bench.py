@@ -252,6 +252,23 @@ async def prepare_sessions(
     return session_ids, [notary_of[sid] for sid in session_ids], cust_tokens, keep
 
 
+async def join_heads(
+    socks: list[aiohttp.ClientWebSocketResponse], sessions: list[str]
+) -> dict[int, int]:
+    """Each socket joins its session once; the seq of each session's head."""
+    heads = {}
+    for i, ws in enumerate(socks):
+        await ws.send_str(
+            json.dumps({"id": "j0", "type": "session.join", "data": {"session_id": sessions[i]}})
+        )
+        while True:
+            body = json.loads((await ws.receive()).data)
+            if body.get("re") == "j0":
+                heads[i] = body["data"]["session"]["seq"]
+                break
+    return heads
+
+
 def checks_frame(sessions: list[str]) -> Callable[[int, int], dict[str, Any]]:
     return lambda i, k: {
         "type": "checks.record",
@@ -336,16 +353,7 @@ async def server_scenarios(
         )
     # Each customer connection joins its own session once (journaled), then
     # re-joins at the head: a pure read through the session actor.
-    heads = {}
-    for i, ws in enumerate(ping_socks):
-        await ws.send_str(
-            json.dumps({"id": "j0", "type": "session.join", "data": {"session_id": sessions[i]}})
-        )
-        while True:
-            body = json.loads((await ws.receive()).data)
-            if body.get("re") == "j0":
-                heads[i] = body["data"]["session"]["seq"]
-                break
+    heads = await join_heads(ping_socks, sessions)
     if "join" in args.only:
         results.append(
             await drive(

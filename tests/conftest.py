@@ -131,28 +131,38 @@ class Harness:
     _clients: list[EnfClient]
 
 
-@pytest.fixture
-async def make_server(
-    database: str, tmp_path: Path
-) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
-    started: list[Harness] = []
+class Servers:
+    """Servers started in this process for one test, closed after it."""
 
-    async def start(**overrides: Any) -> Harness:
-        settings = make_settings(tmp_path, **overrides)
-        app = create_app(settings, database, JWT_SECRET)
+    def __init__(self, database: str, tmp_path: Path, **base: Any) -> None:
+        self.database, self.tmp_path, self.base = database, tmp_path, base
+        self.started: list[Harness] = []
+
+    async def start(self, **overrides: Any) -> Harness:
+        settings = make_settings(self.tmp_path, **{**self.base, **overrides})
+        app = create_app(settings, self.database, JWT_SECRET)
         server = TestServer(app, host="127.0.0.1", port=0)
         await server.start_server()
         h = Harness(server, settings)
         h._clients = []
-        started.append(h)
+        self.started.append(h)
         return h
 
-    yield start
-    for h in started:
-        for c in h._clients:
-            await c.close()
-        # A server that cannot stop is a failure, not a CI run that never ends.
-        await asyncio.wait_for(h.server.close(), 60)
+    async def close(self) -> None:
+        for h in self.started:
+            for c in h._clients:
+                await c.close()
+            # A server that cannot stop is a failure, not a CI run that never ends.
+            await asyncio.wait_for(h.server.close(), 60)
+
+
+@pytest.fixture
+async def make_server(
+    database: str, tmp_path: Path
+) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
+    servers = Servers(database, tmp_path)
+    yield servers.start
+    await servers.close()
 
 
 @pytest.fixture
@@ -298,30 +308,16 @@ async def make_cluster_server(
     from actors.rayhost import kill_shards
 
     namespace = f"t-{uuid.uuid4().hex[:10]}"
-    started: list[Harness] = []
-
-    async def start(**overrides: Any) -> Harness:
-        overrides = {
-            "cluster": "ray",
-            "redis_url": redis_url,
-            "ray_address": ray_cluster,
-            "ray_namespace": namespace,
-            "shards": 2,
-            "presence_lease_s": 3.0,
-            **overrides,
-        }
-        settings = make_settings(tmp_path, **overrides)
-        app = create_app(settings, database, JWT_SECRET)
-        server = TestServer(app, host="127.0.0.1", port=0)
-        await server.start_server()
-        h = Harness(server, settings)
-        h._clients = []
-        started.append(h)
-        return h
-
-    yield start
-    for h in started:
-        for c in h._clients:
-            await c.close()
-        await asyncio.wait_for(h.server.close(), 60)
+    servers = Servers(
+        database,
+        tmp_path,
+        cluster="ray",
+        redis_url=redis_url,
+        ray_address=ray_cluster,
+        ray_namespace=namespace,
+        shards=2,
+        presence_lease_s=3.0,
+    )
+    yield servers.start
+    await servers.close()
     await kill_shards(namespace, 2)
