@@ -105,9 +105,18 @@ class ShardServer:
         self._resources: list[Any] = []
 
     async def ready(self) -> dict[str, Any]:
+        """Start the shard (once); a start that failed (Postgres or Redis away)
+        is tried again by the next call."""
         if self._starting is None:
             self._starting = asyncio.ensure_future(self._start())
-        await asyncio.shield(self._starting)
+        starting = self._starting
+        try:
+            await asyncio.shield(starting)
+        except Exception:
+            if self._starting is starting and self.host is None:
+                self._starting = None
+                await self.stop()
+            raise
         return self.info()
 
     def info(self) -> dict[str, Any]:
@@ -137,15 +146,18 @@ class ShardServer:
             setup_logging(settings.log_level, settings.log_format)
         assert settings.database_url and settings.redis_url
         pool = await create_pool(settings.database_url, max_size=settings.shard_pool_size)
-        self._resources.append(pool)
+        # Closed by stop(), last opened first (also after a failed start).
+        self._resources = [pool]
         shard_map = await load_map(pool)
         self.epoch = await claim_shard(pool, self.index, self.owner)
         journal = Journal(pool, writers=1, max_batch=settings.journal_max_batch)
         journal.fence = (self.index, self.epoch)
         journal.on_fenced = self._on_fenced
         await journal.start()
+        self._resources.insert(0, journal)
         bus = RedisBus(settings.redis_url)
         await bus.start(subscriber=False)
+        self._resources.insert(0, bus)
         keys = Keys.load(settings.signing_key_file, settings.pii_key_file, settings.data_dir)
         router = ShardRouter(settings, pool, f"shard-{self.index}/{self.owner}", shard_map)
         media = None
@@ -167,8 +179,8 @@ class ShardServer:
         )
         host.ctx.presence = PresenceLeases(bus.client, settings.presence_lease_s)
         await host.start()
+        self._resources.insert(0, host)
         self.host = host
-        self._resources = [host, journal, bus, pool]
         self.started_at = time.monotonic()
         logger.info(
             "shard %d of %d started (epoch %d, %s)",
@@ -177,7 +189,10 @@ class ShardServer:
             self.epoch,
             self.owner,
         )
-        await self._recover(host)
+        try:
+            await self._recover(host)
+        except Exception:
+            logger.exception("shard %d: recovery failed; actors activate on demand", self.index)
 
     async def _recover(self, host: LocalHost) -> None:
         """What must go on without a client, for this shard's actors: the
