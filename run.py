@@ -53,7 +53,12 @@ async def serve(settings: Settings) -> None:
     setup_tracing()
     app = create_app(settings, dsn, secret)
     runner = web.AppRunner(app, shutdown_timeout=3.0, handle_signals=False, access_log=None)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except (RuntimeError, ValueError) as exc:  # a setting or a service that is not there
+        logger.error("cannot start: %s", exc)
+        print(f"cannot start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
     host, port = settings.host, settings.port

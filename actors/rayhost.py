@@ -567,6 +567,16 @@ def connect_ray(settings: Settings) -> None:
     if ray.is_initialized():
         return
     address = settings.ray_address or os.environ.get("RAY_ADDRESS") or "auto"
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit():
+        # Ray retries an unreachable head for minutes; say so at once instead.
+        try:
+            socket.create_connection((host, int(port)), timeout=3).close()
+        except OSError as exc:
+            raise RuntimeError(
+                f"ENF_CLUSTER=ray: no Ray cluster answers at {address} ({exc}). Start one with"
+                " `ray start --head` (README, Running a cluster) or fix RAY_ADDRESS."
+            ) from exc
     # A cluster on loopback (one machine, tests): stay on loopback too.
     local = address.split(":")[0] in ("127.0.0.1", "localhost")
     try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -407,3 +408,36 @@ async def test_status_and_rebalance_onto_a_new_node(cluster: Cluster, ray_cluste
     await run_video_to_completion(customer, notary, sid)
     names = await journal_names(cluster.database, f"session:{sid}")
     assert names.count("session.state") == 8
+
+
+async def test_no_ray_cluster_is_a_clear_error_not_a_private_cluster(
+    database: str, tmp_path: Path, redis_url: str
+) -> None:
+    env = server_env(
+        database,
+        tmp_path,
+        ENF_CLUSTER="ray",
+        ENF_REDIS_URL=redis_url,
+        ENF_RAY_ADDRESS=f"127.0.0.1:{_closed_port()}",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "run.py",
+        cwd=str(ROOT),
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert b"listening" not in out
+    assert b"cannot start: ENF_CLUSTER=ray: no Ray cluster answers at" in err
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port  # nothing listens there once the socket is closed
