@@ -542,9 +542,11 @@ class RayHost:
         while True:
             await asyncio.sleep(5.0)
             try:
-                # A shard restarted by Ray starts itself; this makes sure of it.
-                for k in range(self.router.count):
-                    self.router.handle(k).ready.remote()
+                # A shard restarted by Ray starts itself; this makes sure of it,
+                # and keeps the shards' figures (actors hosted) for /metrics.
+                calls = [self.router.handle(k).ready.remote() for k in range(self.router.count)]
+                with contextlib.suppress(TimeoutError):
+                    self.shard_info = list(await asyncio.wait_for(asyncio.gather(*calls), 4.0))
                 before = self.router.map
                 now = await self.router.refresh()
                 if before is not None and now.epoch != before.epoch:

@@ -99,7 +99,9 @@ class Metrics:
             for st in ("pending", "delivered", "dead"):
                 self.outbox.labels(st).set(outbox.get(st, 0))
         depths = [c.depth for s in services.host.shards for c in s.cells.values()]
-        self.actors.set(len(depths))
+        # Cluster mode: actors live in the shards (their counts as of the last
+        # /ready or map check); mailboxes are not seen from here.
+        self.actors.set(len(depths) or services.host.actor_count())
         self.mailbox_max.set(max(depths, default=0))
         self.mailbox_total.set(sum(depths))
         self.recorder_streams.set(len(services.media.sessions) if services.media else 0)
