@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -80,10 +81,27 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     logger.info("shutting down")
-    await runner.cleanup()
+    # SIGTERM means gone within 10 s: a resource that cannot close in time is
+    # named in the log and left behind (the journal holds what was acknowledged).
+    cleanup = asyncio.ensure_future(runner.cleanup())
+    done, _ = await asyncio.wait({cleanup}, timeout=8)
+    if not done:
+        for t in asyncio.all_tasks():
+            if t is not asyncio.current_task():
+                logger.error("still running at exit: %s", _stack(t))
+        logging.shutdown()
+        os._exit(0)
     shutdown_tracing()
     del embedded  # the embedded Postgres keeps running for the next start
     logger.info("stopped")
+
+
+def _stack(task: asyncio.Task[Any]) -> str:
+    import io
+
+    out = io.StringIO()
+    task.print_stack(limit=8, file=out)
+    return out.getvalue()
 
 
 async def migrate(settings: Settings) -> None:

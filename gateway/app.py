@@ -204,7 +204,7 @@ def create_app(
             await deliveries.stop()
             await journal.stop()
             await audit.stop()
-            await pool.close()
+            await close_pool(pool)
 
     async def close_sockets(app: web.Application) -> None:
         services = app.get(SERVICES)
@@ -310,7 +310,16 @@ async def cluster_resources(
         await journal.stop()
         await audit.stop()
         await bus.stop()
-        await pool.close()
+        await close_pool(pool)
+
+
+async def close_pool(pool: asyncpg.Pool) -> None:
+    """Close gracefully if the connections come back in time, else cut them."""
+    try:
+        await asyncio.wait_for(pool.close(), 5)
+    except TimeoutError:
+        logger.warning("database connections still in use at exit: closing them")
+        pool.terminate()
 
 
 async def recover(services: Services) -> None:
