@@ -25,6 +25,9 @@ import redis.asyncio as aioredis
 logger = logging.getLogger(__name__)
 
 ALL = "enf:leases"
+# A request waits at most this long for Redis to take a lease (it is renewed
+# in the background anyway).
+OP_TIMEOUT_S = 2.0
 
 
 def notary_key(notary_id: str) -> str:
@@ -55,21 +58,21 @@ class PresenceLeases:
                 await self._task
         # A gateway that stops cleanly has closed its sockets: their leases go now.
         with contextlib.suppress(Exception):
-            await self._remove(list(self.held))
+            await asyncio.wait_for(self._remove(list(self.held)), OP_TIMEOUT_S)
         self.held.clear()
 
     async def hold(self, notary_id: str, connection_id: str) -> None:
         """Take the lease before the notary goes online, so its actor finds it."""
         self.held.add((notary_id, connection_id))
         try:
-            await self._write([(notary_id, connection_id)])
+            await asyncio.wait_for(self._write([(notary_id, connection_id)]), OP_TIMEOUT_S)
         except Exception as exc:
             logger.warning("presence lease for %s not written: %s", notary_id, exc)
 
     async def release(self, notary_id: str, connection_id: str) -> None:
         self.held.discard((notary_id, connection_id))
         try:
-            await self._remove([(notary_id, connection_id)])
+            await asyncio.wait_for(self._remove([(notary_id, connection_id)]), OP_TIMEOUT_S)
         except Exception as exc:
             logger.warning("presence lease for %s not removed (it lapses): %s", notary_id, exc)
 

@@ -48,8 +48,10 @@ def backoff(attempt: int, cap: float = 5.0) -> float:
 class RedisBus:
     def __init__(self, url: str) -> None:
         self.url = url
+        # Commands on a connection that died silently give up after 5 s (the
+        # subscriber reads with its own shorter timeout).
         self.client: aioredis.Redis = aioredis.from_url(
-            url, socket_connect_timeout=2.0, health_check_interval=10
+            url, socket_connect_timeout=2.0, socket_timeout=5.0, health_check_interval=10
         )
         self._subs: defaultdict[str, set[Subscriber]] = defaultdict(set)
         self._confirmed: set[str] = set()

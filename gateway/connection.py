@@ -469,14 +469,16 @@ class Connection:
         for topic in list(self.follows):
             self.unfollow(topic)
         self.services.bus.unsubscribe(PRESENCE_TOPIC, self)
-        leases = self.services.leases
         for actor in self.tracked:
-            if leases is not None and actor.startswith("notary:"):
-                await leases.release(actor.split(":", 1)[1], self.id)
             self.services.host.tell(
                 actor,
                 Message("conn_closed", {"connection_id": self.id, "user_id": self.ident.user_id}),
             )
+        leases = self.services.leases
+        if leases is not None:
+            for actor in self.tracked:
+                if actor.startswith("notary:"):
+                    await leases.release(actor.split(":", 1)[1], self.id)
         for task in list(self._tasks):
             task.cancel()
         if self._writer is not None:
