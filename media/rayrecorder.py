@@ -105,8 +105,6 @@ _RECORDER_ACTOR: Any = None
 
 async def ensure_recorders(settings: Settings, payload: dict[str, Any]) -> None:
     """Start the recorder actors that do not exist yet (from a gateway)."""
-    import ray
-
     from actors.rayhost import recorder_name
 
     cls = recorder_actor_class()
@@ -126,7 +124,6 @@ async def ensure_recorders(settings: Settings, payload: dict[str, Any]) -> None:
         )
     await asyncio.gather(*(h.ready.remote() for h in handles))
     logger.info("%d recorder actors ready", len(handles))
-    del ray
 
 
 class RayRecorder:
@@ -171,7 +168,14 @@ class RayRecorder:
 
     def finish(self, session_id: str) -> None:
         task = asyncio.ensure_future(self._call(session_id, "finish", [session_id]))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        task.add_done_callback(_log_finish_failure)
 
     async def stop(self) -> None:
         return None
+
+
+def _log_finish_failure(task: asyncio.Future[Any]) -> None:
+    """The session then waits for its recording until its shard restarts and
+    asks again (recovery of VIDEO_COMPLETED sessions)."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("could not ask the recorder to finish: %s", task.exception())
