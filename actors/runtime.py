@@ -401,20 +401,17 @@ class LocalHost:
     def local_shard(self, actor_id: str) -> Shard | None:
         return self._by_index.get(shard_of(actor_id, self.count))
 
-    def _cell(self, actor_id: str) -> ActorCell:
-        shard = self._by_index.get(shard_of(actor_id, self.count))
+    def _cell(self, actor_id: str, shard: Shard | None = None) -> ActorCell:
+        shard = shard or self.local_shard(actor_id)
         if shard is None:
             raise ProtocolError("unavailable", f"{actor_id} is not hosted here")
         return shard.cell(actor_id)
 
     async def ask(self, actor_id: str, msg: Message, timeout: float = ASK_TIMEOUT_S) -> Any:
-        if (
-            self.remote is not None
-            and actor_id
-            and shard_of(actor_id, self.count) not in (self._by_index)
-        ):
+        shard = self.local_shard(actor_id)
+        if shard is None and self.remote is not None:
             return await self.remote.ask(actor_id, msg, timeout)
-        fut = self._cell(actor_id).post(msg)
+        fut = self._cell(actor_id, shard).post(msg)
         # A timer handle rather than wait_for: this is every request's path.
         timer = asyncio.get_running_loop().call_later(timeout, _time_out, fut, actor_id, msg.kind)
         try:
@@ -423,11 +420,12 @@ class LocalHost:
             timer.cancel()
 
     def tell(self, actor_id: str, msg: Message) -> None:
-        if self.remote is not None and shard_of(actor_id, self.count) not in self._by_index:
+        shard = self.local_shard(actor_id)
+        if shard is None and self.remote is not None:
             self.remote.tell(actor_id, msg)
             return
         try:
-            self._cell(actor_id).tell(msg)
+            self._cell(actor_id, shard).tell(msg)
         except ProtocolError as exc:
             logger.warning("tell %s %s dropped: %s", actor_id, msg.kind, exc.message)
 
