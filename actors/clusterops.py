@@ -234,25 +234,6 @@ class LocalRayHead:
         self.address = f"127.0.0.1:{port}"
         return self.address
 
-    def add_node(self, num_cpus: int = 2) -> None:
-        """A second raylet joining this head (what adding a machine does)."""
-        import subprocess
-
-        subprocess.run(
-            [
-                self.cli(),
-                "start",
-                f"--address={self.address}",
-                "--node-ip-address=127.0.0.1",
-                f"--num-cpus={num_cpus}",
-                "--object-store-memory=100000000",
-                "--disable-usage-stats",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=180,
-        )
-
     def pids(self) -> list[int]:
         """Processes of this cluster: those naming its temp dir or its port."""
         import os
@@ -287,3 +268,24 @@ class LocalRayHead:
             while self.pids() and time.monotonic() < deadline:
                 time.sleep(0.1)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def add_ray_node(address: str, num_cpus: int = 2) -> None:
+    """A second raylet on this machine joining the head at `address` (what
+    adding a machine does); it stops with the head's processes."""
+    import subprocess
+
+    subprocess.run(
+        [
+            LocalRayHead.cli(),
+            "start",
+            f"--address={address}",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={num_cpus}",
+            "--object-store-memory=100000000",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )

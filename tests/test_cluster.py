@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from actors.clusterops import add_ray_node
 from actors.messages import Caller, Message
 from actors.rayhost import ShardServer, connect_ray, kill_shards, settings_payload, shard_name
 from actors.runtime import shard_of
@@ -34,7 +35,7 @@ from gateway.auth import mint_token
 from gateway.client import EnfClient, RequestFailed
 from persistence.pool import create_pool
 from persistence.verify import verify_journal
-from tests.conftest import JWT_SECRET
+from tests.conftest import JWT_SECRET, _free_port
 from tests.flows import (
     PH,
     assert_gapless,
@@ -356,9 +357,6 @@ async def run_cli(cluster: Cluster, *args: str) -> Any:
 
 
 async def test_status_and_rebalance_onto_a_new_node(cluster: Cluster, ray_cluster: str) -> None:
-    import shutil
-    import sys
-
     gw = await cluster.gateway()
     customer, notary, sid = await assigned_session(gw)
     await asyncio.sleep(5.5)  # a registry period: the gateway has announced itself
@@ -370,20 +368,7 @@ async def test_status_and_rebalance_onto_a_new_node(cluster: Cluster, ray_cluste
     nodes_before = {n["node_id"] for n in report["nodes"]}
 
     # An operator adds a node (here: a second raylet on this machine) ...
-    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
-    worker = await asyncio.create_subprocess_exec(
-        ray_cli,
-        "start",
-        f"--address={ray_cluster}",
-        "--node-ip-address=127.0.0.1",
-        "--num-cpus=2",
-        "--object-store-memory=100000000",
-        "--disable-usage-stats",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(worker.communicate(), 120)
-    assert worker.returncode == 0, err.decode()[-2000:]
+    await asyncio.to_thread(add_ray_node, ray_cluster)
     # ... and rebalances: shards move to it while the session goes on.
     moves = await run_cli(cluster, "rebalance")
     report = await run_cli(cluster, "status")
@@ -418,7 +403,7 @@ async def test_no_ray_cluster_is_a_clear_error_not_a_private_cluster(
         tmp_path,
         ENF_CLUSTER="ray",
         ENF_REDIS_URL=redis_url,
-        ENF_RAY_ADDRESS=f"127.0.0.1:{_closed_port()}",
+        ENF_RAY_ADDRESS=f"127.0.0.1:{_free_port()}",  # nothing listens there
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -432,52 +417,3 @@ async def test_no_ray_cluster_is_a_clear_error_not_a_private_cluster(
     assert proc.returncode == 2
     assert b"listening" not in out
     assert b"cannot start: ENF_CLUSTER=ray: no Ray cluster answers at" in err
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port  # nothing listens there once the socket is closed
-
-
-async def test_postgres_connections_cut_under_a_live_session(
-    make_cluster_server: Any, database: str
-) -> None:
-    """Every connection to the database is killed (Postgres restarting, a
-    failover): requests that could not be made durable get `unavailable`,
-    their retries by id go through, and nothing is applied twice."""
-    h = await make_cluster_server()
-    customer, notary, sid = await assigned_session(h)
-    admin = await asyncpg.connect(database)
-    try:
-        cut = await admin.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-    finally:
-        await admin.close()
-    assert cut >= 3  # the gateway's pool and each shard's
-
-    join = {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH}
-    first = await customer.request("session.join", join, id="cj-1", timeout=30)
-    assert first["ok"] or first["error"]["code"] == "unavailable", first
-    await retry(customer, "session.join", join, "cj-1")
-    await retry(notary, "session.join", {"session_id": sid, "location": PH}, "nj-1")
-    await run_video_to_completion(customer, notary, sid)
-    names = await journal_names(database, f"session:{sid}")
-    assert names.count("session.state") == 8
-    conn = await asyncpg.connect(database)
-    try:
-        joined = await conn.fetch(
-            "SELECT data->>'user_id' AS u FROM journal WHERE actor_id = $1"
-            " AND name = 'participant.joined'",
-            f"session:{sid}",
-        )
-    finally:
-        await conn.close()
-    # The customer's join, tried and retried as cj-1 (and joined again later with
-    # nothing new), was applied once.
-    assert [r["u"] for r in joined].count("c1") == 1
