@@ -46,11 +46,11 @@ from bench.run_bench import (  # noqa: E402
     Server,
     connect_many,
     drive,
+    echo_round_trips,
     free_port,
     join_heads,
     prepare_sessions,
     say,
-    wait_port,
 )
 from bench.sections import write_section  # noqa: E402
 from gateway.auth import mint_token  # noqa: E402
@@ -208,15 +208,7 @@ async def main_async(args: argparse.Namespace) -> tuple[list[Result], dict[str, 
     results: list[Result] = []
     density: dict[str, float] = {}
     try:
-        await wait_port(echo_port)
-        echo_socks = await connect_many(http, f"ws://127.0.0.1:{echo_port}/v1/ws", [None] * n)
-        results.append(
-            await drive(
-                "echo (bare aiohttp)", echo_socks, lambda i, k: {"type": "ping", "data": {}}, secs
-            )
-        )
-        for ws in echo_socks:
-            await ws.close()
+        results.append(await echo_round_trips(http, echo_port, n, secs))
         async with Scratch(args.database_url) as db, Server(db.dsn) as server:
             results.append(await read_round_trips(http, "local host", server.url, n, secs))
         for label, batch in (("Ray host, batched", "true"), ("Ray host, unbatched", "false")):

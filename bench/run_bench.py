@@ -135,6 +135,20 @@ async def drive(
     return Result(name, count, seconds, latencies)
 
 
+async def echo_round_trips(
+    http: aiohttp.ClientSession, port: int, n: int, seconds: float
+) -> Result:
+    """The yardstick: the bare echo server on `port`, n connections."""
+    await wait_port(port)
+    socks = await connect_many(http, f"ws://127.0.0.1:{port}/v1/ws", [None] * n)
+    result = await drive(
+        "echo (bare aiohttp)", socks, lambda i, k: {"type": "ping", "data": {}}, seconds
+    )
+    for ws in socks:
+        await ws.close()
+    return result
+
+
 async def connect_many(
     http: aiohttp.ClientSession, url: str, tokens: Sequence[str | None]
 ) -> list[aiohttp.ClientWebSocketResponse]:
@@ -419,15 +433,7 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
     # limit=0: the default connector caps a session at 100 sockets.
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     try:
-        await wait_port(echo_port)
-        echo_socks = await connect_many(http, f"ws://127.0.0.1:{echo_port}/v1/ws", [None] * n)
-        results.append(
-            await drive(
-                "echo (bare aiohttp)", echo_socks, lambda i, k: {"type": "ping", "data": {}}, secs
-            )
-        )
-        for ws in echo_socks:
-            await ws.close()
+        results.append(await echo_round_trips(http, echo_port, n, secs))
         async with Scratch(args.database_url) as db:
             async with Server(db.dsn) as server:
                 results += await server_scenarios(http, args, server.url)
