@@ -417,3 +417,43 @@ async def test_no_ray_cluster_is_a_clear_error_not_a_private_cluster(
     assert proc.returncode == 2
     assert b"listening" not in out
     assert b"cannot start: ENF_CLUSTER=ray: no Ray cluster answers at" in err
+
+
+async def test_postgres_connections_cut_under_a_live_session(
+    make_cluster_server: Any, database: str
+) -> None:
+    """Every connection to the database is killed (Postgres restarting, a
+    failover): requests that could not be made durable get `unavailable`,
+    their retries by id go through, and nothing is applied twice."""
+    h = await make_cluster_server()
+    customer, notary, sid = await assigned_session(h)
+    admin = await asyncpg.connect(database)
+    try:
+        cut = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
+    assert cut >= 3  # the gateway's pool and each shard's
+
+    join = {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH}
+    first = await customer.request("session.join", join, id="cj-1", timeout=30)
+    assert first["ok"] or first["error"]["code"] == "unavailable", first
+    await retry(customer, "session.join", join, "cj-1")
+    await retry(notary, "session.join", {"session_id": sid, "location": PH}, "nj-1")
+    await run_video_to_completion(customer, notary, sid)
+    names = await journal_names(database, f"session:{sid}")
+    assert names.count("session.state") == 8
+    conn = await asyncpg.connect(database)
+    try:
+        joined = await conn.fetch(
+            "SELECT data->>'user_id' AS u FROM journal WHERE actor_id = $1"
+            " AND name = 'participant.joined'",
+            f"session:{sid}",
+        )
+    finally:
+        await conn.close()
+    # The customer's join, tried and retried as cj-1 (and joined again later with
+    # nothing new), was applied once.
+    assert [r["u"] for r in joined].count("c1") == 1
