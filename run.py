@@ -23,6 +23,7 @@ from typing import Any
 
 from config.logging import setup_logging
 from config.settings import Settings
+from core.ids import session_address
 
 logger = logging.getLogger("enf")
 
@@ -126,7 +127,7 @@ async def verify_journal_cmd(settings: Settings, target: str) -> int:
 
     actor_id = target
     with contextlib.suppress(ValueError):
-        actor_id = f"session:{uuid.UUID(target)}"
+        actor_id = session_address(str(uuid.UUID(target)))
     dsn, _embedded = resolve_database(settings)
     pool = await create_pool(dsn, min_size=1, max_size=1)
     try:
@@ -170,7 +171,7 @@ def verify_envelope_cmd(settings: Settings, path: str, public_key: str | None) -
 async def cluster_cmd(settings: Settings, action: str, as_json: bool) -> int:
     import json
 
-    from actors import clusterops
+    from cluster import ops as clusterops
     from persistence.pool import create_pool
 
     dsn, _embedded = resolve_database(settings)

@@ -10,7 +10,7 @@ import logging
 from collections import defaultdict
 from typing import Protocol
 
-from actors.messages import Delivery
+from core.messages import Delivery
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import msgpack
 
-from actors.messages import Caller, Delivery, Message, Reply
-from actors.runtime import Actor, ActorContext
-from gateway.protocol import now_iso
+from actors.actor import Actor, ActorContext
+from core.clock import now_iso
+from core.messages import Caller, Delivery, Message, Reply
 from persistence.journal import (
     GENESIS_HASH,
     Append,

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from actors.messages import Caller, Message
-from actors.runtime import Actor, ActorContext
+from actors.actor import Actor, ActorContext
 from actors.scoring import Candidate, Criteria, candidate_from_profile, rank
-from gateway.protocol import ProtocolError, iso
+from core.clock import iso
+from core.errors import ProtocolError
+from core.ids import notary_address
+from core.messages import Caller, Message
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +127,7 @@ class Matchmaker(Actor):
         if notary_id:
             try:
                 await self.ctx.host.ask(
-                    f"notary:{notary_id}",
+                    notary_address(notary_id),
                     Message("withdraw_offer", {"offer_id": p.offer_id, "reason": "session_closed"}),
                 )
             except ProtocolError as exc:
@@ -178,7 +180,7 @@ class Matchmaker(Actor):
         # reports the outcome with `offer_resolved`.
         try:
             await self.ctx.host.ask(
-                f"notary:{entry[1]}", Message("expire_offer", {"offer_id": offer_id})
+                notary_address(entry[1]), Message("expire_offer", {"offer_id": offer_id})
             )
         except ProtocolError as exc:
             logger.warning("could not expire offer %s: %s; retrying", offer_id, exc.message)
@@ -250,7 +252,7 @@ class Matchmaker(Actor):
         expires = iso(datetime.now(UTC) + timedelta(seconds=timeout))
         try:
             res = await self.ctx.host.ask(
-                f"notary:{notary_id}",
+                notary_address(notary_id),
                 Message(
                     "hold_offer",
                     {

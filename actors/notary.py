@@ -21,12 +21,13 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from actors import lifecycle as L
+from actors.actor import ActorContext
 from actors.eventsourced import EventSourcedActor
-from actors.messages import Caller, Message, Reply
-from actors.runtime import ActorContext
 from actors.scoring import update_ema
-from actors.session import MATCHMAKER
-from gateway.protocol import ProtocolError, iso, parse_iso
+from core.clock import iso, parse_iso
+from core.errors import ProtocolError
+from core.ids import MATCHMAKER, session_address
+from core.messages import Caller, Message, Reply
 from persistence.journal import StoredEvent
 from persistence.outbox import sms_message
 from persistence.projections import Projection
@@ -127,9 +128,10 @@ class NotaryActor(EventSourcedActor):
     async def on_lease_check(self, msg: Message) -> None:
         """A connection whose lease lapsed is gone (its gateway died): the same
         as a close, so the reconnect grace applies."""
-        if not self.conns:
+        presence = self.ctx.presence
+        if not self.conns or presence is None:
             return
-        live = await self.ctx.presence.alive(self.notary_id)
+        live = await presence.alive(self.notary_id)
         if live is not None:
             for conn in self.conns - live:
                 logger.info("notary %s: lease of connection %s lapsed", self.notary_id, conn)
@@ -326,7 +328,8 @@ class NotaryActor(EventSourcedActor):
         if offer_id in self.accepted and self.accepted[offer_id] == self.active_session:
             # Accepted before a crash that lost the reply and its record.
             return Reply(
-                {"session_id": self.active_session}, follow={f"session:{self.active_session}": 0}
+                {"session_id": self.active_session},
+                follow={session_address(self.active_session): 0},
             )
         offer = self._holds(offer_id)
         if datetime.now(UTC) >= parse_iso(offer["expires_at"]):
@@ -335,7 +338,7 @@ class NotaryActor(EventSourcedActor):
         session_id = offer["session_id"]
         try:
             assigned = await self.ctx.host.ask(
-                f"session:{session_id}",
+                session_address(session_id),
                 Message(
                     "assign",
                     {
@@ -363,7 +366,7 @@ class NotaryActor(EventSourcedActor):
         seconds = time.monotonic() - self.offered_at
         avg = update_ema(self._current_avg(), seconds)
         reply = Reply(
-            {"session_id": session_id}, follow={f"session:{session_id}": assigned["seq"] - 1}
+            {"session_id": session_id}, follow={session_address(session_id): assigned["seq"] - 1}
         )
         await self.commit(
             [],

@@ -10,17 +10,18 @@ and it logs the transition.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from actors import lifecycle as L
+from actors.actor import ActorContext
 from actors.eventsourced import EventSourcedActor
-from actors.messages import Caller, Message, Reply
-from actors.runtime import ActorContext
-from gateway.protocol import ProtocolError, iso, now_iso, parse_iso
-from media.storage import sign_path
+from core.clock import iso, now_iso, parse_iso
+from core.errors import ProtocolError
+from core.ids import MATCHMAKER, notary_address
+from core.links import sign_path
+from core.messages import Caller, Message, Reply
 from persistence.book import book_entry
 from persistence.envelopes import build_envelope, envelope_statement
 from persistence.journal import StoredEvent
@@ -29,19 +30,6 @@ from persistence.outbox import sms_message, webhook_event
 from persistence.projections import SESSIONS, Projection
 
 logger = logging.getLogger(__name__)
-
-_NAMESPACE = uuid.UUID("5b0f6f1e-6b0e-4c57-9d0a-2f1c1a3e0e11")
-MATCHMAKER = "matchmaker"
-
-
-def session_id_for(customer_id: str, idempotency_key: str) -> str:
-    """The session a customer's idempotency key names: the same key always
-    reaches the same actor, which makes `session.request` idempotent."""
-    return str(uuid.uuid5(_NAMESPACE, f"{customer_id}\n{idempotency_key}"))
-
-
-def actor_id(session_id: str) -> str:
-    return f"session:{session_id}"
 
 
 class SessionActor(EventSourcedActor):
@@ -319,7 +307,9 @@ class SessionActor(EventSourcedActor):
             host.tell(MATCHMAKER, Message("session_closed", {"session_id": self.session_id}))
         enp = self.state.get("enp_id")
         if enp and st in L.RELEASES_NOTARY:
-            host.tell(f"notary:{enp}", Message("session_ended", {"session_id": self.session_id}))
+            host.tell(
+                notary_address(enp), Message("session_ended", {"session_id": self.session_id})
+            )
         self._notify(st)
 
     # The platform design's notifications, for people (the events say the same
@@ -983,4 +973,4 @@ def _matching_request(s: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-__all__ = ["SessionActor", "actor_id", "now_iso", "session_id_for"]
+__all__ = ["SessionActor"]

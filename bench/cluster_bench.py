@@ -68,7 +68,7 @@ def cluster_env(ray_address: str, redis_url: str, **extra: str) -> dict[str, str
 
 
 async def kill_namespace(env: dict[str, str], shards: int) -> None:
-    from actors.rayhost import kill_shards
+    from cluster.raycluster import kill_shards
 
     await kill_shards(env["ENF_RAY_NAMESPACE"], shards)
 
@@ -106,7 +106,7 @@ def rss_bytes(pid: int) -> int:
 async def shard_info(namespace: str) -> dict[str, Any]:
     import ray
 
-    from actors.rayhost import shard_name
+    from cluster.raycluster import shard_name
 
     info: dict[str, Any] = await ray.get_actor(shard_name(0), namespace=namespace).info.remote()
     return info
@@ -191,11 +191,11 @@ async def density_and_reactivation(
 
 
 async def main_async(args: argparse.Namespace) -> tuple[list[Result], dict[str, float]]:
-    from actors.rayhost import connect_ray
+    from cluster.raycluster import connect_ray
     from config.settings import Settings
 
     n, secs = args.connections, args.seconds
-    from actors.clusterops import LocalRayHead
+    from cluster.ops import LocalRayHead
 
     head = None if args.ray_address else LocalRayHead()
     ray_address = args.ray_address or head.start()  # type: ignore[union-attr]

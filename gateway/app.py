@@ -9,79 +9,41 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import asyncpg
 from aiohttp import web
 
-from actors import lifecycle as L
 from actors.bus import LocalBus
-from actors.leases import PresenceLeases
-from actors.matchmaker import Matchmaker
-from actors.messages import Message
-from actors.notary import NotaryActor
-from actors.rayhost import RayHost
-from actors.redisbus import RedisBus
-from actors.runtime import Actor, LocalHost
-from actors.session import SessionActor
+from actors.kinds import ACTOR_KINDS
+from actors.localhost import LocalHost
+from actors.recovery import recover
+from cluster.leases import PresenceLeases
+from cluster.ratelimit import ClusterRateLimit
+from cluster.raycluster import settings_payload
+from cluster.rayhost import RayHost
+from cluster.rayrecorder import ensure_recorders
+from cluster.redisbus import RedisBus
+from cluster.registry import GatewayRegistry
 from config.settings import Settings
+from delivery.leader import DeliveryLeader
+from delivery.senders import SmsSender, WebhookSender
+from delivery.worker import DeliveryWorker, Sender
 from gateway import protocol as P
-from gateway.deliveries import SmsSender, WebhookSender
 from gateway.http_api import audit_middleware, errors_middleware, routes
-from gateway.leader import DeliveryLeader
 from gateway.metrics import Metrics
-from gateway.ratelimit import ClusterRateLimit
-from gateway.registry import GatewayRegistry
+from gateway.services import SERVICES, Services
 from gateway.ws import ws_handler
 from media.recorder import RecorderService
-from media.storage import FileStorage, S3Storage, storage_for
+from media.storage import storage_for
 from media.twilio_video import Credentials, TwilioVideo
 from persistence.audit import AuditLog
 from persistence.journal import Journal
 from persistence.keys import Keys
 from persistence.migrate import apply_migrations
-from persistence.outbox import DeliveryWorker, Sender
 from persistence.pool import create_pool
 
-if TYPE_CHECKING:
-    from gateway.connection import Connection
-
 logger = logging.getLogger(__name__)
-
-ACTOR_KINDS: dict[str, type[Actor]] = {
-    "session": SessionActor,
-    "notary": NotaryActor,
-    "matchmaker": Matchmaker,
-}
-
-
-@dataclass
-class Services:
-    settings: Settings
-    jwt_secret: str
-    pool: asyncpg.Pool
-    journal: Journal
-    bus: LocalBus | RedisBus
-    host: LocalHost | RayHost
-    keys: Keys
-    audit: AuditLog
-    storage: FileStorage | S3Storage
-    media: RecorderService | None
-    video: TwilioVideo | None
-    deliveries: DeliveryWorker
-    metrics: Metrics
-    # Cluster mode: the presence leases this gateway renews, and the election
-    # of the one gateway that runs the delivery worker.
-    leases: PresenceLeases | None = None
-    leader: DeliveryLeader | None = None
-    user_limit: ClusterRateLimit | None = None
-    connections: set[Connection] = field(default_factory=set)
-    shutting_down: bool = False
-
-
-SERVICES = web.AppKey("services", Services)
 
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -165,10 +127,9 @@ def create_app(
                 callback_url=base.rstrip("/") + "/webhooks/twilio/status",
                 api_base=settings.twilio_api_base,
             )
-        host = LocalHost(settings, journal, bus, ACTOR_KINDS, keys, media, video)
-        await host.start()
         metrics = Metrics()
-        host.ctx.metrics = metrics
+        host = LocalHost(settings, journal, bus, ACTOR_KINDS, keys, media, video, metrics=metrics)
+        await host.start()
         journal.on_batch = metrics.observe_batch
         audit = AuditLog(pool)
         await audit.start()
@@ -191,7 +152,7 @@ def create_app(
             metrics,
         )
         app[SERVICES] = services
-        await recover(services)
+        await recover(host, journal)
         try:
             yield
         finally:
@@ -256,9 +217,6 @@ async def cluster_resources(
     host = RayHost(settings, pool, dsn)
     await host.start()
     if settings.recording != "off":
-        from actors.rayhost import settings_payload
-        from media.rayrecorder import ensure_recorders
-
         await ensure_recorders(settings, settings_payload(settings, dsn))
     leases = PresenceLeases(bus.client, settings.presence_lease_s)
     leases.start()
@@ -320,16 +278,3 @@ async def close_pool(pool: asyncpg.Pool) -> None:
     except TimeoutError:
         logger.warning("database connections still in use at exit: closing them")
         pool.terminate()
-
-
-async def recover(services: Services) -> None:
-    """After a start (or a crash), pick up what must go on without a client:
-    the Matchmaker's queue, request expiry timers, unfinished finalisation."""
-    await services.host.ask("matchmaker", Message("presence_list"))
-    rows = await services.pool.fetch(
-        "SELECT session_id FROM sessions WHERE state = ANY($1)", list(L.RECOVER_ON_START)
-    )
-    for row in rows:
-        services.host.tell(f"session:{row['session_id']}", Message("recover"))
-    if rows:
-        logger.info("recovering %d sessions", len(rows))

@@ -8,8 +8,8 @@ from typing import Any, cast
 
 import jwt
 
-from actors.messages import Role
-from gateway.protocol import ProtocolError
+from core.errors import ProtocolError
+from core.messages import Role
 
 ROLES: frozenset[str] = frozenset({"customer", "enp", "admin"})
 MAX_IAT_SKEW_S = 60

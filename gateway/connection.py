@@ -20,23 +20,24 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from actors.messages import Caller, Delivery, Message, Reply
 from config import logging as log_context
 from config import tracing
+from core.clock import now_iso
+from core.errors import ErrorCode, ProtocolError
+from core.ids import session_address
+from core.messages import Caller, Delivery, Message, Reply
 from gateway import protocol as P
 from gateway.auth import Identity
 from gateway.codec import Codec, DecodeError
 from gateway.metrics import request_label
 from gateway.requests import parse
+from gateway.services import Services
 from persistence.audit import AuditRecord, resource_of
 from persistence.journal import Unavailable
-
-if TYPE_CHECKING:
-    from gateway.app import Services
 
 logger = logging.getLogger(__name__)
 
@@ -331,18 +332,18 @@ class Connection:
             self._refuse(rid, "rate_limited", "too many requests in flight")
             return
         if kind == "ping":
-            self.send(P.reply_ok(rid, {"server_time": P.now_iso()}))
+            self.send(P.reply_ok(rid, {"server_time": now_iso()}))
             return
         if self.services.shutting_down:
             self._refuse(rid, "unavailable", "server shutting down: retry after reconnecting", kind)
             return
         try:
             spec, data, actor = parse(kind, msg.get("data"), self.ident)
-        except P.ProtocolError as exc:
+        except ProtocolError as exc:
             # Audited against the session it named, if it named one.
             named = msg.get("data")
             sid = named.get("session_id") if isinstance(named, dict) else None
-            target = f"session:{sid[:64]}" if isinstance(sid, str) and sid else None
+            target = session_address(sid[:64]) if isinstance(sid, str) and sid else None
             self._refuse(rid, exc.code, exc.message, kind, target)
             return
         self._spawn(self._request(rid, kind, spec.kind or kind, data, actor))
@@ -350,7 +351,7 @@ class Connection:
     def _refuse(
         self,
         rid: Any,
-        code: P.ErrorCode,
+        code: ErrorCode,
         message: str,
         kind: str | None = None,
         actor: str | None = None,
@@ -419,7 +420,7 @@ class Connection:
                 with tracing.span(f"enf.request {kind}", None, type=kind, actor=actor):
                     result = await self.services.host.ask(actor, Message(msg_kind, data, caller))
                 reply = result if isinstance(result, Reply) else Reply(result or {})
-            except P.ProtocolError as exc:
+            except ProtocolError as exc:
                 self._refuse(rid, exc.code, exc.message, kind, actor)
             except Exception:
                 self.log.exception("request %s failed", kind)

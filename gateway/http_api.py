@@ -10,25 +10,26 @@ import logging
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 from urllib.parse import quote, unquote
 
 from aiohttp import web
 from pydantic import Field, StringConstraints, ValidationError, field_validator
 
 from actors import lifecycle as L
-from actors.messages import Caller, Message
 from config import logging as log_context
-from gateway import protocol as P
+from core.clock import iso
+from core.errors import HTTP_STATUS, ErrorCode, ProtocolError
+from core.ids import notary_address, session_address
+from core.links import LINK_TTL_S, check_path, sign_path
+from core.messages import Caller, Message
 from gateway.auth import Identity, bearer, verify_token
 from gateway.requests import LatLng, Model, Text
-from media.storage import LINK_TTL_S, FileStorage, check_path, sign_path
+from gateway.services import SERVICES, Services
+from media.storage import FileStorage
 from persistence import book, outbox
 from persistence.audit import COLUMNS, AuditRecord
 from persistence.keys import PiiCorrupt, PiiKeyMismatch, mask, verify_signed
-
-if TYPE_CHECKING:
-    from gateway.app import Services
 
 logger = logging.getLogger(__name__)
 
@@ -36,26 +37,24 @@ routes = web.RouteTableDef()
 IDENTITY = web.RequestKey("identity", Identity)
 
 
-def error_response(code: P.ErrorCode, message: str) -> web.Response:
+def error_response(code: ErrorCode, message: str) -> web.Response:
     return web.json_response(
-        {"error": {"code": code, "message": message}}, status=P.HTTP_STATUS[code]
+        {"error": {"code": code, "message": message}}, status=HTTP_STATUS[code]
     )
 
 
 def _services(request: web.Request) -> Services:
-    from gateway.app import SERVICES
-
     return request.app[SERVICES]
 
 
 def _identity(request: web.Request, *roles: str) -> Identity:
     token = bearer(request.headers.get("Authorization"))
     if token is None:
-        raise P.ProtocolError("unauthorized", "send Authorization: Bearer <token>")
+        raise ProtocolError("unauthorized", "send Authorization: Bearer <token>")
     ident = verify_token(token, _services(request).jwt_secret)
     request[IDENTITY] = ident
     if roles and ident.role not in roles:
-        raise P.ProtocolError("forbidden", f"not allowed for role {ident.role}")
+        raise ProtocolError("forbidden", f"not allowed for role {ident.role}")
     return ident
 
 
@@ -63,7 +62,7 @@ async def _json_body(request: web.Request) -> Any:
     try:
         return await request.json(loads=lambda s: json.loads(s, parse_constant=_bad_constant))
     except (ValueError, UnicodeDecodeError):
-        raise P.ProtocolError("bad_request", "the body must be JSON") from None
+        raise ProtocolError("bad_request", "the body must be JSON") from None
 
 
 def _bad_constant(name: str) -> Any:
@@ -72,20 +71,20 @@ def _bad_constant(name: str) -> Any:
 
 def _validate(model: type[Model], body: Any) -> Any:
     if not isinstance(body, dict):
-        raise P.ProtocolError("bad_request", "the body must be a JSON object")
+        raise ProtocolError("bad_request", "the body must be a JSON object")
     try:
         return model.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise P.ProtocolError("bad_request", f"{where}: {first['msg']}") from None
+        raise ProtocolError("bad_request", f"{where}: {first['msg']}") from None
 
 
 def _session_id(request: web.Request) -> str:
     try:
         return str(uuid.UUID(request.match_info["id"]))
     except ValueError:
-        raise P.ProtocolError("not_found", "no such session") from None
+        raise ProtocolError("not_found", "no such session") from None
 
 
 def _may_see(ident: Identity, row: Any) -> bool:
@@ -151,13 +150,13 @@ async def audit_middleware(request: web.Request, handler: Any) -> web.StreamResp
 async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         return await handler(request)  # type: ignore[no-any-return]
-    except P.ProtocolError as exc:
+    except ProtocolError as exc:
         logger.info("%s %s refused: %s %s", request.method, request.path, exc.code, exc.message)
         return error_response(exc.code, exc.message)
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.content_type != "application/json":
-            codes: dict[int, P.ErrorCode] = {404: "not_found", 413: "too_large"}
-            code: P.ErrorCode = codes.get(exc.status, "bad_request")
+            codes: dict[int, ErrorCode] = {404: "not_found", 413: "too_large"}
+            code: ErrorCode = codes.get(exc.status, "bad_request")
             return web.json_response(
                 {"error": {"code": code, "message": exc.reason}}, status=exc.status
             )
@@ -189,7 +188,7 @@ async def ready(request: web.Request) -> web.Response:
     if services.settings.cluster == "ray":
         # What needs Redis (events, presence) says so; requests still work.
         checks["redis"] = getattr(services.bus, "status", "ok")
-        checks["ray"] = await services.host.health()  # type: ignore[union-attr]
+        checks["ray"] = await services.host.health()
     elif services.settings.redis_url:
         checks["redis"] = await _redis_check(services.settings.redis_url)
     ok = all(v == "ok" for v in checks.values()) and not services.shutting_down
@@ -249,7 +248,7 @@ class Favorites(Model):
 def _user_id(request: web.Request) -> str:
     uid = request.match_info["id"]
     if not 0 < len(uid) <= 128 or ":" in uid:
-        raise P.ProtocolError("bad_request", "invalid id")
+        raise ProtocolError("bad_request", "invalid id")
     return uid
 
 
@@ -262,14 +261,16 @@ async def put_notary(request: web.Request) -> web.Response:
     shown = dict(profile)
     if "notify_sms" in profile:  # a phone number: sealed at rest
         shown["notify_sms"] = mask(profile["notify_sms"])
-        profile["notify_sms"] = services.keys.pii.seal(profile["notify_sms"], f"notary:{notary_id}")
+        profile["notify_sms"] = services.keys.pii.seal(
+            profile["notify_sms"], notary_address(notary_id)
+        )
     await services.pool.execute(
         "INSERT INTO notaries (notary_id, profile) VALUES ($1, $2) ON CONFLICT (notary_id)"
         " DO UPDATE SET profile = $2, updated_at = now()",
         notary_id,
         profile,
     )
-    services.host.tell(f"notary:{notary_id}", Message("profile_updated"))
+    services.host.tell(notary_address(notary_id), Message("profile_updated"))
     logger.info("notary profile %s updated", notary_id)
     return web.json_response({"notary_id": notary_id, "profile": shown})
 
@@ -279,7 +280,7 @@ async def put_favorites(request: web.Request) -> web.Response:
     ident = _identity(request, "admin", "customer")
     customer_id = _user_id(request)
     if ident.role == "customer" and ident.user_id != customer_id:
-        raise P.ProtocolError("forbidden", "you may only change your own favorites")
+        raise ProtocolError("forbidden", "you may only change your own favorites")
     body = _validate(Favorites, await _json_body(request))
     ids = list(dict.fromkeys(body.notary_ids))
     await _services(request).pool.execute(
@@ -299,11 +300,11 @@ async def list_sessions(request: web.Request) -> web.Response:
     _identity(request, "admin")
     state = request.query.get("state")
     if state is not None and state not in L.STATES:
-        raise P.ProtocolError("bad_request", f"state must be one of {', '.join(L.STATES)}")
+        raise ProtocolError("bad_request", f"state must be one of {', '.join(L.STATES)}")
     try:
         limit = min(1000, max(1, int(request.query.get("limit", "200"))))
     except ValueError:
-        raise P.ProtocolError("bad_request", "limit must be an integer") from None
+        raise ProtocolError("bad_request", "limit must be an integer") from None
     pool = _services(request).pool
     if state is None:
         rows = await pool.fetch(
@@ -324,7 +325,7 @@ async def get_session(request: web.Request) -> web.Response:
     session_id = _session_id(request)
     caller = Caller(ident.user_id, ident.role, kyc_verified=ident.kyc_verified, claims=ident.claims)
     snap = await _services(request).host.ask(
-        f"session:{session_id}", Message("snapshot", {}, caller)
+        session_address(session_id), Message("snapshot", {}, caller)
     )
     return web.json_response(snap)
 
@@ -338,8 +339,8 @@ async def get_journal(request: web.Request) -> web.Response:
         "SELECT customer_id, enp_id FROM sessions WHERE session_id = $1", session_id
     )
     if not _may_see(ident, row):
-        raise P.ProtocolError("not_found", "no such session")
-    events = await services.journal.read(f"session:{session_id}")
+        raise ProtocolError("not_found", "no such session")
+    events = await services.journal.read(session_address(session_id))
     return web.json_response(
         {"session_id": session_id, "events": [e.with_hashes() for e in events]}
     )
@@ -364,12 +365,12 @@ async def get_envelope(request: web.Request) -> web.Response:
         envelope_id,
     )
     if not _may_see(ident, row):
-        raise P.ProtocolError("not_found", "no such envelope")
+        raise ProtocolError("not_found", "no such envelope")
     try:
         signed = services.keys.pii.open(row["sealed"], envelope_id)
     except (PiiKeyMismatch, PiiCorrupt) as exc:
         logger.error("envelope %s cannot be opened: %s", envelope_id, exc)
-        raise P.ProtocolError("unavailable", f"the envelope cannot be opened: {exc}") from None
+        raise ProtocolError("unavailable", f"the envelope cannot be opened: {exc}") from None
     return web.json_response(signed)
 
 
@@ -377,9 +378,7 @@ async def get_envelope(request: web.Request) -> web.Response:
 async def verify_envelope(request: web.Request) -> web.Response:
     body = await _json_body(request)
     if not isinstance(body, dict) or not {"envelope", "signature", "key_id"} <= body.keys():
-        raise P.ProtocolError(
-            "bad_request", "post a signed envelope: {envelope, signature, key_id}"
-        )
+        raise ProtocolError("bad_request", "post a signed envelope: {envelope, signature, key_id}")
     valid, reason = verify_signed(body, [_services(request).keys.signer.public])
     return web.json_response({"valid": True} if valid else {"valid": False, "reason": reason})
 
@@ -389,15 +388,15 @@ async def get_book(request: web.Request) -> web.StreamResponse:
     ident = _identity(request, "enp", "admin")
     notary_id = _user_id(request)
     if ident.role == "enp" and ident.user_id != notary_id:
-        raise P.ProtocolError("forbidden", "you may only export your own notarial book")
+        raise ProtocolError("forbidden", "you may only export your own notarial book")
     month = request.query.get("month") or datetime.now(UTC).strftime("%Y-%m")
     try:
         start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
     except ValueError:
-        raise P.ProtocolError("bad_request", "month must be YYYY-MM") from None
+        raise ProtocolError("bad_request", "month must be YYYY-MM") from None
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "csv"):
-        raise P.ProtocolError("bad_request", "format must be json or csv")
+        raise ProtocolError("bad_request", "format must be json or csv")
     end = (start + timedelta(days=32)).replace(day=1)
     services = _services(request)
     rows = await services.pool.fetch(
@@ -411,7 +410,7 @@ async def get_book(request: web.Request) -> web.StreamResponse:
         entries = [book.export_entry(r, services.keys.pii) for r in rows]
     except (PiiKeyMismatch, PiiCorrupt) as exc:
         logger.error("notarial book of %s cannot be opened: %s", notary_id, exc)
-        raise P.ProtocolError("unavailable", f"the book cannot be opened: {exc}") from None
+        raise ProtocolError("unavailable", f"the book cannot be opened: {exc}") from None
     if fmt == "csv":
         return web.Response(
             text=book.to_csv(entries, notary_id, month),
@@ -432,7 +431,7 @@ async def get_audit(request: web.Request) -> web.StreamResponse:
     q = request.query
     fmt = q.get("format", "json")
     if fmt not in ("json", "csv"):
-        raise P.ProtocolError("bad_request", "format must be json or csv")
+        raise ProtocolError("bad_request", "format must be json or csv")
     where: list[str] = []
     args: list[Any] = []
     for name, column, op in (("from", "at", ">="), ("to", "at", "<")):
@@ -440,7 +439,7 @@ async def get_audit(request: web.Request) -> web.StreamResponse:
             try:
                 value = datetime.fromisoformat(q[name].replace("Z", "+00:00"))
             except ValueError:
-                raise P.ProtocolError("bad_request", f"{name} must be an ISO 8601 time") from None
+                raise ProtocolError("bad_request", f"{name} must be an ISO 8601 time") from None
             if value.tzinfo is None:
                 value = value.replace(tzinfo=UTC)
             args.append(value)
@@ -469,7 +468,7 @@ async def get_audit(request: web.Request) -> web.StreamResponse:
     async with services.pool.acquire() as conn, conn.transaction():
         async for r in conn.cursor(sql, *args, prefetch=500):
             row = {c: r[c] for c in columns}
-            row["at"] = P.iso(row["at"])
+            row["at"] = iso(row["at"])
             if fmt == "csv":
                 out = io.StringIO()
                 csv.writer(out).writerow(
@@ -501,10 +500,10 @@ async def get_recording_link(request: web.Request) -> web.Response:
         "SELECT customer_id, enp_id, snapshot FROM sessions WHERE session_id = $1", session_id
     )
     if not _may_see(ident, row):
-        raise P.ProtocolError("not_found", "no such session")
+        raise ProtocolError("not_found", "no such session")
     recording = (row["snapshot"] or {}).get("recording")
     if not recording:
-        raise P.ProtocolError("not_found", "this session has no finished recording")
+        raise ProtocolError("not_found", "this session has no finished recording")
     url = recording["url"]
     link = services.storage.link(url, LINK_TTL_S)
     if link is not None:
@@ -513,9 +512,7 @@ async def get_recording_link(request: web.Request) -> web.Response:
         name = unquote(url.rsplit("/", 1)[-1])  # the file's name, as the route decodes it
         path, expires = sign_path(services.jwt_secret, f"/v1/recordings/{session_id}/{quote(name)}")
         link = str(request.url.origin()) + path
-    return web.json_response(
-        {"url": link, "expires_at": P.iso(datetime.fromtimestamp(expires, UTC))}
-    )
+    return web.json_response({"url": link, "expires_at": iso(datetime.fromtimestamp(expires, UTC))})
 
 
 @routes.get("/v1/recordings/{id}/{name}")
@@ -531,13 +528,13 @@ async def get_recording_file(request: web.Request) -> web.StreamResponse:
         request.query.get("sig", ""),
     )
     if why is not None:
-        raise P.ProtocolError("forbidden", f"recording link refused: {why}")
+        raise ProtocolError("forbidden", f"recording link refused: {why}")
     storage = _services(request).storage
     if not isinstance(storage, FileStorage) or "/" in name or name.startswith("."):
-        raise P.ProtocolError("not_found", "no such recording")
+        raise ProtocolError("not_found", "no such recording")
     file = storage.path_of((storage.root / session_id / name).resolve().as_uri())
     if file is None:
-        raise P.ProtocolError("not_found", "no such recording")
+        raise ProtocolError("not_found", "no such recording")
     return web.FileResponse(file, headers={"Content-Type": "video/x-matroska"})
 
 
@@ -550,7 +547,7 @@ async def twilio_status(request: web.Request) -> web.Response:
     services = _services(request)
     video = services.video
     if video is None:
-        raise P.ProtocolError("not_found", "ENF_VIDEO_PROVIDER is not twilio")
+        raise ProtocolError("not_found", "ENF_VIDEO_PROVIDER is not twilio")
     form = await request.post()
     params = {k: str(v) for k, v in form.items()}
     base = services.settings.public_url
@@ -558,7 +555,7 @@ async def twilio_status(request: web.Request) -> web.Response:
     signature = request.headers.get("X-Twilio-Signature", "")
     if not signature or not video.valid(url, params, signature):
         logger.warning("twilio callback refused: bad signature (%s)", params.get("CallbackSid"))
-        raise P.ProtocolError("forbidden", "bad X-Twilio-Signature")
+        raise ProtocolError("forbidden", "bad X-Twilio-Signature")
     logger.info("twilio %s for room %s", params.get("StatusCallbackEvent"), params.get("RoomName"))
     video.on_callback(params)
     return web.Response(status=204)
@@ -576,16 +573,16 @@ async def get_shared_envelope(request: web.Request) -> web.Response:
         request.query.get("sig", ""),
     )
     if why is not None:
-        raise P.ProtocolError("forbidden", f"envelope link refused: {why}")
+        raise ProtocolError("forbidden", f"envelope link refused: {why}")
     sealed = await services.pool.fetchval(
         "SELECT sealed FROM envelopes WHERE envelope_id = $1", envelope_id
     )
     if sealed is None:
-        raise P.ProtocolError("not_found", "no such envelope")
+        raise ProtocolError("not_found", "no such envelope")
     try:
         return web.json_response(services.keys.pii.open(sealed, envelope_id))
     except (PiiKeyMismatch, PiiCorrupt) as exc:
-        raise P.ProtocolError("unavailable", f"the envelope cannot be opened: {exc}") from None
+        raise ProtocolError("unavailable", f"the envelope cannot be opened: {exc}") from None
 
 
 # -- deliveries (the outbox) -------------------------------------------------------------
@@ -599,7 +596,7 @@ _DELIVERY_COLUMNS = (
 def _delivery(row: Any) -> dict[str, Any]:
     out = {k: row[k] for k in row.keys()}
     for k in ("next_attempt_at", "created_at", "delivered_at"):
-        out[k] = P.iso(out[k]) if out[k] is not None else None
+        out[k] = iso(out[k]) if out[k] is not None else None
     payload = dict(out["payload"])
     if "to" in payload:  # sealed personal data stays sealed here
         payload["to"] = "[sealed]"
@@ -612,7 +609,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
     _identity(request, "admin")
     status = request.query.get("status")
     if status is not None and status not in ("pending", "delivered", "dead"):
-        raise P.ProtocolError("bad_request", "status must be pending, delivered or dead")
+        raise ProtocolError("bad_request", "status must be pending, delivered or dead")
     where, args = [], []
     if status:
         args.append(status)
@@ -635,7 +632,7 @@ async def get_delivery(request: web.Request) -> web.Response:
         f"SELECT {_DELIVERY_COLUMNS} FROM outbox WHERE id = $1", request.match_info["id"]
     )
     if row is None:
-        raise P.ProtocolError("not_found", "no such delivery")
+        raise ProtocolError("not_found", "no such delivery")
     return web.json_response(_delivery(row))
 
 
@@ -650,8 +647,8 @@ async def replay_delivery(request: web.Request) -> web.Response:
             "SELECT status FROM outbox WHERE id = $1", delivery_id
         )
         if exists is None:
-            raise P.ProtocolError("not_found", "no such delivery")
-        raise P.ProtocolError("conflict", f"only dead letters are replayed (this one is {exists})")
+            raise ProtocolError("not_found", "no such delivery")
+        raise ProtocolError("conflict", f"only dead letters are replayed (this one is {exists})")
     logger.info("delivery %s replayed by %s", delivery_id, ident.user_id)
     services.deliveries.wake()
     fresh = await services.pool.fetchrow(

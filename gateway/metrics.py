@@ -19,7 +19,7 @@ from actors import lifecycle as L
 from gateway.requests import REQUESTS
 
 if TYPE_CHECKING:
-    from gateway.app import Services
+    from gateway.services import Services
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class Metrics:
                 self.offers.labels(st).set(offers.get(st, 0))
             for st in ("pending", "delivered", "dead"):
                 self.outbox.labels(st).set(outbox.get(st, 0))
-        depths = [c.depth for s in services.host.shards for c in s.cells.values()]
+        depths = services.host.mailbox_depths()
         # Cluster mode: actors live in the shards (their counts as of the last
         # /ready or map check); mailboxes are not seen from here.
         self.actors.set(len(depths) or services.host.actor_count())

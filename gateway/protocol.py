@@ -1,36 +1,12 @@
-"""The vocabulary of the wire contract: error codes, close codes, envelopes.
-
-Everything a client can observe is named here once (PROTOCOL.md §3, §8).
-"""
+"""The transport's part of the wire contract: subprotocols, frame limit,
+close codes and reply envelopes (PROTOCOL.md §3, §8). Error codes and
+times are the whole server's vocabulary: `core.errors`, `core.clock`."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 
-ErrorCode = Literal[
-    "bad_request",
-    "unauthorized",
-    "forbidden",
-    "not_found",
-    "conflict",
-    "rate_limited",
-    "too_large",
-    "unavailable",
-    "internal",
-]
-
-HTTP_STATUS: Final[dict[str, int]] = {
-    "bad_request": 400,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "not_found": 404,
-    "conflict": 409,
-    "too_large": 413,
-    "rate_limited": 429,
-    "unavailable": 503,
-    "internal": 500,
-}
+from core.errors import ErrorCode
 
 SUBPROTOCOL_JSON: Final = "enf.v1.json"
 SUBPROTOCOL_MSGPACK: Final = "enf.v1.msgpack"
@@ -46,31 +22,6 @@ CLOSE_NO_HELLO: Final = 4408
 CLOSE_FLOOD: Final = 4429
 
 HELLO_TIMEOUT_S: Final = 5.0
-
-
-class ProtocolError(Exception):
-    """A refusal that goes back to the client as `{"ok": false, "error": …}`."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code: ErrorCode = code
-        self.message = message
-
-    def to_dict(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
-
-
-def now_iso() -> str:
-    """UTC time with millisecond precision, the one format used on the wire."""
-    return iso(datetime.now(UTC))
-
-
-def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
-
-def parse_iso(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def reply_ok(request_id: Any, data: dict[str, Any]) -> dict[str, Any]:

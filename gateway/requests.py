@@ -23,10 +23,10 @@ from pydantic import (
     model_validator,
 )
 
-from actors.messages import Role
-from actors.session import session_id_for
+from core.errors import ProtocolError
+from core.ids import notary_address, session_address, session_id_for
+from core.messages import Role
 from gateway.auth import Identity
-from gateway.protocol import ProtocolError
 
 
 def _no_nul(v: str) -> str:
@@ -191,7 +191,7 @@ class Spec:
 
 
 def _own_notary(ident: Identity, _: Any) -> str:
-    return f"notary:{ident.user_id}"
+    return notary_address(ident.user_id)
 
 
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -200,16 +200,16 @@ _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 def _session(_: Identity, data: Any) -> str:
     sid = data.session_id
     if _CANONICAL_UUID.fullmatch(sid):
-        return f"session:{sid}"
+        return session_address(sid)
     try:
         canonical = str(uuid.UUID(sid))
     except ValueError:
         raise ProtocolError("not_found", "no such session") from None
-    return f"session:{canonical}"
+    return session_address(canonical)
 
 
 def _new_session(ident: Identity, data: Any) -> str:
-    return f"session:{session_id_for(ident.user_id, data.idempotency_key)}"
+    return session_address(session_id_for(ident.user_id, data.idempotency_key))
 
 
 def _matchmaker(_: Identity, __: Any) -> str:
@@ -291,7 +291,7 @@ def parse(kind: str, data: Any, ident: Identity) -> tuple[Spec, dict[str, Any], 
     if clean is not None:
         if ident.role not in spec.roles:
             raise ProtocolError("forbidden", f"{kind} is not allowed for role {ident.role}")
-        return spec, clean, f"session:{clean['session_id']}"
+        return spec, clean, session_address(clean["session_id"])
     return parse_with_model(spec, kind, data, ident)
 
 

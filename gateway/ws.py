@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
+from core.errors import ProtocolError
 from gateway import protocol as P
 from gateway.auth import Identity, bearer, verify_token
 from gateway.codec import Codec, DecodeError, codec_for
 from gateway.connection import Connection
 from gateway.http_api import error_response
-
-if TYPE_CHECKING:
-    from gateway.app import Services
+from gateway.services import SERVICES, Services
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +25,6 @@ def _too_big(msg_data: str | bytes) -> bool:
 
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
-    from gateway.app import SERVICES
-
     services: Services = request.app[SERVICES]
     if services.shutting_down:
         return error_response("unavailable", "server is shutting down")
@@ -37,7 +33,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     if token is not None:
         try:
             ident = verify_token(token, services.jwt_secret)
-        except P.ProtocolError as exc:
+        except ProtocolError as exc:
             logger.info("refused header token from %s: %s", request.remote, exc.message)
             return error_response("unauthorized", exc.message)
 
@@ -115,14 +111,14 @@ async def _hello(
     try:
         hello = codec.decode(msg.data)
         if not isinstance(hello, dict) or hello.get("type") != "hello":
-            raise P.ProtocolError("unauthorized", "the first frame must be hello")
+            raise ProtocolError("unauthorized", "the first frame must be hello")
         data = hello.get("data")
         token = data.get("token") if isinstance(data, dict) else None
         if not isinstance(token, str):
-            raise P.ProtocolError("unauthorized", "hello needs data.token")
+            raise ProtocolError("unauthorized", "hello needs data.token")
         return verify_token(token, secret)
-    except (P.ProtocolError, DecodeError) as exc:
-        text = exc.message if isinstance(exc, P.ProtocolError) else str(exc)
+    except (ProtocolError, DecodeError) as exc:
+        text = exc.message if isinstance(exc, ProtocolError) else str(exc)
         logger.info("refused hello from %s: %s", remote, text)
         await ws.close(code=P.CLOSE_BAD_TOKEN, message=text[:120].encode())
         return None

@@ -20,8 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from actors.messages import Message
-from gateway.protocol import ProtocolError
+from core.errors import ProtocolError
+from core.ids import session_address
+from core.messages import Message
 from media.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ class RecorderService:
         task.add_done_callback(self._finishing.discard)
 
     async def _finish(self, session_id: str) -> None:
-        actor = f"session:{session_id}"
+        actor = session_address(session_id)
         reported: list[dict[str, Any]] = []
         if session_id in self.sessions:
             try:
@@ -185,7 +186,7 @@ class RecorderService:
             logger.exception("keeping the partial recording of %s failed", session_id)
             tracks = []
         self._tell(
-            f"session:{session_id}",
+            session_address(session_id),
             Message("recording_failed", {"reason": reason, "tracks": tracks}),
         )
 
@@ -204,7 +205,7 @@ class RecorderService:
                 fut.set_result(msg)
             elif msg.get("op") == "started":
                 self._tell(
-                    f"session:{msg['session_id']}",
+                    session_address(msg["session_id"]),
                     Message("recording_started", {"user_id": msg["user_id"]}),
                 )
             elif msg.get("op") == "error":

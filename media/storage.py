@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
+from core.links import LINK_TTL_S
+
 CHUNK = 8 * 1024 * 1024  # multipart part size (S3's minimum is 5 MiB)
-LINK_TTL_S = 15 * 60
 
 
 @dataclass(frozen=True)
@@ -148,29 +147,6 @@ def storage_for(url: str, endpoint_url: str | None = None) -> FileStorage | S3St
 
 
 # -- signed links for file:// recordings ----------------------------------------------
-
-
-def _mac(secret: str, path: str, expires: int) -> str:
-    return hmac.new(secret.encode(), f"{path}:{expires}".encode(), hashlib.sha256).hexdigest()
-
-
-def sign_path(secret: str, path: str, ttl_s: int = LINK_TTL_S) -> tuple[str, int]:
-    """`path?expires=…&sig=…` valid for `ttl_s` seconds; and the expiry."""
-    expires = int(time.time()) + ttl_s
-    return f"{path}?expires={expires}&sig={_mac(secret, path, expires)}", expires
-
-
-def check_path(secret: str, path: str, expires: str, sig: str) -> str | None:
-    """None if the link is good, else why not."""
-    try:
-        exp = int(expires)
-    except ValueError:
-        return "bad expiry"
-    if exp < time.time():
-        return "the link has expired"
-    if not hmac.compare_digest(_mac(secret, path, exp).encode(), sig.encode()):
-        return "bad signature"
-    return None
 
 
 def remove_tree(path: Path) -> None:

@@ -25,18 +25,18 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
-from twilio.http.async_http_client import AsyncTwilioHttpClient
-from twilio.http.response import Response
 from twilio.jwt.access_token import AccessToken
 from twilio.jwt.access_token.grants import VideoGrant
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from yarl import URL
 
-from actors.messages import Message
+from config.twilio import rebase, twilio_http_client
+from core.ids import session_address
+from core.messages import Message
 from media.recorder import Tell
 from media.storage import FileStorage, S3Storage
 
@@ -44,23 +44,6 @@ logger = logging.getLogger(__name__)
 
 TOKEN_TTL_S = 15 * 60
 VIDEO_API = "https://video.twilio.com"
-
-
-class _RebasedClient(AsyncTwilioHttpClient):  # type: ignore[misc]
-    """The library's async client, sending requests to another base URL."""
-
-    def __init__(self, base: str) -> None:
-        super().__init__()
-        self._base = urlsplit(base)
-
-    async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
-        return await super().request(method, rebase(url, self._base), *args, **kwargs)
-
-
-def rebase(url: str, base: SplitResult) -> str:
-    parts = urlsplit(url)
-    prefix = base.path.rstrip("/")
-    return urlunsplit((base.scheme, base.netloc, prefix + parts.path, parts.query, ""))
 
 
 @dataclass
@@ -108,8 +91,9 @@ class TwilioVideo:
         self.work_dir = work_dir
         self.callback_url = callback_url
         self.api_base = api_base
-        http = _RebasedClient(api_base) if api_base else AsyncTwilioHttpClient()
-        self.client = Client(creds.account_sid, creds.auth_token, http_client=http)
+        self.client = Client(
+            creds.account_sid, creds.auth_token, http_client=twilio_http_client(api_base)
+        )
         self.validator = RequestValidator(creds.auth_token)
         self.rooms: dict[str, Room] = {}  # by session id
         self._tasks: set[asyncio.Task[None]] = set()
@@ -167,7 +151,7 @@ class TwilioVideo:
         if event == "recording-started" and rec:
             if not room.started:
                 self._tell(
-                    f"session:{session_id}",
+                    session_address(session_id),
                     Message("recording_started", {"user_id": p.get("ParticipantIdentity")}),
                 )
             room.started.add(rec)
@@ -243,7 +227,7 @@ class TwilioVideo:
         if room.started - room.failed - set(room.stored):
             return  # tracks still being completed or downloaded
         room.reported = True
-        actor = f"session:{room.session_id}"
+        actor = session_address(room.session_id)
         tracks = list(room.stored.values())
         if tracks and not room.failed:
             self._tell(actor, Message("recording_finished", {"tracks": tracks}))

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from gateway.protocol import iso, parse_iso
+from core.clock import iso, parse_iso
 from persistence.keys import PiiCipher
 
 # Entry numbers come from a per-notary counter row, locked by the upsert, so

@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from gateway.protocol import iso, parse_iso
+from core.clock import iso, parse_iso
+from core.ids import session_address
 from persistence.book import party_countries
 from persistence.keys import Keys
 
@@ -89,7 +90,7 @@ def build_envelope(
             "party_countries": countries,
         },
         "journal": {
-            "actor_id": f"session:{session_id}",
+            "actor_id": session_address(session_id),
             "seq": journal_seq,
             "head_hash": journal_head,
         },

@@ -27,7 +27,7 @@ from typing import Any
 import asyncpg
 
 from config import tracing
-from gateway.protocol import iso, parse_iso
+from core.clock import iso, parse_iso
 from persistence.projections import OUTBOX, TABLES, Projection, ProjectionTable
 
 logger = logging.getLogger(__name__)

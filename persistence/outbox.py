@@ -1,4 +1,4 @@
-"""The transactional outbox and its delivery worker.
+"""The transactional outbox: its rows and every query over them.
 
 Rows are written by actors in the same transaction as the journal events
 that cause them (a batched projection table, `persistence.projections.OUTBOX`),
@@ -6,30 +6,19 @@ so an event for the outside world exists exactly when its cause does. Each
 row's id is derived from its cause (session, seq, type, recipient): a
 re-commit cannot produce a second id, and receivers dedupe on it.
 
-The worker delivers the oldest pending row of each stream (one destination of
-one session), so order is kept per stream while streams proceed in parallel.
-Failures are retried with exponential backoff and full jitter; permanent
-failures (4xx other than 408/429) and rows out of attempts are dead-lettered
-with the reason, for an admin to inspect and replay. A circuit breaker per
-destination stops hammering a receiver that is down, and probes it back.
+The worker that delivers them is delivery.worker; what it reads and writes
+here: the head of each pending stream, and a row's outcome.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import random
-import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 
-from actors.messages import Message
 from persistence.projections import OUTBOX, Projection
 
 logger = logging.getLogger(__name__)
@@ -81,97 +70,6 @@ def sms_message(
     return Projection(OUTBOX, (eid, f"sms:{stream}", session_id, "sms", "sms", payload, recipient))
 
 
-# -- sending -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Outcome:
-    ok: bool
-    permanent: bool = False
-    error: str | None = None
-    postpone_s: float | None = None  # not an attempt: try again later (e.g. not configured)
-
-
-class Sender(Protocol):
-    key: str  # the destination, for its circuit breaker
-
-    async def send(self, row: asyncpg.Record) -> Outcome: ...
-
-
-def http_outcome(status: int, body: str = "") -> Outcome:
-    if 200 <= status < 300:
-        return Outcome(True)
-    detail = f"HTTP {status}" + (f": {body[:200]}" if body else "")
-    if 400 <= status < 500 and status not in (408, 429):
-        return Outcome(False, permanent=True, error=detail)
-    return Outcome(False, error=detail)
-
-
-class CircuitBreaker:
-    """Closed; open after `threshold` failures in a row, for `cooldown_s`
-    (doubling, up to `max_cooldown_s`); then one probe (half-open): its
-    success closes it, its failure opens it again."""
-
-    def __init__(
-        self, threshold: int = 5, cooldown_s: float = 5.0, max_cooldown_s: float = 300.0
-    ) -> None:
-        self.threshold, self.base, self.max = threshold, cooldown_s, max_cooldown_s
-        self.failures = 0
-        self.opened_at: float | None = None
-        self.cooldown = cooldown_s
-        self.probing = False
-
-    @property
-    def state(self) -> str:
-        if self.opened_at is None:
-            return "closed"
-        return "half-open" if time.monotonic() >= self.opened_at + self.cooldown else "open"
-
-    def allow(self) -> bool:
-        st = self.state
-        if st == "closed":
-            return True
-        if st == "half-open" and not self.probing:
-            self.probing = True
-            return True
-        return False
-
-    def retry_in(self) -> float:
-        if self.opened_at is None:
-            return 0.0
-        return max(0.1, self.opened_at + self.cooldown - time.monotonic())
-
-    def record(self, ok: bool) -> None:
-        if ok:
-            self.failures, self.opened_at, self.cooldown, self.probing = 0, None, self.base, False
-            return
-        self.failures += 1
-        if self.probing:  # the probe failed: open again, for longer
-            self.cooldown = min(self.max, self.cooldown * 2)
-            self.opened_at, self.probing = time.monotonic(), False
-        elif self.opened_at is None and self.failures >= self.threshold:
-            self.opened_at = time.monotonic()
-            logger.warning("circuit open after %d failures in a row", self.failures)
-
-
-def short_reason(detail: str | None) -> str | None:
-    """What goes into events and logs: the status or code, not the receiver's
-    text (which may repeat a phone number); the detail stays in the outbox row
-    for admins."""
-    if detail is None:
-        return None
-    return detail.split(":", 1)[0].strip()
-
-
-def backoff_s(attempts: int, base: float, cap: float) -> float:
-    """Full jitter (AWS architecture blog): uniform in [0, min(cap, base*2^n))."""
-    return random.uniform(0, min(cap, base * 2 ** max(0, attempts - 1)))
-
-
-# -- the worker ---------------------------------------------------------------------
-
-Tell = Callable[[str, Message], None]
-
 _DUE = (
     "SELECT * FROM (SELECT DISTINCT ON (stream) id, stream, session_id, destination, type,"
     " payload, recipient, attempts, next_attempt_at FROM outbox WHERE status = 'pending'"
@@ -179,188 +77,59 @@ _DUE = (
 )
 
 
-@dataclass
-class DeliveryStats:
-    attempts: int = 0
-    delivered: int = 0
-    failures: int = 0
-    dead: int = 0
+async def due(pool: asyncpg.Pool, limit: int) -> list[asyncpg.Record]:
+    """The oldest pending row of each stream whose time has come."""
+    rows: list[asyncpg.Record] = await pool.fetch(_DUE, limit)
+    return rows
 
 
-class DeliveryWorker:
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        senders: dict[str, Sender | None],
-        tell: Tell,
-        *,
-        max_attempts: int,
-        base_s: float,
-        cap_s: float,
-        concurrency: int = 32,
-        why_missing: dict[str, str] | None = None,
-        breaker: tuple[int, float] = (5, 5.0),
-    ) -> None:
-        self._pool = pool
-        self._senders = senders
-        self._tell = tell
-        self.max_attempts, self.base_s, self.cap_s = max_attempts, base_s, cap_s
-        self._sem = asyncio.Semaphore(concurrency)
-        self._busy: set[str] = set()
-        # When each stream's last delivery ended: rows fetched before that may
-        # be stale (already delivered) and are skipped until the next fetch.
-        self._ended: dict[str, float] = {}
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.breakers: dict[str, CircuitBreaker] = {}
-        self._breaker = breaker
-        self.why_missing = why_missing or {}
-        self.stats = DeliveryStats()
+async def mark_delivered(pool: asyncpg.Pool, delivery_id: str, attempts: int) -> None:
+    await pool.execute(
+        "UPDATE outbox SET status = 'delivered', attempts = $2, delivered_at = now(),"
+        " last_error = NULL WHERE id = $1",
+        delivery_id,
+        attempts,
+    )
 
-    def wake(self) -> None:
-        self._wake.set()
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="delivery-worker")
+async def mark_dead(pool: asyncpg.Pool, delivery_id: str, attempts: int, why: str | None) -> None:
+    await pool.execute(
+        "UPDATE outbox SET status = 'dead', attempts = $2, last_error = $3 WHERE id = $1",
+        delivery_id,
+        attempts,
+        why,
+    )
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        if tasks:  # a sender stuck on a dead peer must not hold up shutdown
-            await asyncio.wait(tasks, timeout=5)
-        for sender in self._senders.values():
-            close = getattr(sender, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    await close()
 
-    async def _run(self) -> None:
-        while True:
-            fetched_at = time.monotonic()
-            try:
-                rows = await self._pool.fetch(_DUE, 200)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning("outbox unavailable: %s", exc)
-                await asyncio.sleep(1.0)
-                continue
-            for row in rows:
-                if row["stream"] in self._busy or self._ended.get(row["stream"], 0) > fetched_at:
-                    continue
-                self._busy.add(row["stream"])
-                task = asyncio.create_task(self._deliver(row))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 0.5)
-            self._wake.clear()
+async def reschedule(
+    pool: asyncpg.Pool, delivery_id: str, attempts: int, error: str, delay_s: float
+) -> None:
+    await pool.execute(
+        "UPDATE outbox SET attempts = $2, last_error = $3, next_attempt_at = $4"
+        " WHERE id = $1 AND status = 'pending'",
+        delivery_id,
+        attempts,
+        error,
+        datetime.now(UTC) + timedelta(seconds=delay_s),
+    )
 
-    async def _deliver(self, row: asyncpg.Record) -> None:
-        try:
-            async with self._sem:
-                await self._attempt(row)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("delivery of %s failed unexpectedly", row["id"])
-            with contextlib.suppress(Exception):
-                await self._reschedule(row, row["attempts"], "internal error", 5.0)
-        finally:
-            self._busy.discard(row["stream"])
-            now = time.monotonic()
-            self._ended[row["stream"]] = now
-            if len(self._ended) > 10_000:
-                self._ended = {k: t for k, t in self._ended.items() if now - t < 60}
-            self._wake.set()
 
-    async def _attempt(self, row: asyncpg.Record) -> None:
-        dest = row["destination"]
-        sender = self._senders.get(dest)
-        if sender is None:
-            reason = self.why_missing.get(dest, f"no sender for {dest}")
-            await self._reschedule(row, row["attempts"], reason, 60.0)
-            return
-        breaker = self.breakers.get(sender.key)
-        if breaker is None:
-            breaker = self.breakers[sender.key] = CircuitBreaker(*self._breaker)
-        if not breaker.allow():
-            await self._reschedule(
-                row, row["attempts"], f"circuit open for {sender.key}", breaker.retry_in()
-            )
-            return
-        self.stats.attempts += 1
-        try:
-            outcome = await sender.send(row)
-        except Exception as exc:  # a sender bug must not lose the row
-            logger.exception("sender %s raised", dest)
-            outcome = Outcome(False, error=f"{type(exc).__name__}: {exc}")
-        if outcome.postpone_s is not None:
-            await self._reschedule(
-                row, row["attempts"], outcome.error or "later", outcome.postpone_s
-            )
-            return
-        breaker.record(outcome.ok or outcome.permanent)
-        attempts = row["attempts"] + 1
-        if outcome.ok:
-            self.stats.delivered += 1
-            await self._pool.execute(
-                "UPDATE outbox SET status = 'delivered', attempts = $2, delivered_at = now(),"
-                " last_error = NULL WHERE id = $1",
-                row["id"],
-                attempts,
-            )
-            self._report(row, "delivered", None)
-            return
-        self.stats.failures += 1
-        if outcome.permanent or attempts >= self.max_attempts:
-            why = outcome.error if outcome.permanent else f"{attempts} attempts: {outcome.error}"
-            self.stats.dead += 1
-            logger.warning("delivery %s dead-lettered: %s", row["id"], short_reason(why))
-            await self._pool.execute(
-                "UPDATE outbox SET status = 'dead', attempts = $2, last_error = $3 WHERE id = $1",
-                row["id"],
-                attempts,
-                why,
-            )
-            self._report(row, "dead_letter", short_reason(why))
-            return
-        await self._reschedule(
-            row, attempts, outcome.error or "failed", backoff_s(attempts, self.base_s, self.cap_s)
-        )
-
-    async def _reschedule(
-        self, row: asyncpg.Record, attempts: int, error: str, delay_s: float
-    ) -> None:
-        await self._pool.execute(
-            "UPDATE outbox SET attempts = $2, last_error = $3, next_attempt_at = $4"
-            " WHERE id = $1 AND status = 'pending'",
-            row["id"],
-            attempts,
-            error,
-            datetime.now(UTC) + timedelta(seconds=delay_s),
-        )
-
-    def _report(self, row: asyncpg.Record, status: str, reason: str | None) -> None:
-        if row["recipient"] is not None and row["session_id"]:
-            self._tell(
-                f"session:{row['session_id']}",
-                Message(
-                    "delivery_result",
-                    {
-                        "recipient": row["recipient"],
-                        "delivery_id": row["id"],
-                        "status": status,
-                        "reason": reason,
-                    },
-                ),
-            )
+async def final_outcomes(pool: asyncpg.Pool, session_id: str) -> list[dict[str, Any]]:
+    """A session's recipient deliveries that are final (delivered or dead)."""
+    rows = await pool.fetch(
+        "SELECT id, recipient, status, last_error FROM outbox WHERE session_id = $1"
+        " AND recipient IS NOT NULL AND status <> 'pending' ORDER BY n",
+        session_id,
+    )
+    return [
+        {
+            "recipient": r["recipient"],
+            "delivery_id": r["id"],
+            "status": "delivered" if r["status"] == "delivered" else "dead_letter",
+            "reason": r["last_error"] if r["status"] == "dead" else None,
+        }
+        for r in rows
+    ]
 
 
 async def replay(pool: asyncpg.Pool, delivery_id: str) -> asyncpg.Record | None:

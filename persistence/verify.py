@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.protocol import iso
+from core.clock import iso
 from persistence.journal import GENESIS_HASH, chain_hash
 
 

@@ -26,7 +26,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from config.settings import Settings  # noqa: E402
-from gateway.app import SERVICES, Services, create_app  # noqa: E402
+from gateway.app import create_app  # noqa: E402
+from gateway.services import SERVICES, Services  # noqa: E402
 from gateway.auth import mint_token  # noqa: E402
 from gateway.client import EnfClient  # noqa: E402
 
@@ -281,7 +282,7 @@ def _embedded_redis() -> Iterator[str]:
 def ray_cluster() -> Iterator[str]:
     """A local Ray cluster (head node on loopback, its own temp dir) for the
     run; its address. Only its own processes are stopped afterwards."""
-    from actors.clusterops import LocalRayHead
+    from cluster.ops import LocalRayHead
 
     head = LocalRayHead()
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
@@ -305,7 +306,7 @@ async def make_cluster_server(
     """Like make_server, with ENF_CLUSTER=ray: the server is a gateway in this
     process, its shards are Ray actors of the local cluster (their own
     namespace, killed afterwards), its events go through Redis."""
-    from actors.rayhost import kill_shards
+    from cluster.raycluster import kill_shards
 
     namespace = f"t-{uuid.uuid4().hex[:10]}"
     servers = Servers(

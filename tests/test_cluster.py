@@ -26,11 +26,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from actors.clusterops import add_ray_node
-from actors.messages import Caller, Message
-from actors.rayhost import ShardServer, connect_ray, kill_shards, settings_payload, shard_name
-from actors.runtime import shard_of
+from cluster.ops import add_ray_node
+from cluster.raycluster import connect_ray, kill_shards, settings_payload, shard_name
+from cluster.shard import ShardServer
 from config.settings import Settings
+from core.ids import shard_of
+from core.messages import Caller, Message
 from gateway.auth import mint_token
 from gateway.client import EnfClient, RequestFailed
 from persistence.pool import create_pool

@@ -8,7 +8,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from gateway.protocol import now_iso
+from core.clock import now_iso
 from persistence.journal import (
     GENESIS_HASH,
     Append,

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlparse
 import aiohttp
 import av
 
-from media.storage import sign_path
+from core.links import sign_path
 from tests.flows import assigned_session, join_both
 from tests.media_peers import Party
 

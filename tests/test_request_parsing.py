@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from core.errors import ProtocolError
 from gateway.auth import Identity
-from gateway.protocol import ProtocolError
 from gateway.requests import REQUESTS, parse, parse_with_model
 
 SID = "0ada666e-d635-5c58-a410-7ed97dfa2e0c"

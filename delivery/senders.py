@@ -1,6 +1,6 @@
 """Outbound deliveries: signed webhooks to ENF_WEBHOOK_URL and text messages
 through Twilio's Messages API. Used by the delivery worker
-(`persistence/outbox.py`), never on a request's path.
+(`delivery/worker.py`), never on a request's path.
 
 Webhook: `POST` with the JSON body `{id, type, session_id, seq, occurred_at,
 data}` and headers `X-ENF-Event-Id`, `X-ENF-Timestamp` (Unix seconds) and
@@ -23,10 +23,13 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+from twilio.base.exceptions import TwilioRestException
+from twilio.rest import Client
 from yarl import URL
 
+from config.twilio import twilio_http_client
+from delivery.worker import Outcome, http_outcome
 from persistence.keys import PiiCipher, is_sealed
-from persistence.outbox import Outcome, http_outcome
 
 logger = logging.getLogger(__name__)
 
@@ -88,15 +91,10 @@ class SmsSender:
     """Twilio's Messages API through the library's async client."""
 
     def __init__(self, pii: PiiCipher, api_base: str | None = None) -> None:
-        from twilio.http.async_http_client import AsyncTwilioHttpClient
-        from twilio.rest import Client
-
-        from media.twilio_video import _RebasedClient
-
         self.pii = pii
         self.from_number = os.environ.get("TWILIO_FROM_NUMBER")
         self.messaging_service = os.environ.get("TWILIO_MESSAGING_SERVICE_SID")
-        http = _RebasedClient(api_base) if api_base else AsyncTwilioHttpClient()
+        http = twilio_http_client(api_base)
         self.client = Client(
             os.environ["TWILIO_ACCOUNT_SID"], os.environ["TWILIO_AUTH_TOKEN"], http_client=http
         )
@@ -113,8 +111,6 @@ class SmsSender:
         return f"SMS not configured: set {', '.join(need)}" if need else None
 
     async def send(self, row: asyncpg.Record) -> Outcome:
-        from twilio.base.exceptions import TwilioRestException
-
         payload = row["payload"]
         to = _open(payload["to"], self.pii, payload.get("context") or row["session_id"] or "")
         if not isinstance(to, str) or not E164.match(to):

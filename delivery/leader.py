@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from persistence.outbox import DeliveryWorker
+from delivery.worker import DeliveryWorker
 
 logger = logging.getLogger(__name__)
 

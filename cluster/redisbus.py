@@ -23,7 +23,7 @@ import msgpack
 import redis.asyncio as aioredis
 
 from actors.bus import Subscriber
-from actors.messages import Delivery
+from core.messages import Delivery
 
 logger = logging.getLogger(__name__)
 

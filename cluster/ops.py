@@ -17,13 +17,11 @@ import logging
 from collections import Counter
 from typing import Any
 
-from actors.rayhost import (
-    connect_ray,
-    settings_payload,
-    shard_actor_class,
-    shard_name,
-    shard_options,
-)
+import redis.asyncio as aioredis
+
+from cluster.raycluster import connect_ray, settings_payload, shard_name, shard_options
+from cluster.registry import live_gateways
+from cluster.shard import shard_actor_class
 from config.settings import Settings
 from persistence.shardmap import load_map, place_shard
 
@@ -58,10 +56,6 @@ async def status(settings: Settings, pool: Any) -> dict[str, Any]:
     shards = await shard_infos(settings.ray_namespace, shard_map.count)
     gateways: dict[str, Any] = {}
     if settings.redis_url:
-        import redis.asyncio as aioredis
-
-        from gateway.registry import live_gateways
-
         client = aioredis.from_url(settings.redis_url, socket_connect_timeout=2)
         try:
             gateways = await live_gateways(client)

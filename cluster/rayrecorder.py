@@ -17,9 +17,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from actors.runtime import shard_of
+from cluster.raycluster import import_ray, recorder_name
+from cluster.router import ShardRouter
 from config.settings import Settings
-from gateway.protocol import ProtocolError
+from core.errors import ProtocolError
+from core.ids import shard_of
+from media.recorder import RecorderService
+from media.storage import storage_for
+from persistence.pool import create_pool
+from persistence.shardmap import load_map
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +50,6 @@ class RecorderHost:
         return {"recorder": self.index, "sessions": len(self.service.sessions)}
 
     async def _start(self) -> None:
-        from actors.rayhost import ShardRouter
-        from media.recorder import RecorderService
-        from media.storage import storage_for
-        from persistence.pool import create_pool
-        from persistence.shardmap import load_map
-
         settings = Settings(**self.payload)
         assert settings.database_url
         pool = await create_pool(settings.database_url, max_size=2)
@@ -105,8 +105,6 @@ _RECORDER_ACTOR: Any = None
 
 async def ensure_recorders(settings: Settings, payload: dict[str, Any]) -> None:
     """Start the recorder actors that do not exist yet (from a gateway)."""
-    from actors.rayhost import recorder_name
-
     cls = recorder_actor_class()
     handles = []
     for i in range(settings.recorders):
@@ -135,10 +133,7 @@ class RayRecorder:
         self._handles: dict[int, Any] = {}
 
     def _handle(self, session_id: str) -> Any:
-        import ray
-
-        from actors.rayhost import recorder_name
-
+        ray = import_ray()
         i = recorder_of(session_id, self.settings.recorders)
         h = self._handles.get(i)
         if h is None:

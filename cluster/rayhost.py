@@ -1,0 +1,111 @@
+"""The Ray host (ENF_CLUSTER=ray): shards as named, detached Ray actors.
+
+- `ShardServer` is one shard: a `LocalHost` hosting that shard's logical
+  actors (many per process, exactly as on a single node), its own journal
+  fenced by the shard's epoch, and a Redis publisher for the topic bus.
+  Messages for actors of other shards go through a `ShardRouter`.
+- `ShardActor` is the Ray actor around a `ShardServer`: named
+  `shard-<k>` in the cluster's namespace, detached, `max_restarts=-1`.
+- `ShardRouter` carries asks and tells to shards: everything addressed to one
+  shard in the same event-loop tick goes in one Ray call (`deliver`). Ray
+  does not order calls to async actors, so each call carries the sender's
+  sequence number for that shard, and the shard posts batches to its
+  mailboxes in that order (per (connection, actor) order follows).
+- `RayHost` is the gateway's `ActorHost`: it joins the running cluster,
+  writes the shard map if there is none, starts the shard actors that are
+  missing, and routes through a `ShardRouter`.
+
+The shard of an actor is `shard_of(actor_id, count)` with the count of the
+shard map in Postgres; where each shard runs is the map's placement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from typing import Any
+
+from actors.actor import ASK_TIMEOUT_S
+from cluster.raycluster import connect_ray
+from cluster.router import ShardRouter
+from cluster.shard import ensure_shards
+from config.settings import Settings
+from core.messages import Message
+from persistence.shardmap import ensure_map
+
+logger = logging.getLogger(__name__)
+
+
+class RayHost:
+    """The gateway's ActorHost in cluster mode."""
+
+    def __init__(self, settings: Settings, pool: Any, dsn: str) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.dsn = dsn
+        self.gateway_id = f"gw-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.router = ShardRouter(settings, pool, self.gateway_id)
+        self.shard_info: list[dict[str, Any]] = []
+        self._watch: asyncio.Task[None] | None = None
+
+    async def ask(self, actor_id: str, msg: Message, timeout: float = ASK_TIMEOUT_S) -> Any:
+        return await self.router.ask(actor_id, msg, timeout)
+
+    def tell(self, actor_id: str, msg: Message) -> None:
+        self.router.tell(actor_id, msg)
+
+    def actor_count(self) -> int:
+        return sum(int(i.get("actors", 0)) for i in self.shard_info)
+
+    def mailbox_depths(self) -> list[int]:
+        return []  # the mailboxes are in the shard processes
+
+    async def start(self) -> None:
+        connect_ray(self.settings)
+        shard_map = await ensure_map(self.pool, self.settings.shards)
+        self.router.map = shard_map
+        self.shard_info = await ensure_shards(self.settings, self.dsn, shard_map)
+        self._watch = asyncio.create_task(self._follow_map(), name="shard-map-watch")
+
+    async def health(self) -> str:
+        """ "ok" when every shard answers within 2 s."""
+        count = self.router.count
+        try:
+            infos = await asyncio.wait_for(
+                asyncio.gather(*(self.router.handle(k).info.remote() for k in range(count))), 2.0
+            )
+        except Exception as exc:
+            return f"unavailable: {type(exc).__name__}"
+        self.shard_info = list(infos)
+        fenced = [i["shard"] for i in infos if i.get("fenced")]
+        return f"unavailable: shards {fenced} fenced, restarting" if fenced else "ok"
+
+    async def _follow_map(self) -> None:
+        """Re-read the shard map when its epoch moves (a rebalance), and the
+        shards' figures for /metrics and `cluster status`."""
+        while True:
+            await asyncio.sleep(5.0)
+            try:
+                # A shard restarted by Ray starts itself; this makes sure of it,
+                # and keeps the shards' figures (actors hosted) for /metrics.
+                calls = [self.router.handle(k).ready.remote() for k in range(self.router.count)]
+                with contextlib.suppress(TimeoutError):
+                    self.shard_info = list(await asyncio.wait_for(asyncio.gather(*calls), 4.0))
+                before = self.router.map
+                now = await self.router.refresh()
+                if before is not None and now.epoch != before.epoch:
+                    logger.info("shard map moved to epoch %d: re-resolving shards", now.epoch)
+                    self.router._handles.clear()
+            except Exception as exc:
+                logger.warning("cannot re-read the shard map: %s", exc)
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        await self.router.stop()

@@ -1,0 +1,164 @@
+"""`ShardRouter` carries asks and tells to shards: everything addressed to one
+shard in the same event-loop tick goes in one Ray call (`deliver`). Ray does
+not order calls to async actors, so each call carries the sender's sequence
+number for that shard, and the shard posts batches to its mailboxes in that
+order (per (connection, actor) order follows)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import Any
+
+from actors.actor import ASK_TIMEOUT_S
+from cluster.raycluster import import_ray, shard_name
+from config.settings import Settings
+from core.errors import ProtocolError
+from core.ids import shard_of
+from core.messages import Message
+from persistence.shardmap import ShardMap, load_map
+
+logger = logging.getLogger(__name__)
+
+# Calls a sender keeps in flight to one shard; more requests wait for the next
+# call, so under load each call carries more of them.
+MAX_IN_FLIGHT = 2
+
+
+class ShardRouter:
+    """Asks and tells to the shards' Ray actors, batched per shard per tick."""
+
+    def __init__(
+        self, settings: Settings, pool: Any, sender: str, shard_map: ShardMap | None = None
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.sender = sender
+        self.namespace = settings.ray_namespace
+        self.batch = settings.ray_batch
+        self.map = shard_map
+        self._handles: dict[int, Any] = {}
+        self._pending: defaultdict[int, list[tuple[str, Message, asyncio.Future[Any] | None]]] = (
+            defaultdict(list)
+        )
+        self._numbers: defaultdict[int, int] = defaultdict(int)
+        self._in_flight: defaultdict[int, int] = defaultdict(int)
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.calls = 0
+        self.items = 0
+
+    @property
+    def count(self) -> int:
+        if self.map is None:
+            raise ProtocolError("unavailable", "no shard map yet")
+        return self.map.count
+
+    async def refresh(self) -> ShardMap:
+        self.map = await load_map(self.pool)
+        return self.map
+
+    def handle(self, index: int) -> Any:
+        h = self._handles.get(index)
+        if h is None:
+            ray = import_ray()
+            h = self._handles[index] = ray.get_actor(shard_name(index), namespace=self.namespace)
+        return h
+
+    def forget(self, index: int) -> None:
+        self._handles.pop(index, None)
+
+    async def ask(self, actor_id: str, msg: Message, timeout: float = ASK_TIMEOUT_S) -> Any:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._enqueue(actor_id, msg, fut)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            logger.error("ask %s %s timed out", actor_id, msg.kind)
+            raise ProtocolError("unavailable", "timed out, try again") from None
+
+    def tell(self, actor_id: str, msg: Message) -> None:
+        try:
+            self._enqueue(actor_id, msg, None)
+        except ProtocolError as exc:
+            logger.warning("tell %s %s dropped: %s", actor_id, msg.kind, exc.message)
+
+    def _enqueue(self, actor_id: str, msg: Message, fut: asyncio.Future[Any] | None) -> None:
+        index = shard_of(actor_id, self.count)
+        self._pending[index].append((actor_id, msg, fut))
+        if not self.batch:
+            self._send(index)
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Once per tick: a call to each shard with requests waiting, unless
+        that shard already has MAX_IN_FLIGHT calls out; those requests go with
+        the next call, when one of them returns (batches grow with the load)."""
+        self._flush_scheduled = False
+        for index in list(self._pending):
+            if self._in_flight[index] < MAX_IN_FLIGHT:
+                self._send(index)
+
+    def _send(self, index: int) -> None:
+        entries = self._pending.pop(index, None)
+        if not entries:
+            return
+        n = self._numbers[index]
+        self._numbers[index] = n + 1
+        self._in_flight[index] += 1
+        task = asyncio.ensure_future(self._call(index, n, entries))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _returned(self, index: int) -> None:
+        self._in_flight[index] -= 1
+        if self.batch and self._pending.get(index) and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    async def _call(
+        self, index: int, n: int, entries: list[tuple[str, Message, asyncio.Future[Any] | None]]
+    ) -> None:
+        try:
+            await self._call_once(index, n, entries)
+        finally:
+            self._returned(index)
+
+    async def _call_once(
+        self, index: int, n: int, entries: list[tuple[str, Message, asyncio.Future[Any] | None]]
+    ) -> None:
+        items = [(a, m, f is not None) for a, m, f in entries]
+        self.calls += 1
+        self.items += len(items)
+        try:
+            results = await self.handle(index).deliver.remote(self.sender, n, items)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # The shard died or is restarting (Ray restarts it): nothing sent in
+            # this call is known to be applied; the clients retry by id.
+            self.forget(index)
+            logger.warning("shard %d unavailable: %s: %s", index, type(exc).__name__, exc)
+            for actor_id, m, f in entries:
+                if f is None:
+                    logger.warning("tell %s %s lost with shard %d", actor_id, m.kind, index)
+                elif not f.done():
+                    f.set_exception(ProtocolError("unavailable", "shard restarting, try again"))
+            return
+        for (_, _, f), (status, value, message) in zip(entries, results, strict=True):
+            if f is None or f.done():
+                continue
+            if status == "ok":
+                f.set_result(value)
+            else:
+                f.set_exception(ProtocolError(value, message))
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()

@@ -1,0 +1,56 @@
+"""What every request handler reaches: the process's resources, built by the
+composition root (gateway/app.py) and kept on the application."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiohttp import web
+
+from actors.actor import ActorHost
+from actors.bus import LocalBus
+from cluster.leases import PresenceLeases
+from cluster.ratelimit import ClusterRateLimit
+from cluster.redisbus import RedisBus
+from config.settings import Settings
+from delivery.leader import DeliveryLeader
+from delivery.worker import DeliveryWorker
+from gateway.metrics import Metrics
+from media.recorder import RecorderService
+from media.storage import FileStorage, S3Storage
+from media.twilio_video import TwilioVideo
+from persistence.audit import AuditLog
+from persistence.journal import Journal
+from persistence.keys import Keys
+
+if TYPE_CHECKING:
+    from gateway.connection import Connection
+
+
+@dataclass
+class Services:
+    settings: Settings
+    jwt_secret: str
+    pool: asyncpg.Pool
+    journal: Journal
+    bus: LocalBus | RedisBus
+    host: ActorHost
+    keys: Keys
+    audit: AuditLog
+    storage: FileStorage | S3Storage
+    media: RecorderService | None
+    video: TwilioVideo | None
+    deliveries: DeliveryWorker
+    metrics: Metrics
+    # Cluster mode: the presence leases this gateway renews, and the election
+    # of the one gateway that runs the delivery worker.
+    leases: PresenceLeases | None = None
+    leader: DeliveryLeader | None = None
+    user_limit: ClusterRateLimit | None = None
+    connections: set[Connection] = field(default_factory=set)
+    shutting_down: bool = False
+
+
+SERVICES = web.AppKey("services", Services)
