@@ -27,9 +27,9 @@ if str(ROOT) not in sys.path:
 
 from config.settings import Settings  # noqa: E402
 from gateway.app import create_app  # noqa: E402
-from gateway.services import SERVICES, Services  # noqa: E402
 from gateway.auth import mint_token  # noqa: E402
 from gateway.client import EnfClient  # noqa: E402
+from gateway.services import SERVICES, Services  # noqa: E402
 
 JWT_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 MACHINE_PG = "postgresql://postgres@127.0.0.1:5432/test"
