@@ -30,9 +30,16 @@ from persistence.keys import Keys
 if TYPE_CHECKING:
     import asyncpg
 
-    from actors.cell import ActorCell
-
 ASK_TIMEOUT_S = 30.0
+
+
+class Mailbox(Protocol):
+    """Where an actor's timers post their messages (its cell, actors.cell)."""
+
+    @property
+    def stopped(self) -> bool: ...
+
+    def tell(self, msg: Message) -> None: ...
 
 
 class Messenger(Protocol):
@@ -114,7 +121,7 @@ class Actor:
         self.actor_id = actor_id
         self.ctx = ctx
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._cell: ActorCell | None = None
+        self._cell: Mailbox | None = None
 
     async def on_activate(self) -> None:
         return None

@@ -3,8 +3,9 @@ composition root (gateway/app.py) and kept on the application."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import asyncpg
 from aiohttp import web
@@ -25,8 +26,15 @@ from persistence.audit import AuditLog
 from persistence.journal import Journal
 from persistence.keys import Keys
 
-if TYPE_CHECKING:
-    from gateway.connection import Connection
+
+class LiveConnection(Protocol):
+    """What shutdown needs of a client's connection (gateway.connection)."""
+
+    ws: web.WebSocketResponse
+
+    def in_flight(self) -> list[asyncio.Task[None]]: ...
+
+    async def drain(self, timeout: float = 2.0) -> None: ...
 
 
 @dataclass
@@ -49,7 +57,7 @@ class Services:
     leases: PresenceLeases | None = None
     leader: DeliveryLeader | None = None
     user_limit: ClusterRateLimit | None = None
-    connections: set[Connection] = field(default_factory=set)
+    connections: set[LiveConnection] = field(default_factory=set)
     shutting_down: bool = False
 
 
