@@ -5,6 +5,10 @@ path from a decision to a state change: it numbers and hash-chains the
 events, applies them to a copy of the state, journals them together with the
 projections computed from that copy, and only once the database has
 committed does it swap the state in and publish the events.
+
+The state is JSON-shaped (snapshots hold it as JSON); `EventSourced` is
+generic over its type (a TypedDict, say), and `EventSourcedActor` is the
+one whose state is a plain dict, empty at first.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgpack
 
@@ -30,25 +34,27 @@ from persistence.projections import Projection
 
 logger = logging.getLogger(__name__)
 
+S = TypeVar("S")
+
 
 def request_fingerprint(kind: str, data: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json([kind, data]).encode()).hexdigest()[:32]
 
 
-def copy_state(state: dict[str, Any]) -> dict[str, Any]:
+def copy_state(state: S) -> S:
     """A deep copy of JSON-shaped state (what snapshots hold), a few times
     faster than `copy.deepcopy`."""
-    copied: dict[str, Any] = msgpack.unpackb(msgpack.packb(state))
+    copied: S = msgpack.unpackb(msgpack.packb(state))
     return copied
 
 
-class EventSourcedActor(Actor):
+class EventSourced(Actor, Generic[S]):
     """Subclasses define `initial_state()`, `apply(state, event)` and may add
     `projections(state, events)` (rows committed with the events)."""
 
     def __init__(self, actor_id: str, ctx: ActorContext) -> None:
         super().__init__(actor_id, ctx)
-        self.state: dict[str, Any] = self.initial_state()
+        self.state: S = self.initial_state()
         self.seq = 0
         self.head_hash = GENESIS_HASH
         self._replies: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
@@ -56,14 +62,14 @@ class EventSourcedActor(Actor):
 
     # -- to override -------------------------------------------------------
 
-    def initial_state(self) -> dict[str, Any]:
-        return {}
+    def initial_state(self) -> S:
+        raise NotImplementedError
 
-    def apply(self, state: dict[str, Any], event: StoredEvent) -> None:
+    def apply(self, state: S, event: StoredEvent) -> None:
         """Fold one event into `state` (mutating it). Pure: no I/O, no clock."""
         raise NotImplementedError
 
-    def projections(self, state: dict[str, Any], events: Sequence[StoredEvent]) -> list[Projection]:
+    def projections(self, state: S, events: Sequence[StoredEvent]) -> list[Projection]:
         return []
 
     # -- lifecycle ---------------------------------------------------------
@@ -178,3 +184,10 @@ class EventSourcedActor(Actor):
     ) -> None:
         event = {"type": "event", "topic": topic, "name": name, "data": data, "at": now_iso()}
         self.ctx.bus.publish(Delivery(topic, event, None, to_user))
+
+
+class EventSourcedActor(EventSourced[dict[str, Any]]):
+    """An event-sourced actor whose state is a plain dict, empty at first."""
+
+    def initial_state(self) -> dict[str, Any]:
+        return {}

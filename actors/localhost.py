@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -14,6 +13,7 @@ from actors.ports import DomainMetrics, Presence, Recorder, VideoRooms
 from config.settings import Settings
 from core.errors import ProtocolError
 from core.ids import kind_of, shard_of
+from core.loops import BackgroundLoop
 from core.messages import Message
 from persistence.journal import Journal
 from persistence.keys import Keys
@@ -56,7 +56,7 @@ class LocalHost:
         self.shards = [Shard(i, self._make, settings.mailbox_size) for i in wanted]
         self._by_index = {s.index: s for s in self.shards}
         self.remote = remote
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper = BackgroundLoop("passivation-sweeper", self._sweep)
 
     def _make(self, actor_id: str) -> Actor:
         kind = kind_of(actor_id)
@@ -110,7 +110,7 @@ class LocalHost:
         return shard is not None and actor_id in shard.cells
 
     async def start(self) -> None:
-        self._sweeper = asyncio.create_task(self._sweep(), name="passivation-sweeper")
+        self._sweeper.start()
 
     async def _sweep(self) -> None:
         period = max(1.0, self.settings.passivate_after_s / 4)
@@ -125,9 +125,6 @@ class LocalHost:
                     logger.exception("passivation sweep failed")
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await self._sweeper.stop()
         for shard in self.shards:
             await shard.stop()

@@ -22,6 +22,7 @@ from core.clock import iso
 from core.errors import ProtocolError
 from core.ids import notary_address
 from core.messages import Caller, Message
+from persistence import directory, offers, sessions
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +59,9 @@ class Matchmaker(Actor):
 
     async def on_activate(self) -> None:
         pool = self.ctx.pool
-        for row in await pool.fetch(
-            "SELECT session_id, request FROM sessions WHERE state = 'REQUESTED' ORDER BY created_at"
-        ):
+        for row in await sessions.waiting_requests(pool):
             await self._add_pending(row["session_id"], row["request"])
-        for row in await pool.fetch(
-            "SELECT offer_id, session_id, notary_id, state, expires_at FROM offers"
-            " WHERE session_id = ANY($1)",
-            list(self.pending),
-        ):
+        for row in await offers.offers_for(pool, list(self.pending)):
             p = self.pending[row["session_id"]]
             if row["state"] in ("declined", "expired"):
                 p.excluded.add(row["notary_id"])
@@ -99,10 +94,7 @@ class Matchmaker(Actor):
     async def _criteria(self, req: dict[str, Any], customer_id: str | None) -> Criteria:
         favorites: frozenset[str] = frozenset()
         if customer_id:
-            ids = await self.ctx.pool.fetchval(
-                "SELECT notary_ids FROM favorites WHERE customer_id = $1", customer_id
-            )
-            favorites = frozenset(ids or ())
+            favorites = frozenset(await directory.favorites_of(self.ctx.pool, customer_id))
         loc = req.get("location")
         price = req.get("price_preference")
         return Criteria(

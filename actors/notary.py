@@ -10,6 +10,9 @@ whose source of truth is the session journal.
 Who asks whom: the Matchmaker asks this actor (hold/expire/withdraw an
 offer); this actor asks the SessionActor (assign). Everything sent the other
 way is a `tell`, so no two actors can wait on each other.
+
+This module holds the offer half (the open offer, the active session, the
+response-time average); the presence half is actors.notary_presence.
 """
 
 from __future__ import annotations
@@ -17,48 +20,30 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from actors import lifecycle as L
 from actors.actor import ActorContext
-from actors.eventsourced import EventSourcedActor
+from actors.notary_presence import NotaryPresence
 from actors.scoring import update_ema
 from core.clock import iso, parse_iso
 from core.errors import ProtocolError
 from core.ids import MATCHMAKER, session_address
-from core.messages import Caller, Message, Reply
+from core.messages import Message, Reply
+from persistence import directory, offers, sessions
 from persistence.journal import StoredEvent
 from persistence.outbox import sms_message
 from persistence.projections import Projection
 
 logger = logging.getLogger(__name__)
 
-_OFFER_SQL = (
-    "UPDATE offers SET state = $2, resolved_at = now() WHERE offer_id = $1 AND state = 'open'"
-)
-_AVG_SQL = (
-    "INSERT INTO notaries (notary_id, profile, live_avg_response_s) VALUES ($1, '{}', $2)"
-    " ON CONFLICT (notary_id) DO UPDATE SET live_avg_response_s = $2"
-)
 
-
-class NotaryActor(EventSourcedActor):
+class NotaryActor(NotaryPresence):
     def __init__(self, actor_id: str, ctx: ActorContext) -> None:
         super().__init__(actor_id, ctx)
-        self.notary_id = actor_id.split(":", 1)[1]
-        self.profile: dict[str, Any] = {}
-        self.live_avg: float | None = None
-        self.conns: set[str] = set()
-        self.online = False
-        self.preference = "available"
-        self.available_since = 0.0
-        self.claim_commission: str | None = None
-        self.offer: dict[str, Any] | None = None
         self.offered_at = 0.0
-        self.active_session: str | None = None
         self.accepted: dict[str, str] = {}  # offer_id -> session_id, for retried accepts
-        self._last_status = "offline"
 
     def apply(self, state: dict[str, Any], event: StoredEvent) -> None:
         return None  # the topic's events carry no state the actor folds; see module doc
@@ -90,65 +75,15 @@ class NotaryActor(EventSourcedActor):
         await super().on_activate()
         pool = self.ctx.pool
         await self._load_profile()
-        active = await pool.fetch(
-            "SELECT session_id, snapshot FROM sessions WHERE enp_id = $1 AND NOT state = ANY($2)",
-            self.notary_id,
-            list(L.RELEASES_NOTARY),
+        self.active_session = await sessions.active_session_of(
+            pool, self.notary_id, L.RELEASES_NOTARY
         )
-        if active:
-            self.active_session = active[0]["session_id"]
-        for row in await pool.fetch(
-            "SELECT offer_id, session_id, expires_at, created_at FROM offers"
-            " WHERE notary_id = $1 AND state = 'open'",
-            self.notary_id,
-        ):
-            await self._reconcile_open_offer(dict(row))
+        for row in await offers.open_offers_of(pool, self.notary_id):
+            await self._reconcile_open_offer(row)
         await self._restore_from_leases()
-
-    # -- presence leases (cluster mode) ----------------------------------------
-
-    async def _restore_from_leases(self) -> None:
-        """After a restart of this actor's shard: connections that still hold a
-        lease are still there, so the notary is still online."""
-        presence = self.ctx.presence
-        if presence is None or self.online:
-            return
-        live = await presence.alive(self.notary_id)
-        if live:
-            logger.info("notary %s still connected (%d leases)", self.notary_id, len(live))
-            self.conns |= live
-            self.online, self.preference = True, "available"
-            self._status_changed()
-            self._arm_lease_check()
-
-    def _arm_lease_check(self) -> None:
-        if self.ctx.presence is not None and "lease" not in self._timers:
-            self.set_timer("lease", self.ctx.presence.lease_s / 2, Message("lease_check"))
-
-    async def on_lease_check(self, msg: Message) -> None:
-        """A connection whose lease lapsed is gone (its gateway died): the same
-        as a close, so the reconnect grace applies."""
-        presence = self.ctx.presence
-        if not self.conns or presence is None:
-            return
-        live = await presence.alive(self.notary_id)
-        if live is not None:
-            for conn in self.conns - live:
-                logger.info("notary %s: lease of connection %s lapsed", self.notary_id, conn)
-                await self.on_conn_closed(Message("conn_closed", {"connection_id": conn}))
-        if self.conns:
-            self._arm_lease_check()
-
-    async def on_announce(self, msg: Message) -> None:
-        """From a restarted shard that hosts the Matchmaker: say where we stand."""
-        await self._restore_from_leases()
-        if self.online:
-            self._status_changed()
 
     async def _load_profile(self) -> None:
-        row = await self.ctx.pool.fetchrow(
-            "SELECT profile, live_avg_response_s FROM notaries WHERE notary_id = $1", self.notary_id
-        )
+        row = await directory.notary_profile(self.ctx.pool, self.notary_id)
         if row is not None:
             self.profile = row["profile"] or {}
             self.live_avg = row["live_avg_response_s"]
@@ -158,11 +93,9 @@ class NotaryActor(EventSourcedActor):
         session_id = row["session_id"]
         if self.active_session == session_id:
             self.accepted[row["offer_id"]] = session_id
-            await self.commit([], statements=[(_OFFER_SQL, (row["offer_id"], "accepted"))])
+            await self.commit([], statements=[offers.resolved(row["offer_id"], "accepted")])
             return
-        state = await self.ctx.pool.fetchval(
-            "SELECT state FROM sessions WHERE session_id = $1", session_id
-        )
+        state = await sessions.state_of(self.ctx.pool, session_id)
         if state != L.REQUESTED or self.active_session is not None:
             await self._close_offer_row(
                 row["offer_id"], session_id, "offer.withdrawn", "withdrawn", "session_closed"
@@ -175,119 +108,6 @@ class NotaryActor(EventSourcedActor):
         }
         elapsed = (datetime.now(UTC) - row["created_at"]).total_seconds()
         self.offered_at = time.monotonic() - max(0.0, elapsed)
-
-    # -- status --------------------------------------------------------------
-
-    def status(self) -> str:
-        if not self.online:
-            return "offline"
-        if self.offer is not None or self.active_session is not None:
-            return "busy"
-        return self.preference
-
-    def commission_ok(self) -> bool:
-        today = datetime.now(UTC).date()
-        for value in (self.profile.get("commission_expires"), self.claim_commission):
-            if value:
-                try:
-                    if date.fromisoformat(str(value)[:10]) < today:
-                        return False
-                except ValueError:
-                    return False
-        return True
-
-    def _status_changed(self) -> None:
-        """Tell the Matchmaker and presence followers, when anything moved."""
-        status = self.status()
-        if status == "available" and self._last_status != "available":
-            self.available_since = time.time()
-        self.ctx.host.tell(
-            MATCHMAKER,
-            Message(
-                "notary_update",
-                {
-                    "notary_id": self.notary_id,
-                    "status": status,
-                    "offerable": status == "available" and self.commission_ok(),
-                    "available_since": self.available_since,
-                    "profile": self.profile,
-                    "live_avg": self.live_avg,
-                },
-            ),
-        )
-        if status != self._last_status:
-            logger.info("notary %s presence %s -> %s", self.notary_id, self._last_status, status)
-            self._last_status = status
-            self.publish_ephemeral(
-                "presence", "notary.presence", {"notary_id": self.notary_id, "status": status}
-            )
-
-    def is_idle(self) -> bool:
-        return super().is_idle() and not self.conns and not self.online and self.offer is None
-
-    # -- presence requests -------------------------------------------------------
-
-    async def on_presence_online(self, msg: Message) -> Reply:
-        caller = self._self(msg.caller)
-        self.claim_commission = caller.claims.get("commission_expires")
-        if not self.commission_ok():
-            raise ProtocolError("forbidden", "your notarial commission has expired")
-        since = msg.data.get("since_seq")
-        if since is not None and since > self.seq:
-            raise ProtocolError(
-                "bad_request", f"since_seq {since} is ahead of your topic (latest seq {self.seq})"
-            )
-        self.conns.add(caller.connection_id)
-        self._arm_lease_check()
-        self.cancel_timer("grace")
-        if not self.online:
-            self.online, self.preference = True, "available"
-        self._status_changed()
-        return Reply(
-            {"status": self.status()},
-            follow={self.actor_id: self.seq if since is None else since},
-            track=True,
-            heads={self.actor_id: self.seq},
-        )
-
-    async def on_presence_set(self, msg: Message) -> Reply:
-        self._self(msg.caller)
-        if not self.online:
-            raise ProtocolError("conflict", "go online first (presence.online)")
-        self.preference = msg.data["status"]
-        self._status_changed()
-        return Reply({"status": self.status()})
-
-    async def on_presence_offline(self, msg: Message) -> Reply:
-        self._self(msg.caller)
-        await self._go_offline("notary_offline")
-        return Reply({})
-
-    async def _go_offline(self, reason: str) -> None:
-        self.online = False
-        self.cancel_timer("grace")
-        if self.offer is not None:
-            offer = self.offer
-            await self._close_offer_row(
-                offer["offer_id"], offer["session_id"], "offer.withdrawn", "withdrawn", reason
-            )
-            self._offer_resolved(offer, "withdrawn")
-        self._status_changed()
-
-    async def on_conn_closed(self, msg: Message) -> None:
-        self.conns.discard(msg.data["connection_id"])
-        if not self.conns and self.online:
-            self.set_timer("grace", self.ctx.settings.reconnect_grace_s, Message("grace_expired"))
-
-    async def on_grace_expired(self, msg: Message) -> None:
-        if not self.conns and self.online:
-            logger.info("notary %s gone after reconnect grace", self.notary_id)
-            await self._go_offline("notary_offline")
-
-    def _self(self, caller: Caller | None) -> Caller:
-        if caller is None or caller.user_id != self.notary_id or caller.role != "enp":
-            raise ProtocolError("forbidden", "only the notary may do this")
-        return caller
 
     # -- offers ------------------------------------------------------------------
 
@@ -306,16 +126,22 @@ class NotaryActor(EventSourcedActor):
         await self.commit(
             [("offer", offer)],
             statements=[
-                (
-                    "INSERT INTO offers (offer_id, session_id, notary_id, state, created_at,"
-                    " expires_at) VALUES ($1, $2, $3, 'open', now(), $4)",
-                    (d["offer_id"], d["session_id"], self.notary_id, parse_iso(d["expires_at"])),
+                offers.opened(
+                    d["offer_id"], d["session_id"], self.notary_id, parse_iso(d["expires_at"])
                 )
             ],
         )
         self.offer, self.offered_at = offer, time.monotonic()
         self._status_changed()
         return {"ok": True}
+
+    async def _drop_offer(self, reason: str) -> None:
+        if self.offer is not None:
+            offer = self.offer
+            await self._close_offer_row(
+                offer["offer_id"], offer["session_id"], "offer.withdrawn", "withdrawn", reason
+            )
+            self._offer_resolved(offer, "withdrawn")
 
     def _holds(self, offer_id: str) -> dict[str, Any]:
         if self.offer is None or self.offer["offer_id"] != offer_id:
@@ -373,7 +199,10 @@ class NotaryActor(EventSourcedActor):
             caller=caller,
             request=(msg.kind, msg.data),
             reply=reply,
-            statements=[(_OFFER_SQL, (offer_id, "accepted")), (_AVG_SQL, (self.notary_id, avg))],
+            statements=[
+                offers.resolved(offer_id, "accepted"),
+                directory.live_avg(self.notary_id, avg),
+            ],
         )
         self.live_avg = avg
         self.offer, self.active_session = None, session_id
@@ -407,7 +236,7 @@ class NotaryActor(EventSourcedActor):
             "offer.expired",
             "expired",
             None,
-            extra=[(_AVG_SQL, (self.notary_id, avg))],
+            extra=[directory.live_avg(self.notary_id, avg)],
         )
         self.live_avg = avg
         self._offer_resolved(offer, "expired")
@@ -442,7 +271,7 @@ class NotaryActor(EventSourcedActor):
         if reason is not None:
             data["reason"] = reason
         await self.commit(
-            [(event, data)], statements=[(_OFFER_SQL, (offer_id, state)), *(extra or [])]
+            [(event, data)], statements=[offers.resolved(offer_id, state), *(extra or [])]
         )
         if self.offer is not None and self.offer["offer_id"] == offer_id:
             self.offer = None

@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -39,20 +38,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run_bench import (  # noqa: E402
-    SECRET,
-    Result,
-    Scratch,
-    Server,
-    connect_many,
-    drive,
-    echo_round_trips,
-    free_port,
-    join_heads,
-    prepare_sessions,
-    say,
-)
-from bench.sections import write_section  # noqa: E402
+from bench import harness  # noqa: E402
 from gateway.auth import mint_token  # noqa: E402
 
 
@@ -75,23 +61,12 @@ async def kill_namespace(env: dict[str, str], shards: int) -> None:
 
 async def read_round_trips(
     http: aiohttp.ClientSession, name: str, url: str, n: int, seconds: float
-) -> Result:
-    sessions, _, cust_tokens, keep = await prepare_sessions(url, n)
-    socks = await connect_many(http, url, cust_tokens)
-    heads = await join_heads(socks, sessions)
-    result = await drive(
-        name,
-        socks,
-        lambda i, k: {
-            "type": "session.join",
-            "data": {"session_id": sessions[i], "since_seq": heads[i]},
-        },
-        seconds,
-    )
-    for ws in socks:
-        await ws.close()
-    for c in keep:
-        await c.close()
+) -> harness.Result:
+    sessions, _, cust_tokens, keep = await harness.prepare_sessions(url, n)
+    socks = await harness.connect_many(http, url, cust_tokens)
+    heads = await harness.join_heads(socks, sessions)
+    result = await harness.drive(name, socks, harness.join_frame(sessions, heads), seconds)
+    await harness.close_all(socks, keep)
     return result
 
 
@@ -118,7 +93,7 @@ async def make_sessions(http: aiohttp.ClientSession, url: str, total: int) -> No
     counts = [total // per + (1 if i < total % per else 0) for i in range(per)]
 
     async def customer(i: int, count: int) -> None:
-        tok = mint_token(SECRET, f"dens{i}", "customer", kyc=True)
+        tok = mint_token(harness.SECRET, f"dens{i}", "customer", kyc=True)
         ws = await http.ws_connect(
             url, protocols=("enf.v1.json",), headers={"Authorization": f"Bearer {tok}"}
         )
@@ -154,14 +129,14 @@ async def density_and_reactivation(
     before = rss_bytes(info["pid"])
     actors_before = info["actors"]
     started = time.monotonic()
-    say(f"creating {total} sessions on one shard")
+    harness.say(f"creating {total} sessions on one shard")
     await make_sessions(http, url, total)
     created_s = time.monotonic() - started
     await asyncio.sleep(2)  # let the allocator settle
     info = await shard_info(namespace)
     after = rss_bytes(info["pid"])
     hosted = info["actors"] - actors_before
-    say(f"shard {info['pid']} hosts {info['actors']} actors; killing it")
+    harness.say(f"shard {info['pid']} hosts {info['actors']} actors; killing it")
     os.kill(info["pid"], signal.SIGKILL)
     killed = time.monotonic()
     restarted_at = reactivated_at = 0.0
@@ -190,7 +165,7 @@ async def density_and_reactivation(
     }
 
 
-async def main_async(args: argparse.Namespace) -> tuple[list[Result], dict[str, float]]:
+async def main_async(args: argparse.Namespace) -> tuple[list[harness.Result], dict[str, float]]:
     from cluster.raycluster import connect_ray
     from config.settings import Settings
 
@@ -200,22 +175,23 @@ async def main_async(args: argparse.Namespace) -> tuple[list[Result], dict[str, 
     head = None if args.ray_address else LocalRayHead()
     ray_address = args.ray_address or head.start()  # type: ignore[union-attr]
     connect_ray(Settings(ray_address=ray_address, ray_namespace="bench"))
-    echo_port = free_port()
-    echo = subprocess.Popen(  # noqa: ASYNC220 (before anything is measured)
-        [sys.executable, str(ROOT / "bench" / "echo_server.py"), str(echo_port)]
-    )
+    echo_port = harness.free_port()
+    echo = harness.start_yardstick("echo", echo_port)
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-    results: list[Result] = []
+    results: list[harness.Result] = []
     density: dict[str, float] = {}
     try:
-        results.append(await echo_round_trips(http, echo_port, n, secs))
-        async with Scratch(args.database_url) as db, Server(db.dsn) as server:
+        results.append(await harness.echo_round_trips(http, echo_port, n, secs))
+        async with harness.Scratch(args.database_url) as db, harness.Server(db.dsn) as server:
             results.append(await read_round_trips(http, "local host", server.url, n, secs))
         for label, batch in (("Ray host, batched", "true"), ("Ray host, unbatched", "false")):
             env = cluster_env(
                 ray_address, args.redis_url, ENF_SHARDS=str(args.shards), ENF_RAY_BATCH=batch
             )
-            async with Scratch(args.database_url) as db, Server(db.dsn, env) as server:
+            async with (
+                harness.Scratch(args.database_url) as db,
+                harness.Server(db.dsn, env) as server,
+            ):
                 try:
                     results.append(await read_round_trips(http, label, server.url, n, secs))
                 finally:
@@ -224,7 +200,10 @@ async def main_async(args: argparse.Namespace) -> tuple[list[Result], dict[str, 
             env = cluster_env(
                 ray_address, args.redis_url, ENF_SHARDS="1", ENF_REQUEST_TTL_S="86400"
             )
-            async with Scratch(args.database_url) as db, Server(db.dsn, env) as server:
+            async with (
+                harness.Scratch(args.database_url) as db,
+                harness.Server(db.dsn, env) as server,
+            ):
                 try:
                     density = await density_and_reactivation(
                         http, server.url, env["ENF_RAY_NAMESPACE"], args.sessions
@@ -240,13 +219,15 @@ async def main_async(args: argparse.Namespace) -> tuple[list[Result], dict[str, 
     return results, density
 
 
-def report(results: list[Result], density: dict[str, float], args: argparse.Namespace) -> str:
+def report(
+    results: list[harness.Result], density: dict[str, float], args: argparse.Namespace
+) -> str:
     by = {r.name: r for r in results}
     echo, local = by["echo (bare aiohttp)"], by["local host"]
     lines = [
         "## Cluster mode (bench/cluster_bench.py)",
         "",
-        f"Run on {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
+        f"Run on {harness.machine()}, "
         f"Python {platform.python_version()}; gateway, {args.shards} shard processes, Ray, "
         "Redis, Postgres and the load generator on one machine over loopback.",
         "",
@@ -302,21 +283,13 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "ENF_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-        ),
-    )
-    parser.add_argument(
         "--redis-url", default=os.environ.get("ENF_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     parser.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"))
-    parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
+    harness.add_common_args(parser)
     args = parser.parse_args()
     results, density = uvloop.run(main_async(args))
-    text = report(results, density, args)
-    print(text)
-    write_section(Path(args.out), "cluster", text)
+    harness.publish(args, "cluster", report(results, density, args))
 
 
 if __name__ == "__main__":

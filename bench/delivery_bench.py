@@ -13,9 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
-import statistics
 import sys
 import time
 import uuid
@@ -28,8 +25,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run_bench import SECRET, Scratch, Server, free_port, say  # noqa: E402
-from bench.sections import write_section  # noqa: E402
+from bench import harness  # noqa: E402
 from gateway.auth import mint_token  # noqa: E402
 from gateway.client import EnfClient  # noqa: E402
 from persistence.migrate import apply_migrations  # noqa: E402
@@ -86,17 +82,17 @@ async def throughput(url: str, events: int, streams: int) -> tuple[float, float,
     app.router.add_post("/hook", hook)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = free_port()
+    port = harness.free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        async with Scratch(url) as db:
+        async with harness.Scratch(url) as db:
             await seed(db.dsn, events, streams)
             env = {
                 "ENF_WEBHOOK_URL": f"http://127.0.0.1:{port}/hook",
                 "ENF_WEBHOOK_SECRET": WEBHOOK_SECRET,
             }
             t0 = time.monotonic()
-            async with Server(db.dsn, env):
+            async with harness.Server(db.dsn, env):
                 await asyncio.wait_for(done.wait(), 300)
                 elapsed = time.monotonic() - t0
                 flowing = time.monotonic() - first[0]
@@ -108,11 +104,11 @@ async def throughput(url: str, events: int, streams: int) -> tuple[float, float,
 async def request_latency(url: str, outbox: bool, requests: int, clients: int) -> list[float]:
     lat: list[float] = []
     async with (
-        Scratch(url) as db,
-        Server(db.dsn, {"ENF_OUTBOX": "true" if outbox else "false"}) as server,
+        harness.Scratch(url) as db,
+        harness.Server(db.dsn, {"ENF_OUTBOX": "true" if outbox else "false"}) as server,
     ):
         cs = [
-            EnfClient(server.url, mint_token(SECRET, f"lc{i}", "customer", kyc=True))
+            EnfClient(server.url, mint_token(harness.SECRET, f"lc{i}", "customer", kyc=True))
             for i in range(clients)
         ]
         for c in cs:
@@ -134,24 +130,19 @@ async def request_latency(url: str, outbox: bool, requests: int, clients: int) -
     return lat
 
 
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(p * len(s)))] * 1000
-
-
 async def main_async(args: argparse.Namespace) -> str:
     url = args.database_url
-    say(f"throughput: {args.events} events over {args.streams} sessions")
+    harness.say(f"throughput: {args.events} events over {args.streams} sessions")
     elapsed, flowing, seen = await throughput(url, args.events, args.streams)
-    say(f"  {args.events / flowing:,.0f} events/s once flowing")
-    say("latency: session.request with the outbox, then without")
+    harness.say(f"  {args.events / flowing:,.0f} events/s once flowing")
+    harness.say("latency: session.request with the outbox, then without")
     with_outbox = await request_latency(url, True, args.requests, args.clients)
     without = await request_latency(url, False, args.requests, args.clients)
+    added = harness.pct(with_outbox, 0.5) - harness.pct(without, 0.5)
     lines = [
         "## Deliveries (bench/delivery_bench.py)",
         "",
-        f"Run on {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores,"
-        " server, receiver and clients on one machine. Reproduce:",
+        f"Run on {harness.machine()}, server, receiver and clients on one machine. Reproduce:",
         "",
         f"    .venv/bin/python bench/delivery_bench.py --events {args.events} --streams "
         f"{args.streams} --requests {args.requests} --clients {args.clients}",
@@ -166,14 +157,11 @@ async def main_async(args: argparse.Namespace) -> str:
         f" with its journal event), {args.clients} clients, {args.requests} requests each"
         " run, same machine:",
         "",
-        "| server | p50 ms | p99 ms | mean ms |",
-        "|---|---:|---:|---:|",
-        f"| outbox on | {pct(with_outbox, 0.5):.2f} | {pct(with_outbox, 0.99):.2f} |"
-        f" {statistics.mean(with_outbox) * 1000:.2f} |",
-        f"| `ENF_OUTBOX=false` | {pct(without, 0.5):.2f} | {pct(without, 0.99):.2f} |"
-        f" {statistics.mean(without) * 1000:.2f} |",
+        *harness.latency_table(
+            "server", [("outbox on", with_outbox), ("`ENF_OUTBOX=false`", without)]
+        ),
         "",
-        f"Added at the median: **{pct(with_outbox, 0.5) - pct(without, 0.5):.2f} ms** (the row"
+        f"Added at the median: **{added:.2f} ms** (the row"
         " travels in the same statement as the journal rows; delivery is off the request"
         " path).",
     ]
@@ -186,17 +174,9 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=500)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--clients", type=int, default=10)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "ENF_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-        ),
-    )
-    parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
+    harness.add_common_args(parser)
     args = parser.parse_args()
-    section = uvloop.run(main_async(args))
-    write_section(Path(args.out), "deliveries", section)
-    print(section)
+    harness.publish(args, "deliveries", uvloop.run(main_async(args)))
 
 
 if __name__ == "__main__":

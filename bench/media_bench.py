@@ -14,9 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,8 +30,7 @@ from av import VideoFrame
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run_bench import SECRET, Scratch, Server, free_port, prepare_sessions, say  # noqa: E402
-from bench.sections import write_section  # noqa: E402
+from bench import harness  # noqa: E402
 from gateway.auth import mint_token  # noqa: E402
 from gateway.client import EnfClient  # noqa: E402
 
@@ -188,25 +184,16 @@ async def recorder_run(width: int, height: int, streams: int, seconds: float) ->
 async def signaling_latency(n: int) -> tuple[list[float], list[float]]:
     """One-way latency of a signal between the two parties of a session,
     through the ENF server, and through a bare relay."""
-    relay_port = free_port()
-    relay = subprocess.Popen(  # noqa: ASYNC220 - before any measurement
-        [sys.executable, str(ROOT / "bench" / "relay_server.py"), str(relay_port)]
-    )
+    relay_port = harness.free_port()
+    relay = harness.start_yardstick("relay", relay_port)
     try:
-        async with (
-            Scratch(
-                os.environ.get(
-                    "ENF_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-                )
-            ) as db,
-            Server(db.dsn) as server,
-        ):
-            sessions, notary_ids, cust_tokens, keep = await prepare_sessions(server.url, 1)
+        async with harness.Scratch(harness.database_url()) as db, harness.Server(db.dsn) as server:
+            sessions, notary_ids, cust_tokens, keep = await harness.prepare_sessions(server.url, 1)
             sid = sessions[0]
             customer = EnfClient(server.url, cust_tokens[0])
             await customer.connect()
             await customer.call("session.join", {"session_id": sid})
-            notary = EnfClient(server.url, mint_token(SECRET, notary_ids[0], "enp"))
+            notary = EnfClient(server.url, mint_token(harness.SECRET, notary_ids[0], "enp"))
             await notary.connect()
             await notary.call("session.join", {"session_id": sid})
             enf = []
@@ -228,8 +215,7 @@ async def signaling_latency(n: int) -> tuple[list[float], list[float]]:
                 )
                 await notary.expect("signal", timeout=10)
                 enf.append(time.perf_counter() - t0)
-            for c in [customer, notary, *keep]:
-                await c.close()
+            await harness.close_all([], [customer, notary, *keep])
         direct = []
         async with aiohttp.ClientSession() as s:
             a = await s.ws_connect(f"ws://127.0.0.1:{relay_port}/relay?id=a")
@@ -249,31 +235,26 @@ async def signaling_latency(n: int) -> tuple[list[float], list[float]]:
     return enf, direct
 
 
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(p * len(s)))] * 1000
-
-
 async def main_async(args: argparse.Namespace) -> str:
     runs: list[RecorderRun] = []
     for width, height in ((640, 480), (1280, 720)):
         for streams in range(1, args.max_streams + 1):
-            say(f"recorder: {streams} stream(s) at {width}x{height}, {args.seconds:.0f} s")
+            harness.say(f"recorder: {streams} stream(s) at {width}x{height}, {args.seconds:.0f} s")
             run = await recorder_run(width, height, streams, args.seconds)
             runs.append(run)
-            say(
+            harness.say(
                 f"  worker {run.worker_cpu:.0%} of a core, senders {run.sender_cpu:.0%},"
                 f" dropped {run.dropped:.1%}, media {run.media_s:.1f} s"
             )
             if not run.keeps_up:
                 break
-    say("signaling latency: ENF relay vs bare relay")
+    harness.say("signaling latency: ENF relay vs bare relay")
     enf, direct = await signaling_latency(args.samples)
+    added = harness.pct(enf, 0.5) - harness.pct(direct, 0.5)
     lines = [
         "## Media (bench/media_bench.py)",
         "",
-        f"Run on {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores. "
-        "Reproduce:",
+        f"Run on {harness.machine()}. Reproduce:",
         "",
         f"    .venv/bin/python bench/media_bench.py --seconds {args.seconds:g} "
         f"--max-streams {args.max_streams}",
@@ -311,14 +292,9 @@ async def main_async(args: argparse.Namespace) -> str:
         f"{args.samples} sequential messages, through the ENF server (validation, session "
         "actor, per-user delivery) and through a bare aiohttp relay, same run:",
         "",
-        "| path | p50 ms | p99 ms | mean ms |",
-        "|---|---:|---:|---:|",
-        f"| ENF `signal` | {pct(enf, 0.5):.2f} | {pct(enf, 0.99):.2f} |"
-        f" {statistics.mean(enf) * 1000:.2f} |",
-        f"| bare relay | {pct(direct, 0.5):.2f} | {pct(direct, 0.99):.2f} |"
-        f" {statistics.mean(direct) * 1000:.2f} |",
+        *harness.latency_table("path", [("ENF `signal`", enf), ("bare relay", direct)]),
         "",
-        f"Added by the ENF relay: **{pct(enf, 0.5) - pct(direct, 0.5):.2f} ms** at the median.",
+        f"Added by the ENF relay: **{added:.2f} ms** at the median.",
         "",
     ]
     return "\n".join(lines)
@@ -329,11 +305,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--max-streams", type=int, default=4)
     parser.add_argument("--samples", type=int, default=500)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
+    harness.add_common_args(parser, database=False)
     args = parser.parse_args()
-    section = uvloop.run(main_async(args))
-    write_section(Path(args.out), "media", section)
-    print(section)
+    harness.publish(args, "media", uvloop.run(main_async(args)))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from core.loops import BackgroundLoop
+
 logger = logging.getLogger(__name__)
 
 ALL = "enf:leases"
@@ -43,19 +45,16 @@ class PresenceLeases:
         self.client = client
         self.lease_s = lease_s
         self.held: set[tuple[str, str]] = set()  # (notary_id, connection_id) renewed here
-        self._task: asyncio.Task[None] | None = None
+        self._renewal = BackgroundLoop("presence-leases", self._renew_loop)
         self.ok = True
 
     # -- the gateway's side -------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._renew_loop(), name="presence-leases")
+        self._renewal.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._renewal.stop()
         # A gateway that stops cleanly has closed its sockets: their leases go now.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._remove(list(self.held)), OP_TIMEOUT_S)

@@ -50,7 +50,7 @@ async def shard_infos(namespace: str, count: int) -> list[dict[str, Any]]:
 
 
 async def status(settings: Settings, pool: Any) -> dict[str, Any]:
-    connect_ray(settings)
+    await asyncio.to_thread(connect_ray, settings)  # blocking: off the event loop
     shard_map = await load_map(pool)
     nodes = alive_nodes()
     shards = await shard_infos(settings.ray_namespace, shard_map.count)
@@ -169,7 +169,7 @@ async def move_shard(
 
 
 async def rebalance(settings: Settings, pool: Any, dsn: str) -> list[tuple[int, str]]:
-    connect_ray(settings)
+    await asyncio.to_thread(connect_ray, settings)  # blocking: off the event loop
     shard_map = await load_map(pool)
     infos = await shard_infos(settings.ray_namespace, shard_map.count)
     current = {i["shard"]: i.get("node_id") for i in infos}

@@ -12,12 +12,13 @@ applies.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
 
 import redis.asyncio as aioredis
+
+from core.loops import BackgroundLoop
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class ClusterRateLimit:
         self._counts: Counter[str] = Counter()
         self._window = int(time.time())
         self._blocked: dict[str, int] = {}  # user -> the second it is blocked in
-        self._task: asyncio.Task[None] | None = None
+        self._flusher = BackgroundLoop("cluster-rate-limit", self._run)
         self.ok = True
 
     def allow(self, user_id: str) -> bool:
@@ -42,13 +43,10 @@ class ClusterRateLimit:
         return True
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="cluster-rate-limit")
+        self._flusher.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._flusher.stop()
 
     async def _run(self) -> None:
         while True:

@@ -42,7 +42,7 @@ def settings_payload(settings: Settings, dsn: str) -> dict[str, Any]:
     """What a shard process needs to build the same Settings (JSON-safe)."""
     data = settings.model_dump(mode="json", exclude_none=True)
     data["database_url"] = dsn
-    data["data_dir"] = str(settings.data_dir.resolve())
+    data["data_dir"] = str(settings.data_dir)  # absolute (Settings)
     return data
 
 

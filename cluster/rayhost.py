@@ -34,6 +34,7 @@ from cluster.raycluster import connect_ray
 from cluster.router import ShardRouter
 from cluster.shard import ensure_shards
 from config.settings import Settings
+from core.loops import BackgroundLoop
 from core.messages import Message
 from persistence.shardmap import ensure_map
 
@@ -50,7 +51,7 @@ class RayHost:
         self.gateway_id = f"gw-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.router = ShardRouter(settings, pool, self.gateway_id)
         self.shard_info: list[dict[str, Any]] = []
-        self._watch: asyncio.Task[None] | None = None
+        self._watch = BackgroundLoop("shard-map-watch", self._follow_map)
 
     async def ask(self, actor_id: str, msg: Message, timeout: float = ASK_TIMEOUT_S) -> Any:
         return await self.router.ask(actor_id, msg, timeout)
@@ -65,11 +66,12 @@ class RayHost:
         return []  # the mailboxes are in the shard processes
 
     async def start(self) -> None:
-        connect_ray(self.settings)
+        # Importing Ray, probing the head and ray.init block: off the event loop.
+        await asyncio.to_thread(connect_ray, self.settings)
         shard_map = await ensure_map(self.pool, self.settings.shards)
         self.router.map = shard_map
         self.shard_info = await ensure_shards(self.settings, self.dsn, shard_map)
-        self._watch = asyncio.create_task(self._follow_map(), name="shard-map-watch")
+        self._watch.start()
 
     async def health(self) -> str:
         """ "ok" when every shard answers within 2 s."""
@@ -104,8 +106,5 @@ class RayHost:
                 logger.warning("cannot re-read the shard map: %s", exc)
 
     async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        await self._watch.stop()
         await self.router.stop()

@@ -4,7 +4,7 @@ Shards publish each committed event on the channel of its topic; a gateway
 subscribes to the channels of the topics its connections follow and hands
 what arrives to them. Pub/sub can drop (a gateway that reconnects, a slow
 subscriber cut off by Redis): durable events carry `seq`, and a connection
-that sees a gap re-reads the journal (`gateway.connection`). Publishing
+that sees a gap re-reads the journal (`gateway.following`). Publishing
 never blocks an actor: frames go to a bounded queue that one task pipelines
 to Redis, reconnecting with backoff while Redis is away.
 """
@@ -23,6 +23,7 @@ import msgpack
 import redis.asyncio as aioredis
 
 from actors.bus import Subscriber
+from core.loops import BackgroundLoop, stop_loops
 from core.messages import Delivery
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,10 @@ class RedisBus:
         self._out: collections.deque[tuple[str, bytes]] = collections.deque(maxlen=MAX_QUEUED)
         self._wake = asyncio.Event()
         self._pubsub: Any = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loops = (
+            BackgroundLoop("redis-bus-publisher", self._publisher),
+            BackgroundLoop("redis-bus-reader", self._reader),
+        )
         self.publish_ok = True
         self.subscribe_ok = False
         self._subscriber = False
@@ -74,10 +78,11 @@ class RedisBus:
 
     async def start(self, *, subscriber: bool = True) -> None:
         """`subscriber=False` for a process that only publishes (a shard)."""
-        self._tasks.append(asyncio.create_task(self._publisher(), name="redis-bus-publisher"))
+        publisher, reader = self._loops
+        publisher.start()
         self._subscriber = subscriber
         if subscriber:
-            self._tasks.append(asyncio.create_task(self._reader(), name="redis-bus-reader"))
+            reader.start()
 
     async def stop(self) -> None:
         # Let queued frames go out (briefly) before closing.
@@ -85,12 +90,7 @@ class RedisBus:
             if not self._out or not self.publish_ok:
                 break
             await asyncio.sleep(0.05)
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        self._tasks.clear()
+        await stop_loops(self._loops)
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()

@@ -19,6 +19,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from core.loops import BackgroundLoop
+
 logger = logging.getLogger(__name__)
 
 KEY = "enf:gateways"
@@ -33,10 +35,10 @@ class GatewayRegistry:
         self.gateway_id = gateway_id
         self.url = url
         self._connections = connections
-        self._task: asyncio.Task[None] | None = None
+        self._announcer = BackgroundLoop("gateway-registry", self._run)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="gateway-registry")
+        self._announcer.start()
 
     async def _run(self) -> None:
         while True:
@@ -52,10 +54,7 @@ class GatewayRegistry:
             await asyncio.sleep(PERIOD_S)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._announcer.stop()
         with contextlib.suppress(Exception):
             await self.client.hdel(KEY, self.gateway_id)
 

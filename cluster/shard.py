@@ -113,7 +113,9 @@ class ShardServer:
         bus = RedisBus(settings.redis_url)
         await bus.start(subscriber=False)
         self._resources.insert(0, bus)
-        keys = Keys.load(settings.signing_key_file, settings.pii_key_file, settings.data_dir)
+        keys = await asyncio.to_thread(
+            Keys.load, settings.signing_key_file, settings.pii_key_file, settings.data_dir
+        )
         router = ShardRouter(settings, pool, f"shard-{self.index}/{self.owner}", shard_map)
         media: RayRecorder | None = None
         if settings.recording != "off" and settings.video_provider == "webrtc":

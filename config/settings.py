@@ -113,6 +113,13 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        """Made absolute once, here, so that nothing resolves it on the event
+        loop later (file URLs, the shard actors' settings)."""
+        return v.expanduser().absolute()
+
     @field_validator("allowed_countries")
     @classmethod
     def _countries(cls, v: str) -> str:
@@ -136,7 +143,7 @@ class Settings(BaseSettings):
 
     @property
     def recordings_location(self) -> str:
-        return self.recordings_url or f"file://{(self.data_dir / 'recordings').resolve()}"
+        return self.recordings_url or f"file://{self.data_dir / 'recordings'}"
 
     def resolve_jwt_secret(self) -> tuple[str, bool]:
         """The HS256 key and whether it was generated here.

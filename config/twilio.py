@@ -5,6 +5,7 @@ stand-in of Twilio's API in tests). Used by Twilio Video (media) and SMS
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
@@ -12,15 +13,31 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 
 
-class RebasedClient(AsyncTwilioHttpClient):  # type: ignore[misc]
-    """The library's async client, sending requests to another base URL."""
+class TwilioHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
+    """The library's async client, with two changes: requests may go to
+    another base URL, and credentials travel as an `Authorization` header
+    (the library hands them to aiohttp as `auth=BasicAuth(...)`, which
+    aiohttp 3.13 deprecates)."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str | None = None) -> None:
         super().__init__()
-        self._base = urlsplit(base)
+        self._base = urlsplit(base) if base else None
 
-    async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
-        return await super().request(method, rebase(url, self._base), *args, **kwargs)
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *args: Any,
+        auth: tuple[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Response:
+        if auth is not None:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            headers = {**(headers or {}), "Authorization": f"Basic {token}"}
+        if self._base is not None:
+            url = rebase(url, self._base)
+        return await super().request(method, url, *args, headers=headers, **kwargs)
 
 
 def rebase(url: str, base: SplitResult) -> str:
@@ -30,4 +47,4 @@ def rebase(url: str, base: SplitResult) -> str:
 
 
 def twilio_http_client(api_base: str | None) -> AsyncTwilioHttpClient:
-    return RebasedClient(api_base) if api_base else AsyncTwilioHttpClient()
+    return TwilioHttpClient(api_base)

@@ -14,6 +14,9 @@ SESSION: Final = "session"
 NOTARY: Final = "notary"
 MATCHMAKER: Final = "matchmaker"
 
+# The topic of ephemeral presence events (notary.presence), for subscribers.
+PRESENCE_TOPIC: Final = "presence"
+
 # The kinds of actors the hosts know, by the first part of their address.
 ACTOR_KINDS: Final = (SESSION, NOTARY, MATCHMAKER)
 

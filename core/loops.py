@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,24 @@ async def stop_task(task: asyncio.Task[Any] | None, timeout_s: float | None = No
             await asyncio.wait_for(asyncio.shield(task), timeout_s)
 
 
-def spawn(coro: Coroutine[Any, Any, Any], tasks: set[asyncio.Task[Any]], name: str) -> None:
+async def stop_loops(loops: Iterable[BackgroundLoop], stop_timeout_s: float | None = None) -> None:
+    """Stop several loops at once: all are cancelled before any is waited for."""
+    await asyncio.gather(*(loop.stop(stop_timeout_s) for loop in loops))
+
+
+async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], timeout_s: float | None = None) -> None:
+    """Cancel every task (but the caller), then wait at most `timeout_s` for
+    them all to end; one stuck past the bound is left to end on its own."""
+    pending = [t for t in tasks if t is not asyncio.current_task()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=timeout_s)
+
+
+def spawn(
+    coro: Coroutine[Any, Any, Any], tasks: set[asyncio.Task[Any]], name: str | None = None
+) -> None:
     """Run `coro` as a task kept in `tasks` until it ends (so it is not
     garbage-collected mid-flight, and a stop can cancel what is left)."""
     task = asyncio.get_running_loop().create_task(coro, name=name)

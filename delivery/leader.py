@@ -14,7 +14,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from core.loops import BackgroundLoop
 from delivery.worker import DeliveryWorker
+from persistence import locks
 
 logger = logging.getLogger(__name__)
 
@@ -32,19 +34,19 @@ class DeliveryLeader:
         self._pool = pool
         self._make = make_worker
         self._on_worker = on_worker
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop("delivery-leader", self._run)
         self.worker: DeliveryWorker | None = None
         self.leading = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="delivery-leader")
+        self._loop.start()
 
     async def _run(self) -> None:
         while True:
             conn = None
             try:
                 conn = await self._pool.acquire()
-                while not await self._try_lock(conn):  # noqa: ASYNC110 (polling Postgres)
+                while not await locks.try_advisory_lock(conn, LOCK_KEY):  # noqa: ASYNC110 (polling Postgres)
                     await asyncio.sleep(CHECK_S)
                 self.leading = True
                 self.worker = self._make()
@@ -53,7 +55,7 @@ class DeliveryLeader:
                 logger.info("this gateway runs the cluster's delivery worker")
                 while True:
                     await asyncio.sleep(CHECK_S)
-                    await conn.fetchval("SELECT 1")
+                    await locks.ping(conn)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -62,10 +64,6 @@ class DeliveryLeader:
             finally:
                 await self._step_down(conn)
 
-    @staticmethod
-    async def _try_lock(conn: Any) -> bool:
-        return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY))
-
     async def _step_down(self, conn: Any) -> None:
         if self.worker is not None and self.leading:
             with contextlib.suppress(Exception):
@@ -73,12 +71,9 @@ class DeliveryLeader:
         self.leading = False
         if conn is not None:
             with contextlib.suppress(Exception):
-                await conn.execute("SELECT pg_advisory_unlock_all()")
+                await locks.unlock_all(conn)
             with contextlib.suppress(Exception):
                 await self._pool.release(conn)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._loop.stop()

@@ -23,6 +23,7 @@ from typing import Protocol
 import asyncpg
 
 from core.ids import session_address
+from core.loops import BackgroundLoop, spawn, stop_tasks
 from core.messages import Message
 from persistence import outbox
 
@@ -153,8 +154,8 @@ class DeliveryWorker:
         # be stale (already delivered) and are skipped until the next fetch.
         self._ended: dict[str, float] = {}
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop = BackgroundLoop("delivery-worker", self._run)
+        self._tasks: set[asyncio.Task[None]] = set()  # one per delivery under way
         self.breakers: dict[str, CircuitBreaker] = {}
         self._breaker = breaker
         self.why_missing = why_missing or {}
@@ -164,18 +165,12 @@ class DeliveryWorker:
         self._wake.set()
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="delivery-worker")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        if tasks:  # a sender stuck on a dead peer must not hold up shutdown
-            await asyncio.wait(tasks, timeout=5)
+        await self._loop.stop()
+        # A sender stuck on a dead peer must not hold up shutdown.
+        await stop_tasks(list(self._tasks), timeout_s=5)
         for sender in self._senders.values():
             close = getattr(sender, "close", None)
             if close is not None:
@@ -197,9 +192,7 @@ class DeliveryWorker:
                 if row["stream"] in self._busy or self._ended.get(row["stream"], 0) > fetched_at:
                     continue
                 self._busy.add(row["stream"])
-                task = asyncio.create_task(self._deliver(row))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                spawn(self._deliver(row), self._tasks)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 0.5)
             self._wake.clear()

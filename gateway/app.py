@@ -16,7 +16,7 @@ from aiohttp import web
 from config.settings import Settings
 from gateway import protocol as P
 from gateway.cluster_node import cluster_resources
-from gateway.http_api import audit_middleware, errors_middleware, routes
+from gateway.http import audit_middleware, errors_middleware, routes
 from gateway.services import SERVICES
 from gateway.single_node import local_resources
 from gateway.ws import ws_handler

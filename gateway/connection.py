@@ -1,11 +1,12 @@
-"""One client WebSocket after authentication.
+"""One client WebSocket after authentication: the transport.
 
 - Requests: one in flight per (connection, actor), in arrival order; requests
-  to different actors run concurrently.
-- Following: per topic, the last `seq` delivered. Durable events are sent
-  exactly once, in order; a gap (or a follow from an older seq) is filled
-  from the journal. While a request to an actor is in flight, that actor's
-  topic is paused, so the reply goes out before the events it caused.
+  to different actors run concurrently. What is done around a request (follow
+  its target first, subscribe to a topic, hold a presence lease, answer it
+  here) is what its spec says (`gateway.specs`): the connection never looks
+  at request types.
+- Following: the topics the connection follows, and how events reach it in
+  order, exactly once (`gateway.following`).
 - Backpressure: a bounded outbound queue. Ephemeral events are dropped when
   it is full; anything else closes the socket with 1013 (the client resumes
   with `since_seq`).
@@ -19,43 +20,29 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
 
 from config import logging as log_context
 from config import tracing
-from core.clock import now_iso
 from core.errors import ErrorCode, ProtocolError
-from core.ids import session_address
-from core.messages import Caller, Delivery, Message, Reply
+from core.loops import BackgroundLoop, spawn
+from core.messages import Caller, Message, Reply
 from gateway import protocol as P
 from gateway.auth import Identity
 from gateway.codec import Codec, DecodeError
+from gateway.following import Following
 from gateway.metrics import request_label
-from gateway.requests import parse
+from gateway.requests import REQUESTS, parse_as
 from gateway.services import Services
+from gateway.specs import Spec, named_session
 from persistence.audit import AuditRecord, resource_of
-from persistence.journal import Unavailable
 
 logger = logging.getLogger(__name__)
 
-PRESENCE_TOPIC = "presence"
 MAX_IN_FLIGHT = 256
-CATCH_UP_PAGE = 256  # journal rows read at a time when replaying to a client
-
-
-@dataclass(slots=True)
-class Follow:
-    last_seq: int | None = None  # None until the first follow decision
-    paused: int = 0
-    catching_up: bool = False
-    buffer: list[Delivery] = field(default_factory=list)
-
-    @property
-    def flowing(self) -> bool:
-        return self.last_seq is not None and not self.paused and not self.catching_up
 
 
 class RateLimiter:
@@ -108,13 +95,16 @@ class Connection:
         self.services = services
         self.remote = remote
         self.user_agent = user_agent
-        self.follows: dict[str, Follow] = {}
-        self.tracked: set[str] = set()
+        self.following = Following(
+            self, ident.user_id, services.bus, services.journal, services.settings.outbound_queue
+        )
+        self.tracked: set[str] = set()  # actors told when this connection closes
+        self.leased: set[str] = set()  # actors whose presence lease it holds
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._out: asyncio.Queue[str | bytes] = asyncio.Queue(services.settings.outbound_queue)
         self._limiter = RateLimiter(services.settings.rate_limit)
-        self._writer: asyncio.Task[None] | None = None
+        self._writer = BackgroundLoop(f"ws-writer:{self.id}", self._write_loop)
         self.closing = False
         self.log = logging.LoggerAdapter(
             logger, {"connection_id": self.id, "user_id": ident.user_id}
@@ -123,7 +113,7 @@ class Connection:
     # -- output --------------------------------------------------------------
 
     def start(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer:{self.id}")
+        self._writer.start()
 
     async def _write_loop(self) -> None:
         try:
@@ -157,11 +147,16 @@ class Connection:
             self.log.warning("client too slow: outbound queue full, closing with 1013")
             self.close_soon(P.CLOSE_TOO_SLOW, "too slow: resume with since_seq")
 
+    async def send_waiting(self, msg: dict[str, Any]) -> None:
+        """Queue a frame, waiting for room (a replay, not a live event)."""
+        if not self.closing:
+            await self._out.put(self.codec.encode(msg))
+
     def close_soon(self, code: int, message: str) -> None:
         if self.closing:
             return
         self.closing = True
-        self._spawn(self._close(code, message))
+        self.spawn(self._close(code, message))
 
     async def _close(self, code: int, message: str) -> None:
         with contextlib.suppress(Exception):
@@ -172,125 +167,6 @@ class Connection:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._out.join(), timeout)
 
-    # -- bus subscriber --------------------------------------------------------
-
-    def deliver(self, d: Delivery) -> None:
-        if d.seq is None:
-            if d.to_user is not None and d.to_user != self.ident.user_id:
-                return
-            self.send(d.event, droppable=True)
-            return
-        f = self.follows.get(d.topic)
-        if f is None:
-            return
-        if f.flowing:
-            self._emit(d.topic, f, d)
-        else:
-            f.buffer.append(d)
-
-    def _emit(self, topic: str, f: Follow, d: Delivery) -> None:
-        assert f.last_seq is not None and d.seq is not None
-        if d.seq <= f.last_seq:
-            return
-        if d.seq == f.last_seq + 1:
-            f.last_seq = d.seq
-            self.send(d.event)
-            return
-        # A gap (a lossy bus, or events committed before we subscribed): re-read.
-        f.buffer.append(d)
-        f.catching_up = True
-        self._spawn(self._catch_up(topic, f))
-
-    def _flush(self, topic: str, f: Follow) -> None:
-        buffered, f.buffer = sorted(f.buffer, key=lambda d: d.seq or 0), []
-        for i, d in enumerate(buffered):
-            if not f.flowing:  # a gap started a catch-up: keep the rest for it
-                f.buffer.extend(buffered[i:])
-                return
-            self._emit(topic, f, d)
-
-    async def _catch_up(self, topic: str, f: Follow) -> None:
-        """Send what the journal has after `f.last_seq`, page by page, waiting
-        for room in the outbound queue (a long absence is not "too slow"); then
-        what was buffered meanwhile. The caller has set `f.catching_up`."""
-        assert f.last_seq is not None
-        try:
-            stuck_at = None
-            while True:
-                page = await self.services.journal.read(topic, f.last_seq, CATCH_UP_PAGE)
-                for e in page:
-                    if e.seq == f.last_seq + 1:
-                        f.last_seq = e.seq
-                        await self._send_waiting(e.wire())
-                if self.closing:
-                    return
-                # Live events already sent from the journal are dropped; too many
-                # buffered are dropped too: the journal has them all.
-                f.buffer = [d for d in f.buffer if (d.seq or 0) > f.last_seq]
-                if len(f.buffer) > self.services.settings.outbound_queue:
-                    f.buffer.clear()
-                if len(page) == CATCH_UP_PAGE:
-                    continue
-                if not f.buffer or min(d.seq or 0 for d in f.buffer) == f.last_seq + 1:
-                    break
-                # Buffered events are ahead of what the journal showed: what lies
-                # between was committed meanwhile; read again, once more at most.
-                if stuck_at == f.last_seq:
-                    self.log.error("cannot fill a gap after seq %d on %s", f.last_seq, topic)
-                    self.close_soon(P.CLOSE_TOO_SLOW, "event gap: resume with since_seq")
-                    return
-                stuck_at = f.last_seq
-        except Unavailable:
-            self.log.warning("journal unavailable while catching up %s", topic)
-            self.close_soon(P.CLOSE_TOO_SLOW, "could not replay events: resume with since_seq")
-            return
-        finally:
-            f.catching_up = False
-        if not f.paused:
-            self._flush(topic, f)
-
-    async def _send_waiting(self, msg: dict[str, Any]) -> None:
-        """Queue a frame, waiting for room (a replay, not a live event)."""
-        if not self.closing:
-            await self._out.put(self.codec.encode(msg))
-
-    def _pause(self, topic: str, create: bool) -> bool:
-        """Hold a topic's events; returns whether this call created the follow."""
-        f = self.follows.get(topic)
-        created = False
-        if f is None:
-            if not create:
-                return False
-            f = self.follows[topic] = Follow()
-            self.services.bus.subscribe(topic, self)
-            created = True
-        f.paused += 1
-        return created
-
-    async def _resume(self, topic: str, after: int | None, head: int | None, created: bool) -> None:
-        """Release a pause. With `after`, (re)position the follow there: events
-        after it are sent, from the journal unless `head` says none are missing."""
-        f = self.follows.get(topic)
-        if f is None:
-            return
-        f.paused -= 1
-        if after is not None and (f.last_seq is None or after < f.last_seq):
-            f.last_seq = after
-            if not f.paused and (head is None or after < head) and not f.catching_up:
-                f.catching_up = True
-                await self._catch_up(topic, f)
-                return
-        if f.last_seq is None:
-            if created and not f.paused:
-                self.unfollow(topic)
-            return
-        if not f.paused and not f.catching_up:
-            self._flush(topic, f)
-
-    def unfollow(self, topic: str) -> None:
-        if self.follows.pop(topic, None) is not None:
-            self.services.bus.unsubscribe(topic, self)
-
     # -- input ----------------------------------------------------------------
 
     def on_frame(self, raw: str | bytes) -> None:
@@ -300,14 +176,35 @@ class Connection:
             self.log.warning("sustained flooding, closing with 4429")
             self.close_soon(P.CLOSE_FLOOD, "flooding")
             return
+        frame = self._envelope(raw)
+        if frame is None or not self._admit(frame[1], allowed):
+            return
+        msg, rid, kind = frame
+        spec = REQUESTS.get(kind)
+        if spec is not None and spec.answer is not None:
+            self.send(P.reply_ok(rid, spec.answer()))
+            return
+        if self.services.shutting_down:
+            self._refuse(rid, "unavailable", "server shutting down: retry after reconnecting", kind)
+            return
+        try:
+            spec, data, actor = parse_as(spec, kind, msg.get("data"), self.ident)
+        except ProtocolError as exc:
+            # Audited against the session it named, if it named one.
+            self._refuse(rid, exc.code, exc.message, kind, named_session(msg.get("data")))
+            return
+        self.spawn(self._request(rid, spec, data, actor))
+
+    def _envelope(self, raw: str | bytes) -> tuple[dict[str, Any], Any, str] | None:
+        """The frame as (message, request id, request type), or None once refused."""
         try:
             msg = self.codec.decode(raw)
         except DecodeError as exc:
             self._refuse(None, "bad_request", str(exc))
-            return
+            return None
         if not isinstance(msg, dict):
             self._refuse(None, "bad_request", "a frame must be an object")
-            return
+            return None
         rid = msg.get("id")
         if (
             rid is None
@@ -316,37 +213,26 @@ class Connection:
             or (isinstance(rid, str) and not 0 < len(rid) <= 128)
         ):
             self._refuse(None, "bad_request", "a request needs an id (string or integer)")
-            return
+            return None
         kind = msg.get("type")
         if not isinstance(kind, str):
             self._refuse(rid, "bad_request", "a request needs a type")
-            return
+            return None
+        return msg, rid, kind
+
+    def _admit(self, rid: Any, allowed: bool) -> bool:
+        """Whether the limits let a request in (else it is refused)."""
         if not allowed:
             self._refuse(rid, "rate_limited", "too many requests; slow down")
-            return
+            return False
         user_limit = self.services.user_limit
         if user_limit is not None and not user_limit.allow(self.ident.user_id):
             self._refuse(rid, "rate_limited", "too many requests from this user; slow down")
-            return
+            return False
         if len(self._tasks) >= MAX_IN_FLIGHT:
             self._refuse(rid, "rate_limited", "too many requests in flight")
-            return
-        if kind == "ping":
-            self.send(P.reply_ok(rid, {"server_time": now_iso()}))
-            return
-        if self.services.shutting_down:
-            self._refuse(rid, "unavailable", "server shutting down: retry after reconnecting", kind)
-            return
-        try:
-            spec, data, actor = parse(kind, msg.get("data"), self.ident)
-        except ProtocolError as exc:
-            # Audited against the session it named, if it named one.
-            named = msg.get("data")
-            sid = named.get("session_id") if isinstance(named, dict) else None
-            target = session_address(sid[:64]) if isinstance(sid, str) and sid else None
-            self._refuse(rid, exc.code, exc.message, kind, target)
-            return
-        self._spawn(self._request(rid, kind, spec.kind or kind, data, actor))
+            return False
+        return True
 
     def _refuse(
         self,
@@ -381,95 +267,94 @@ class Connection:
             )
         )
 
-    async def _request(
-        self, rid: Any, kind: str, msg_kind: str, data: dict[str, Any], actor: str
-    ) -> None:
+    # -- one request ------------------------------------------------------------
+
+    async def _request(self, rid: Any, spec: Spec, data: dict[str, Any], actor: str) -> None:
         started = time.perf_counter()
         log_context.connection_id.set(self.id)
         log_context.correlation_id.set(f"{self.id}/{rid}")
         log_context.session_id.set(actor.split(":", 1)[1] if actor.startswith("session:") else None)
-        lock = self._locks.setdefault(actor, asyncio.Lock())
-        async with lock:
-            # The topic this request may start following is subscribed before the
-            # ask, so nothing published while it runs is missed.
-            pre = {"session.join": actor, "session.request": actor, "presence.online": actor}.get(
-                kind
-            )
-            paused = [t for t in {actor, pre} if t and (t == pre or t in self.follows)]
-            created = {t: self._pause(t, create=t == pre) for t in paused}
-            if kind == "presence.subscribe":
-                self.services.bus.subscribe(PRESENCE_TOPIC, self)
-            waits = [t for t in paused if created[t]]
-            if kind == "presence.subscribe":
-                waits.append(PRESENCE_TOPIC)
-            for t in waits:
-                await self._subscribed(t)
-            leases = self.services.leases
-            if kind == "presence.online" and leases is not None:
-                await leases.hold(actor.split(":", 1)[1], self.id)
-            caller = Caller(
-                self.ident.user_id,
-                self.ident.role,
-                self.id,
-                str(rid),
-                self.ident.kyc_verified,
-                self.ident.claims,
-            )
-            reply: Reply | None = None
-            try:
-                with tracing.span(f"enf.request {kind}", None, type=kind, actor=actor):
-                    result = await self.services.host.ask(actor, Message(msg_kind, data, caller))
-                reply = result if isinstance(result, Reply) else Reply(result or {})
-            except ProtocolError as exc:
-                self._refuse(rid, exc.code, exc.message, kind, actor)
-            except Exception:
-                self.log.exception("request %s failed", kind)
-                self._refuse(rid, "internal", "internal error", kind, actor)
+        async with self._locks.setdefault(actor, asyncio.Lock()):
+            paused, created = await self._prepare(spec, actor)
+            reply = await self._ask(rid, spec, data, actor)
             if reply is None:
-                if kind == "presence.subscribe":
-                    self.services.bus.unsubscribe(PRESENCE_TOPIC, self)
-                if kind == "presence.online" and leases is not None and actor not in self.tracked:
-                    await leases.release(actor.split(":", 1)[1], self.id)
-                for t in paused:
-                    await self._resume(t, None, None, created[t])
+                await self._undo(spec, actor, paused, created)
                 return
             self.send(P.reply_ok(rid, reply.data))
-            self.services.metrics.request_seconds.labels(request_label(kind)).observe(
+            self.services.metrics.request_seconds.labels(request_label(spec.name)).observe(
                 time.perf_counter() - started
             )
-            self._audit(kind, rid, "ok", actor)
+            self._audit(spec.name, rid, "ok", actor)
             if reply.track:
                 self.tracked.add(actor)
-            for t in paused:
-                await self._resume(t, reply.follow.pop(t, None), reply.heads.get(t), created[t])
-            for t, after in reply.follow.items():  # topics found only in the reply
-                created_now = self._pause(t, create=True)
-                if created_now:
-                    await self._subscribed(t)
-                await self._resume(t, after if after is not None else 0, None, created_now)
+            if spec.holds_lease:
+                self.leased.add(actor)
+            following = self.following
+            if paused:
+                await following.resume(
+                    actor, reply.follow.pop(actor, None), reply.heads.get(actor), created
+                )
+            for topic, after in reply.follow.items():  # topics found only in the reply
+                await following.follow(topic, after)
 
-    async def _subscribed(self, topic: str) -> None:
-        """With a bus across processes, wait for the subscription to hold
-        before asking: events the request causes must not go past us."""
-        if not await self.services.bus.subscribed(topic):
-            self.log.warning("subscription to %s not confirmed in time", topic)
+    async def _prepare(self, spec: Spec, actor: str) -> tuple[bool, bool]:
+        """Before the ask: pause the target's topic (following it first if the
+        spec says so, subscribed before the ask so nothing published while it
+        runs is missed), subscribe, take a lease. Returns (paused, created)."""
+        following = self.following
+        first = spec.follows_target_first
+        paused = first or actor in following.follows
+        created = paused and following.pause(actor, create=first)
+        if spec.subscribes is not None:
+            following.subscribe(spec.subscribes)
+        if created:
+            await following.subscribed(actor)
+        if spec.subscribes is not None:
+            await following.subscribed(spec.subscribes)
+        leases = self.services.leases
+        if spec.holds_lease and leases is not None:
+            await leases.hold(actor.split(":", 1)[1], self.id)
+        return paused, created
+
+    async def _ask(self, rid: Any, spec: Spec, data: dict[str, Any], actor: str) -> Reply | None:
+        """The actor's reply, or None once the request is refused."""
+        ident = self.ident
+        caller = Caller(
+            ident.user_id, ident.role, self.id, str(rid), ident.kyc_verified, ident.claims
+        )
+        try:
+            with tracing.span(spec.span, None, type=spec.name, actor=actor):
+                result = await self.services.host.ask(actor, Message(spec.message, data, caller))
+            return result if isinstance(result, Reply) else Reply(result or {})
+        except ProtocolError as exc:
+            self._refuse(rid, exc.code, exc.message, spec.name, actor)
+        except Exception:
+            self.log.exception("request %s failed", spec.name)
+            self._refuse(rid, "internal", "internal error", spec.name, actor)
+        return None
+
+    async def _undo(self, spec: Spec, actor: str, paused: bool, created: bool) -> None:
+        """A refused request gives back what `_prepare` took."""
+        if spec.subscribes is not None:
+            self.following.unsubscribe(spec.subscribes)
+        leases = self.services.leases
+        if spec.holds_lease and leases is not None and actor not in self.leased:
+            await leases.release(actor.split(":", 1)[1], self.id)
+        if paused:
+            await self.following.resume(actor, None, None, created)
 
     def in_flight(self) -> list[asyncio.Task[None]]:
         return [t for t in self._tasks if not t.done()]
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        spawn(coro, self._tasks)
 
     # -- end ----------------------------------------------------------------
 
     async def finish(self) -> None:
         """The socket is gone: stop following and tell the actors that track it."""
         self.closing = True
-        for topic in list(self.follows):
-            self.unfollow(topic)
-        self.services.bus.unsubscribe(PRESENCE_TOPIC, self)
+        self.following.close()
         for actor in self.tracked:
             self.services.host.tell(
                 actor,
@@ -477,12 +362,8 @@ class Connection:
             )
         leases = self.services.leases
         if leases is not None:
-            for actor in self.tracked:
-                if actor.startswith("notary:"):
-                    await leases.release(actor.split(":", 1)[1], self.id)
+            for actor in self.leased:
+                await leases.release(actor.split(":", 1)[1], self.id)
         for task in list(self._tasks):
             task.cancel()
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        await self._writer.stop()

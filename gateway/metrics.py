@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from actors import lifecycle as L
 from gateway.requests import REQUESTS
+from persistence import stats
 
 if TYPE_CHECKING:
     from gateway.services import Services
@@ -86,9 +87,9 @@ class Metrics:
         pool = services.pool
         try:
             async with asyncio.timeout(2):
-                states = dict(await pool.fetch("SELECT state, count(*) FROM sessions GROUP BY 1"))
-                offers = dict(await pool.fetch("SELECT state, count(*) FROM offers GROUP BY 1"))
-                outbox = dict(await pool.fetch("SELECT status, count(*) FROM outbox GROUP BY 1"))
+                states = await stats.sessions_by_state(pool)
+                offers = await stats.offers_by_state(pool)
+                outbox = await stats.outbox_by_status(pool)
         except Exception as exc:  # a scrape must still answer
             logger.warning("metrics: database unavailable: %s", exc)
         else:
@@ -105,9 +106,9 @@ class Metrics:
         self.mailbox_max.set(max(depths, default=0))
         self.mailbox_total.set(sum(depths))
         self.recorder_streams.set(len(services.media.sessions) if services.media else 0)
-        stats = services.deliveries.stats
+        counters = services.deliveries.stats
         for kind in ("attempts", "delivered", "failures", "dead"):
-            self.deliveries.labels(kind).set(getattr(stats, kind))
+            self.deliveries.labels(kind).set(getattr(counters, kind))
         self.pool.labels("open").set(pool.get_size())
         self.pool.labels("idle").set(pool.get_idle_size())
         self.pool.labels("max").set(pool.get_max_size())

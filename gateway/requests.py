@@ -1,16 +1,16 @@
-"""Every request type of PROTOCOL §4: its data's shape, who may send it, and
-which actor handles it.
+"""Every request type of PROTOCOL §4: its data's shape, and its `Spec` (who
+may send it, which actor handles it, what the transport must know: see
+`gateway.specs`); and the parsing of a request against them.
 
-Shapes are checked here (`bad_request`), then roles (`forbidden`); existence,
-ownership (`not_found`) and state (`conflict`) are the actors' business.
+Shapes are checked here (`bad_request`), then roles and KYC (`forbidden`);
+existence, ownership (`not_found`) and state (`conflict`) are the actors'
+business.
 """
 
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -23,10 +23,20 @@ from pydantic import (
     model_validator,
 )
 
+from core.clock import now_iso
 from core.errors import ProtocolError
-from core.ids import notary_address, session_address, session_id_for
-from core.messages import Role
+from core.ids import PRESENCE_TOPIC, session_address
 from gateway.auth import Identity
+from gateway.specs import (
+    ALL,
+    CANONICAL_UUID,
+    Spec,
+    matchmaker,
+    new_session,
+    own_notary,
+    session,
+    table,
+)
 
 
 def _no_nul(v: str) -> str:
@@ -179,72 +189,49 @@ class Cancel(SessionRef):
     reason: Text
 
 
-ALL: tuple[Role, ...] = ("customer", "enp", "admin")
+def _server_time() -> dict[str, Any]:
+    return {"server_time": now_iso()}
 
 
-@dataclass(frozen=True, slots=True)
-class Spec:
-    model: type[Model]
-    roles: tuple[Role, ...]
-    route: Callable[[Identity, Any], str]  # -> actor id
-    kind: str = ""  # message kind for the actor; defaults to the request type
-
-
-def _own_notary(ident: Identity, _: Any) -> str:
-    return notary_address(ident.user_id)
-
-
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def _session(_: Identity, data: Any) -> str:
-    sid = data.session_id
-    if _CANONICAL_UUID.fullmatch(sid):
-        return session_address(sid)
-    try:
-        canonical = str(uuid.UUID(sid))
-    except ValueError:
-        raise ProtocolError("not_found", "no such session") from None
-    return session_address(canonical)
-
-
-def _new_session(ident: Identity, data: Any) -> str:
-    return session_address(session_id_for(ident.user_id, data.idempotency_key))
-
-
-def _matchmaker(_: Identity, __: Any) -> str:
-    return "matchmaker"
-
-
-REQUESTS: dict[str, Spec] = {
-    "presence.online": Spec(PresenceOnline, ("enp",), _own_notary),
-    "presence.set": Spec(PresenceSet, ("enp",), _own_notary),
-    "presence.offline": Spec(Empty, ("enp",), _own_notary),
-    "presence.subscribe": Spec(Empty, ALL, _matchmaker, "presence_list"),
-    "notaries.available": Spec(NotariesAvailable, ("customer", "admin"), _matchmaker, "available"),
-    "session.request": Spec(SessionRequest, ("customer",), _new_session),
-    "offer.accept": Spec(OfferRef, ("enp",), _own_notary),
-    "offer.decline": Spec(OfferRef, ("enp",), _own_notary),
-    "session.join": Spec(SessionJoin, ALL, _session),
-    "session.leave": Spec(SessionRef, ("customer", "enp"), _session),
-    "signal": Spec(Signal, ("customer", "enp"), _session),
-    "video.start": Spec(SessionRef, ("enp",), _session),
-    "checks.record": Spec(ChecksRecord, ("enp",), _session),
-    "act.sign": Spec(ActSign, ("customer",), _session),
-    "act.seal": Spec(ActSeal, ("enp",), _session),
-    "video.end": Spec(SessionRef, ("enp",), _session),
-    "session.notarize": Spec(SessionRef, ("enp",), _session),
-    "session.distribute": Spec(Distribute, ("customer", "enp"), _session),
-    "session.cancel": Spec(Cancel, ALL, _session),
-    "ping": Spec(Empty, ALL, _matchmaker),  # answered by the gateway itself
-}
+REQUESTS: dict[str, Spec] = table(
+    {
+        "presence.online": Spec(
+            PresenceOnline, ("enp",), own_notary, follows_target_first=True, holds_lease=True
+        ),
+        "presence.set": Spec(PresenceSet, ("enp",), own_notary),
+        "presence.offline": Spec(Empty, ("enp",), own_notary),
+        "presence.subscribe": Spec(
+            Empty, ALL, matchmaker, message="presence_list", subscribes=PRESENCE_TOPIC
+        ),
+        "notaries.available": Spec(
+            NotariesAvailable, ("customer", "admin"), matchmaker, message="available"
+        ),
+        "session.request": Spec(
+            SessionRequest, ("customer",), new_session, needs_kyc=True, follows_target_first=True
+        ),
+        "offer.accept": Spec(OfferRef, ("enp",), own_notary),
+        "offer.decline": Spec(OfferRef, ("enp",), own_notary),
+        "session.join": Spec(SessionJoin, ALL, session, follows_target_first=True),
+        "session.leave": Spec(SessionRef, ("customer", "enp"), session),
+        "signal": Spec(Signal, ("customer", "enp"), session),
+        "video.start": Spec(SessionRef, ("enp",), session),
+        "checks.record": Spec(ChecksRecord, ("enp",), session),
+        "act.sign": Spec(ActSign, ("customer",), session),
+        "act.seal": Spec(ActSeal, ("enp",), session),
+        "video.end": Spec(SessionRef, ("enp",), session),
+        "session.notarize": Spec(SessionRef, ("enp",), session),
+        "session.distribute": Spec(Distribute, ("customer", "enp"), session),
+        "session.cancel": Spec(Cancel, ALL, session),
+        "ping": Spec(Empty, ALL, matchmaker, answer=_server_time),
+    }
+)
 
 
 def _fast_session_join(data: dict[str, Any]) -> dict[str, Any] | None:
     """`session.join` as the hot path sends it ({session_id, since_seq?}),
     checked by hand; anything else goes through the model (same errors)."""
     sid = data.get("session_id")
-    if type(sid) is not str or not _CANONICAL_UUID.fullmatch(sid):
+    if type(sid) is not str or not CANONICAL_UUID.fullmatch(sid):
         return None
     since = data.get("since_seq")
     if since is not None and (type(since) is not int or since < 0):
@@ -260,7 +247,7 @@ def _fast_checks_record(data: dict[str, Any]) -> dict[str, Any] | None:
     if (
         len(data) != 3
         or type(sid) is not str
-        or not _CANONICAL_UUID.fullmatch(sid)
+        or not CANONICAL_UUID.fullmatch(sid)
         or type(a) is not bool
         or type(b) is not bool
     ):
@@ -279,7 +266,13 @@ _FAST: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
 def parse(kind: str, data: Any, ident: Identity) -> tuple[Spec, dict[str, Any], str]:
     """Validate a request; return its spec, clean data and actor id, or raise
     ProtocolError in the contract's order: bad_request, forbidden, not_found."""
-    spec = REQUESTS.get(kind)
+    return parse_as(REQUESTS.get(kind), kind, data, ident)
+
+
+def parse_as(
+    spec: Spec | None, kind: str, data: Any, ident: Identity
+) -> tuple[Spec, dict[str, Any], str]:
+    """`parse`, with the spec of `kind` already looked up (None: unknown)."""
     if spec is None:
         raise ProtocolError("bad_request", f"unknown type {kind!r}")
     if data is None:
@@ -289,8 +282,7 @@ def parse(kind: str, data: Any, ident: Identity) -> tuple[Spec, dict[str, Any], 
     fast = _FAST.get(kind)
     clean = fast(data) if fast is not None else None
     if clean is not None:
-        if ident.role not in spec.roles:
-            raise ProtocolError("forbidden", f"{kind} is not allowed for role {ident.role}")
+        _authorize(spec, kind, ident)
         return spec, clean, session_address(clean["session_id"])
     return parse_with_model(spec, kind, data, ident)
 
@@ -304,10 +296,7 @@ def parse_with_model(
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "data"
         raise ProtocolError("bad_request", f"{where}: {first['msg']}") from None
-    if ident.role not in spec.roles:
-        raise ProtocolError("forbidden", f"{kind} is not allowed for role {ident.role}")
-    if kind == "session.request" and not ident.kyc_verified:
-        raise ProtocolError("forbidden", "complete identity verification (KYC) first")
+    _authorize(spec, kind, ident)
     actor = spec.route(ident, model)
     fields = model.__dict__
     if any(isinstance(v, BaseModel | list) for v in fields.values()):
@@ -317,3 +306,10 @@ def parse_with_model(
     if "session_id" in clean:
         clean["session_id"] = actor.split(":", 1)[1]
     return spec, clean, actor
+
+
+def _authorize(spec: Spec, kind: str, ident: Identity) -> None:
+    if ident.role not in spec.roles:
+        raise ProtocolError("forbidden", f"{kind} is not allowed for role {ident.role}")
+    if spec.needs_kyc and not ident.kyc_verified:
+        raise ProtocolError("forbidden", "complete identity verification (KYC) first")

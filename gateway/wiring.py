@@ -24,7 +24,10 @@ async def open_database(
     settings: Settings, dsn: str, *, migrate: bool
 ) -> tuple[Keys, asyncpg.Pool]:
     """The keys (sealing, signing) and the pool, migrated when asked."""
-    keys = Keys.load(settings.signing_key_file, settings.pii_key_file, settings.data_dir)
+    # Key files are read (and at a first start written): off the event loop.
+    keys = await asyncio.to_thread(
+        Keys.load, settings.signing_key_file, settings.pii_key_file, settings.data_dir
+    )
     pool = await create_pool(dsn, max_size=settings.db_pool_size)
     if migrate:
         async with pool.acquire() as conn:

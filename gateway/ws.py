@@ -12,7 +12,7 @@ from gateway import protocol as P
 from gateway.auth import Identity, bearer, verify_token
 from gateway.codec import Codec, DecodeError, codec_for
 from gateway.connection import Connection
-from gateway.http_api import error_response
+from gateway.http.errors import error_response
 from gateway.services import SERVICES, Services
 
 logger = logging.getLogger(__name__)

@@ -200,9 +200,13 @@ class TwilioVideo:
                 async with s.get(url) as r:
                     if r.status != 200:
                         raise RuntimeError(f"media download answered {r.status}")
-                    with local.open("wb") as f:
+                    # Disk writes go to a thread, never on the event loop.
+                    f = await asyncio.to_thread(local.open, "wb")
+                    try:
                         async for chunk in r.content.iter_chunked(1 << 16):
-                            f.write(chunk)
+                            await asyncio.to_thread(f.write, chunk)
+                    finally:
+                        await asyncio.to_thread(f.close)
             stored = await self.storage.store(local, f"{room.session_id}/{local.name}")
         except Exception as exc:
             logger.error("recording %s of %s not kept: %s", rec, room.session_id, exc)

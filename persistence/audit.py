@@ -15,11 +15,15 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+
+from core.loops import BackgroundLoop
+from persistence.filters import where
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +83,7 @@ class AuditLog:
         self._max_batch = max_batch
         self._max_pending = max_pending
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._writer = BackgroundLoop("audit-writer", self._run)
         self.written = 0
         self.dropped = 0
 
@@ -94,14 +98,10 @@ class AuditLog:
             self._wake.set()
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="audit-writer")
+        self._writer.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._writer.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.flush(), 5)
         if self._pending:
@@ -137,3 +137,32 @@ class AuditLog:
                     "audit rows not written yet (%d waiting): %s", len(self._pending), exc
                 )
                 await asyncio.sleep(1.0)
+
+
+EXPORT_COLUMNS = ("id", *COLUMNS)
+
+
+async def export(
+    pool: asyncpg.Pool,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    user_id: str | None = None,
+    resource_id: str | None = None,
+) -> AsyncGenerator[dict[str, Any], None]:
+    """Audit rows (`EXPORT_COLUMNS`) with `since <= at < until`, of a user, on
+    a resource (each filter if given), in order, read from a cursor: a large
+    export never sits in memory. Close it (`contextlib.aclosing`) if not read
+    to the end, so its connection goes back at once."""
+    clause, args = where(
+        (
+            ("at", ">=", since),
+            ("at", "<", until),
+            ("user_id", "=", user_id),
+            ("resource_id", "=", resource_id),
+        )
+    )
+    sql = "SELECT id, " + ", ".join(COLUMNS) + " FROM audit_log" + clause + " ORDER BY id"
+    async with pool.acquire() as conn, conn.transaction():
+        async for r in conn.cursor(sql, *args, prefetch=500):
+            yield {c: r[c] for c in EXPORT_COLUMNS}

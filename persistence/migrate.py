@@ -5,6 +5,7 @@ An advisory lock makes concurrent starters (several gateways) apply them once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from importlib import resources
 
@@ -35,7 +36,8 @@ async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-        for version, name, sql in migration_files():
+        # Reading the packaged SQL files is file I/O: off the event loop.
+        for version, name, sql in await asyncio.to_thread(migration_files):
             if version in done:
                 continue
             async with conn.transaction():

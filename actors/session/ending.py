@@ -1,0 +1,121 @@
+"""How a session ends: `session.notarize` and the finalisation that issues
+the signed record of the act (NOTARIZING → NOTARIZED), `session.distribute`
+(→ DISTRIBUTING, or straight on to COMPLETED with no recipients), and
+`session.cancel` (with an incomplete-act entry in the notary's book).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors import lifecycle as L
+from actors.session.base import logger
+from actors.session.deliveries import DeliveryOutcomes
+from actors.session.state import Event, Recipient, as_record
+from core.clock import now_iso
+from core.errors import ProtocolError
+from core.messages import Message, Reply
+from persistence.book import book_entry
+from persistence.envelopes import build_envelope, envelope_statement
+from persistence.keys import mask
+
+
+class EndingRequests(DeliveryOutcomes):
+    async def on_session_notarize(self, msg: Message) -> Reply:
+        caller = self._require(msg.caller, "enp")
+        self._in_state(L.VIDEO_COMPLETED)
+        if self.state["signed"] is None or self.state["sealed"] is None:
+            raise ProtocolError("conflict", "the act must be signed and sealed first")
+        if self.ctx.settings.recording == "required" and self.state["recording"] is None:
+            raise ProtocolError("conflict", "no finished recording yet (ENF_RECORDING=required)")
+        await self._commit_request(msg, [self._move(L.NOTARIZING, caller.user_id)], {})
+        self.set_timer("finalize", 0, Message("finalize"))
+        return Reply({})
+
+    async def on_finalize(self, msg: Message) -> None:
+        """NOTARIZING → NOTARIZED: the record of the act is issued."""
+        if self.state["state"] != L.NOTARIZING:
+            return
+        at = now_iso()
+        keys = self.ctx.keys
+        envelope = build_envelope(
+            as_record(self.state),
+            self.session_id,
+            at=at,
+            journal_seq=self.seq,
+            journal_head=self.head_hash,
+            keys=keys,
+            retention_years=self.ctx.settings.retention_years,
+        )
+        signed = keys.signer.sign(envelope)
+        envelope_id = envelope["uid"]
+        await self.commit(
+            [
+                self._move(L.NOTARIZED, "system"),
+                ("session.notarized", {"envelope_id": envelope_id}),
+            ],
+            statements=[
+                envelope_statement(signed, self.session_id, keys),
+                self._book_entry(at, complete=True, reason=None),
+            ],
+        )
+        logger.info("session %s notarized: envelope %s issued", self.session_id, envelope_id)
+        self._after_move()
+
+    def _book_entry(
+        self, at: str, *, complete: bool, reason: str | None
+    ) -> tuple[str, tuple[Any, ...]]:
+        """This session's entry in its notary's book (the act, or its absence)."""
+        return book_entry(
+            as_record(self.state),
+            self.session_id,
+            at=at,
+            complete=complete,
+            reason=reason,
+            pii=self.ctx.keys.pii,
+        )
+
+    async def on_session_distribute(self, msg: Message) -> Reply:
+        caller = self._require(msg.caller, "customer", "enp")
+        self._in_state(L.NOTARIZED)
+        pii = self.ctx.keys.pii
+        # Phone numbers and addresses are personal data: sealed in the journal,
+        # with a masked hint for people reading the events.
+        recipients: list[Recipient] = [
+            {
+                "channel": r["channel"],
+                "to": pii.seal(r["to"], self.session_id),
+                "hint": mask(r["to"]),
+            }
+            for r in msg.data["recipients"]
+        ]
+        distributing = self._move(L.DISTRIBUTING, caller.user_id, recipients=recipients)
+        events: list[Event] = [distributing]
+        if not recipients:
+            events.append(self._move(L.COMPLETED, "system", after=distributing))
+        await self._commit_request(msg, events, {})
+        self._after_move()
+        self._resync_later()
+        return Reply({})
+
+    async def on_session_cancel(self, msg: Message) -> Reply:
+        caller = self._require(msg.caller, "customer", "enp", "admin")
+        if self.state["state"] not in L.CANCELLABLE:
+            raise ProtocolError("conflict", f"cannot cancel in state {self.state['state']}")
+        reason = msg.data["reason"]
+        await self.commit(
+            [self._move(L.CANCELLED, caller.user_id, reason=reason)],
+            caller=msg.caller,
+            request=(msg.kind, msg.data),
+            reply=Reply({}),
+            statements=self._incomplete_act(reason),
+        )
+        self._after_move()
+        return Reply({})
+
+    def _incomplete_act(self, reason: str) -> list[tuple[str, tuple[Any, ...]]]:
+        """A session ending without the act after a notary was assigned gets an
+        incomplete-act entry in that notary's book."""
+        if not self.state.get("enp_id"):
+            return []
+        return [self._book_entry(now_iso(), complete=False, reason=reason)]

@@ -1,0 +1,35 @@
+"""The HTTP API (PROTOCOL §6): its routes, one module per subject, and the
+two middlewares every call goes through (audit row, JSON errors).
+
+Routes are listed in the order they are registered with the router.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.http import (
+    audit_export,
+    deliveries,
+    directory,
+    legal_record,
+    probes,
+    recordings,
+    sessions,
+    twilio,
+)
+from gateway.http.auditing import audit_middleware
+from gateway.http.errors import error_response, errors_middleware
+
+routes: list[web.AbstractRouteDef] = [
+    *probes.routes,
+    *directory.routes,
+    *sessions.routes,
+    *legal_record.routes,
+    *audit_export.routes,
+    *recordings.routes,
+    *twilio.routes,
+    *deliveries.routes,
+]
+
+__all__ = ["audit_middleware", "error_response", "errors_middleware", "routes"]

@@ -1,0 +1,125 @@
+"""Journal rows and the hash chain that links them, what one append carries
+to the journal, and the errors an append can end with."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from persistence.projections import Projection
+
+GENESIS_HASH = "0" * 64
+
+
+class Unavailable(Exception):
+    """The database could not make the append durable; nothing was applied."""
+
+
+class StaleActivation(Exception):
+    """Another activation of the same actor appended first; this one must stop."""
+
+
+class Fenced(Exception):
+    """The shard's epoch moved on: a newer incarnation of the shard owns its
+    actors, and this one may not write any more."""
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def chain_hash(
+    prev_hash: str, actor_id: str, seq: int, name: str, data: dict[str, Any], at: str
+) -> str:
+    """hash = sha256(prev_hash || canonical row) — ARCHITECTURE.md, Durability."""
+    row = canonical_json(
+        {
+            "actor_id": actor_id,
+            "seq": seq,
+            "name": name,
+            "data": data,
+            "at": at,
+            "prev_hash": prev_hash,
+        }
+    )
+    return hashlib.sha256((prev_hash + row).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    actor_id: str
+    seq: int
+    name: str
+    data: dict[str, Any]
+    at: str
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def make(
+        cls, actor_id: str, seq: int, name: str, data: dict[str, Any], at: str, prev_hash: str
+    ) -> StoredEvent:
+        return cls(
+            actor_id,
+            seq,
+            name,
+            data,
+            at,
+            prev_hash,
+            chain_hash(prev_hash, actor_id, seq, name, data, at),
+        )
+
+    def wire(self) -> dict[str, Any]:
+        """The event as clients see it (PROTOCOL §3); the topic is the actor id."""
+        return {
+            "type": "event",
+            "topic": self.actor_id,
+            "seq": self.seq,
+            "name": self.name,
+            "data": self.data,
+            "at": self.at,
+        }
+
+    def with_hashes(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "name": self.name,
+            "data": self.data,
+            "at": self.at,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    user_id: str
+    request_id: str
+    fingerprint: str
+    reply: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Append:
+    actor_id: str
+    events: Sequence[StoredEvent] = ()
+    # Rows of batched projection tables, and (sql, args) statements, that
+    # must commit with the events.
+    projections: Sequence[Projection] = ()
+    statements: Sequence[tuple[str, tuple[Any, ...]]] = ()
+    idempotency: Sequence[IdempotencyRecord] = ()
+    snapshot: tuple[int, dict[str, Any]] | None = None
+    future: asyncio.Future[None] | None = field(default=None, repr=False)
+
+    def settle(self, exc: Exception | None) -> None:
+        """Resolve the appender's wait: committed (None) or failed with `exc`."""
+        if self.future is None or self.future.done():
+            return
+        if exc is None:
+            self.future.set_result(None)
+        else:
+            self.future.set_exception(exc)

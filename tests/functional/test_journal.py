@@ -1,0 +1,159 @@
+"""The journal against a real Postgres: group commit, the (actor_id, seq)
+fence, isolation of a bad append, hash chain, unavailability."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from core.clock import now_iso
+from persistence.journal import (
+    GENESIS_HASH,
+    Append,
+    Journal,
+    StaleActivation,
+    StoredEvent,
+    Unavailable,
+)
+from persistence.migrate import apply_migrations
+from persistence.pool import create_pool
+
+
+@pytest.fixture
+async def journal(database: str) -> AsyncIterator[Journal]:
+    pool = await create_pool(database)
+    async with pool.acquire() as conn:
+        await apply_migrations(conn)
+    j = Journal(pool)
+    await j.start()
+    yield j
+    await j.stop()
+    await pool.close()
+
+
+def _event(actor: str, seq: int, prev: str, **data: Any) -> StoredEvent:
+    return StoredEvent.make(actor, seq, "test.event", {"n": seq, **data}, now_iso(), prev)
+
+
+def _alone(e: StoredEvent) -> Append:
+    """An append of one event to its own actor."""
+    return Append(e.actor_id, [e])
+
+
+async def _beside(journal: Journal, first: Append, others: list[StoredEvent]) -> list[Any]:
+    """`first` and each of `others` (alone) appended at once: each outcome,
+    None or the exception, in that order."""
+    return await asyncio.gather(
+        journal.append(first),
+        *(journal.append(_alone(e)) for e in others),
+        return_exceptions=True,
+    )
+
+
+async def test_concurrent_appends_are_group_committed(journal: Journal) -> None:
+    events = [_event(f"a:{i}", 1, GENESIS_HASH) for i in range(300)]
+    await asyncio.gather(*(journal.append(_alone(e)) for e in events))
+    assert journal.stats.appends == 300
+    assert journal.stats.batches < 300 and journal.stats.max_batch > 1
+    back = await journal.read("a:7")
+    assert back == [events[7]]
+
+
+async def test_stale_activation_is_fenced_and_isolated(journal: Journal) -> None:
+    first = _event("s:1", 1, GENESIS_HASH)
+    await journal.append(Append("s:1", [first]))
+    stale = _event("s:1", 1, GENESIS_HASH, other=True)  # a second activation at seq 1
+    bystanders = [_event(f"b:{i}", 1, GENESIS_HASH) for i in range(20)]
+    results = await _beside(journal, Append("s:1", [stale]), bystanders)
+    assert isinstance(results[0], StaleActivation)
+    assert results[1:] == [None] * 20
+    assert await journal.read("s:1") == [first]
+
+
+async def test_a_refused_value_fails_only_its_own_append(journal: Journal) -> None:
+    bad = StoredEvent.make(
+        "x:1", 1, "test.event", {"t": "nul \u0000 inside"}, now_iso(), GENESIS_HASH
+    )
+    good = [_event(f"g:{i}", 1, GENESIS_HASH) for i in range(10)]
+    results = await _beside(journal, Append("x:1", [bad]), good)
+    assert isinstance(results[0], Unavailable)
+    assert results[1:] == [None] * 10
+
+
+async def test_hash_chain_round_trips(journal: Journal) -> None:
+    prev = GENESIS_HASH
+    chain: list[StoredEvent] = []
+    for seq in range(1, 6):
+        e = _event("h:1", seq, prev, text="ünïcødé", f=0.1, big=2**62)
+        chain.append(e)
+        prev = e.hash
+    await journal.append(Append("h:1", chain))
+    back = await journal.read("h:1")
+    for e in back:
+        again = StoredEvent.make(e.actor_id, e.seq, e.name, e.data, e.at, e.prev_hash)
+        assert again.hash == e.hash
+    assert back == chain
+
+
+async def test_unavailable_database_changes_nothing(database: str) -> None:
+    pool = await create_pool(database)
+    async with pool.acquire() as conn:
+        await apply_migrations(conn)
+    j = Journal(pool)
+    await j.start()
+    await pool.close()
+    with pytest.raises(Unavailable):
+        await j.append(Append("u:1", [_event("u:1", 1, GENESIS_HASH)]))
+    await j.stop()
+    conn = await asyncpg.connect(database)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM journal") == 0
+    finally:
+        await conn.close()
+
+
+async def test_projection_rows_of_a_batch_commit_with_it_last_row_per_key_winning(
+    journal: Journal,
+) -> None:
+    """Projection rows travel in the batch's one statement; within a batch the
+    last row of a key wins, and a batch refused for one append keeps none of
+    that append's rows."""
+    from datetime import UTC, datetime
+
+    from persistence.projections import SESSIONS, Projection
+
+    now = datetime.now(UTC)
+
+    def row(sid: str, state: str, seq: int) -> Projection:
+        return Projection(SESSIONS, (sid, state, "c1", None, seq, {"state": state}, {}, now, now))
+
+    first = _event("p:1", 1, GENESIS_HASH)
+    second = _event("p:1", 2, first.hash)
+    await asyncio.gather(
+        journal.append(Append("p:1", [first], projections=[row("s-1", "REQUESTED", 1)])),
+        journal.append(
+            Append(
+                "p:2", [_event("p:2", 1, GENESIS_HASH)], projections=[row("s-2", "REQUESTED", 1)]
+            )
+        ),
+    )
+    # Two rows for one key in a single append: the later one is kept.
+    await journal.append(
+        Append(
+            "p:1",
+            [second],
+            projections=[row("s-1", "ENP_ASSIGNED", 2), row("s-1", "VIDEO_IN_PROGRESS", 2)],
+        )
+    )
+    # A refused append (seq 2 again) leaves its projection row out.
+    with pytest.raises(StaleActivation):
+        await journal.append(Append("p:1", [second], projections=[row("s-1", "CANCELLED", 3)]))
+    rows = await journal.pool.fetch("SELECT session_id, state, seq FROM sessions ORDER BY 1")
+    assert [tuple(r) for r in rows] == [
+        ("s-1", "VIDEO_IN_PROGRESS", 2),
+        ("s-2", "REQUESTED", 1),
+    ]

@@ -1,0 +1,219 @@
+"""Media against the real server: two aiortc peers through our signaling, the
+recorder worker, storage, recording links, and a recorder killed mid-call."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import aiohttp
+
+from core.links import sign_path
+from tests.conftest import MakeServer
+from tests.flows import assigned_session, bearer, join_both, sign_and_seal, user_id
+from tests.media_peers import (
+    Party,
+    media_seconds,
+    parties_closed,
+    record_then_end,
+    video_session,
+)
+
+
+def started(p: Party) -> float:
+    assert p.recording_since is not None
+    return p.recording_since
+
+
+async def test_two_peers_and_the_recorder_produce_a_recording(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    h = await make_server(recording="required")
+    customer, notary, sid, c, n = await video_session(h)
+    async with parties_closed(c, n):
+        await customer.expect("recording.started", timeout=20)
+        assert "video" in c.received and "video" in n.received  # peer to peer, both ways
+        await sign_and_seal(customer, notary, sid)
+        reply = await notary.request("session.notarize", {"session_id": sid})
+        assert reply["error"]["code"] == "conflict"  # still in the call
+        await asyncio.sleep(3)
+        await notary.call("video.end", {"session_id": sid})
+        ended = time.monotonic()
+        call_s = {user_id(p.client): ended - started(p) for p in (c, n)}
+    ready = (await customer.expect("recording.ready", timeout=60))["data"]
+    assert len(ready["sha256"]) == 64 and ready["bytes"] > 0
+    assert {t["user_id"] for t in ready["tracks"]} == {"c1", "n1"}
+    for t in ready["tracks"]:
+        path = Path(urlparse(t["url"]).path)
+        size = (await asyncio.to_thread(path.stat)).st_size
+        assert path.is_relative_to(tmp_path) and size == t["bytes"]
+        seconds = media_seconds(path)
+        assert abs(seconds - call_s[t["user_id"]]) < 1.0, (t["user_id"], seconds, call_s)
+    # The gate opens: notarize needs recording.ready (ENF_RECORDING=required).
+    await notary.call("session.notarize", {"session_id": sid})
+    await customer.expect("session.notarized")
+
+    # The link works for a participant, and not once it is tampered with.
+    async with aiohttp.ClientSession() as s:
+        r = await s.get(
+            h.url(f"/v1/sessions/{sid}/recording"), headers=bearer(h.token("c1", "customer"))
+        )
+        link = await r.json()
+        assert r.status == 200 and link["expires_at"]
+        r = await s.get(link["url"])
+        body = await r.read()
+        assert r.status == 200 and len(body) == ready["bytes"]
+        r = await s.get(link["url"].replace("expires=", "expires=1"))
+        assert r.status == 403
+        # Past its expiry, a correctly signed link is refused too.
+        name = ready["url"].rsplit("/", 1)[-1]
+        old, _ = sign_path(h.services.jwt_secret, f"/v1/recordings/{sid}/{name}", ttl_s=-1)
+        r = await s.get(h.url(old))
+        assert r.status == 403 and "expired" in (await r.json())["error"]["message"]
+        r = await s.get(
+            h.url(f"/v1/sessions/{sid}/recording"), headers=bearer(h.token("c9", "customer"))
+        )
+        assert r.status == 404
+
+
+async def test_signaling_bad_input(make_server: MakeServer) -> None:
+    h = await make_server(recording="required")
+    customer, notary, sid = await assigned_session(h)
+    sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP 0\r\n"
+    # Outside VIDEO_IN_PROGRESS.
+    r = await customer.request(
+        "signal", {"session_id": sid, "to": "n1", "kind": "offer", "sdp": sdp}
+    )
+    assert r["error"]["code"] == "conflict"
+    await join_both(customer, notary, sid)
+    await notary.call("video.start", {"session_id": sid})
+    for data, code in (
+        ({"to": "n1", "kind": "offer", "sdp": "hello"}, "bad_request"),
+        ({"to": "n1", "kind": "ice"}, "bad_request"),
+        ({"to": "someone", "kind": "offer", "sdp": sdp}, "not_found"),
+        ({"to": "recorder", "kind": "answer", "sdp": sdp}, "bad_request"),
+        ({"to": "recorder", "kind": "offer", "sdp": sdp}, "bad_request"),  # unusable SDP
+    ):
+        r = await customer.request("signal", {"session_id": sid, **data})
+        assert r["error"]["code"] == code, (data, r)
+    # An offer of 20,000 characters, six times that once JSON-escaped: more than
+    # a default line reader takes. It is refused; the worker lives on.
+    huge = "v=0\r\n" + "\u00e9" * 20000 + "\nm=audio 9 UDP 0\r\n"
+    assert len(huge) <= 32768
+    media = h.services.media
+    assert media is not None
+    pid = media.pid
+    r = await customer.request(
+        "signal", {"session_id": sid, "to": "recorder", "kind": "offer", "sdp": huge}
+    )
+    assert not r["ok"], r
+    worker = media._proc
+    assert media.pid == pid and worker is not None and worker.returncode is None
+    stranger = await h.client("c9", "customer")
+    r = await stranger.request(
+        "signal", {"session_id": sid, "to": "n1", "kind": "offer", "sdp": sdp}
+    )
+    assert r["error"]["code"] == "not_found"
+    # Still serving: a ping, and the session goes on.
+    assert await customer.call("ping")
+
+
+async def test_killing_the_recorder_mid_call_keeps_what_was_recorded(
+    make_server: MakeServer,
+) -> None:
+    h = await make_server(recording="required")
+    customer, notary, sid, c, n = await video_session(h)
+    async with parties_closed(c, n):
+        await customer.expect("recording.started", timeout=20)
+        await asyncio.sleep(3.5)
+        media = h.services.media
+        assert media is not None and media.pid is not None
+        os.kill(media.pid, signal.SIGKILL)
+        failed = (await customer.expect("recording.failed", timeout=20))["data"]
+    assert "died" in failed["reason"]
+    assert failed["tracks"], "the partial recording was not kept"
+    for t in failed["tracks"]:
+        path = Path(urlparse(t["url"]).path)
+        assert media_seconds(path) > 1.0  # readable, with what was recorded
+    # The session is not stuck: the video can be restarted with a new recorder.
+    c2, n2 = Party(customer, sid), Party(notary, sid)
+    async with parties_closed(c2, n2):
+        await asyncio.gather(c2.call_recorder(), n2.call_recorder())
+        await record_then_end(customer, notary, sid, 1)
+    ready = (await customer.expect("recording.ready", timeout=60))["data"]
+    assert ready["bytes"] > 0
+
+
+def s3_client(endpoint: str) -> Any:
+    """A boto3 S3 client (made in a thread: boto3 reads its data files to make one)."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint)
+
+
+def s3_read(s3: Any, bucket: str, key: str) -> bytes:
+    body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return body
+
+
+async def test_recordings_on_s3_with_expiring_links(
+    make_server: MakeServer, s3_endpoint: str, tmp_path: Path
+) -> None:
+    s3 = await asyncio.to_thread(s3_client, s3_endpoint)
+    await asyncio.to_thread(s3.create_bucket, Bucket="enf-recordings")
+    h = await make_server(
+        recording="required",
+        recordings_url="s3://enf-recordings/prod",
+        s3_endpoint_url=s3_endpoint,
+    )
+    customer, notary, sid, c, n = await video_session(h)
+    async with parties_closed(c, n):
+        await record_then_end(customer, notary, sid, 2)
+    ready = (await customer.expect("recording.ready", timeout=60))["data"]
+    assert ready["url"].startswith(f"s3://enf-recordings/prod/{sid}/")
+    for t in ready["tracks"]:
+        key = t["url"].removeprefix("s3://enf-recordings/")
+        head = await asyncio.to_thread(s3.head_object, Bucket="enf-recordings", Key=key)
+        assert head["ServerSideEncryption"] == "AES256"
+        body = await asyncio.to_thread(s3_read, s3, "enf-recordings", key)
+        assert hashlib.sha256(body).hexdigest() == t["sha256"] and len(body) == t["bytes"]
+        local = tmp_path / f"{t['user_id']}.mkv"
+        await asyncio.to_thread(local.write_bytes, body)
+        assert media_seconds(local) > 1.0
+
+    async with aiohttp.ClientSession() as s:
+        r = await s.get(
+            h.url(f"/v1/sessions/{sid}/recording"), headers=bearer(h.token("n1", "enp"))
+        )
+        link = await r.json()
+        r = await s.get(link["url"])
+        assert r.status == 200 and len(await r.read()) == ready["bytes"]
+        # The link expires in 15 minutes (S3 enforces it; moto does not check).
+        query = parse_qs(urlparse(link["url"]).query)
+        if "X-Amz-Expires" in query:
+            assert query["X-Amz-Expires"] == ["900"]
+        else:
+            assert abs(int(query["Expires"][0]) - (time.time() + 900)) < 30
+        assert query.get("Signature") or query.get("X-Amz-Signature")
+
+
+async def test_large_recordings_go_to_s3_in_parts(s3_endpoint: str, tmp_path: Path) -> None:
+    from media.storage import CHUNK, S3Storage
+
+    s3 = await asyncio.to_thread(s3_client, s3_endpoint)
+    await asyncio.to_thread(s3.create_bucket, Bucket="enf-big")
+    data = os.urandom(2 * CHUNK + 12345)
+    local = tmp_path / "big.mkv"
+    await asyncio.to_thread(local.write_bytes, data)
+    stored = await S3Storage("enf-big", "p", s3_endpoint).store(local, "s/big.mkv")
+    assert stored.sha256 == hashlib.sha256(data).hexdigest() and stored.bytes == len(data)
+    head = await asyncio.to_thread(s3.head_object, Bucket="enf-big", Key="p/s/big.mkv")
+    assert head["ContentLength"] == len(data)
+    assert head["ETag"].strip('"').endswith("-3")  # three parts
+    assert head["ServerSideEncryption"] == "AES256"

@@ -1,0 +1,193 @@
+"""Twilio Video against a local HTTP stand-in for Twilio's REST API: room
+creation, access tokens (decoded with PyJWT), status callbacks signed with
+Twilio's own RequestValidator (forged ones refused, duplicates and
+out-of-order ones harmless), recording download, storage and hashing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import aiohttp
+import jwt
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from twilio.request_validator import RequestValidator
+
+from tests.conftest import MakeServer
+from tests.flows import assigned_session, join_both, sign_and_seal
+from tests.served import Served
+
+SID, TOKEN = "AC" + "1" * 32, "twilio-auth-token-for-tests"
+API_KEY, API_SECRET = "SK" + "2" * 32, "api-secret-for-tests-0123456789-abcdef"
+MEDIA = os.urandom(50_000)  # what the stand-in serves as a recording
+
+
+class TwilioStandIn:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, dict[str, str]]] = []
+        app = web.Application()
+        app.router.add_post("/v1/Rooms", self.create_room)
+        app.router.add_post("/v1/Rooms/{sid}", self.update_room)
+        app.router.add_get("/v1/Recordings/{sid}/Media", self.media_redirect)
+        app.router.add_get("/media/{sid}", self.media)
+        self.server = TestServer(app, host="127.0.0.1", port=0)
+
+    def _auth_ok(self, request: web.Request) -> bool:
+        auth = aiohttp.BasicAuth.decode(request.headers.get("Authorization", ""))
+        ok: bool = auth.login == SID and auth.password == TOKEN
+        return ok
+
+    async def create_room(self, request: web.Request) -> web.Response:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        self.calls.append(("POST", request.path, form))
+        if not self._auth_ok(request):
+            return web.json_response({"message": "auth"}, status=401)
+        return web.json_response(
+            {
+                "sid": "RM" + "3" * 32,
+                "unique_name": form.get("UniqueName"),
+                "status": "in-progress",
+                "type": form.get("Type"),
+                "account_sid": SID,
+            },
+            status=201,
+        )
+
+    async def update_room(self, request: web.Request) -> web.Response:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        self.calls.append(("POST", request.path, form))
+        return web.json_response({"sid": request.match_info["sid"], "status": form["Status"]})
+
+    async def media_redirect(self, request: web.Request) -> web.Response:
+        self.calls.append(("GET", request.path, {}))
+        if not self._auth_ok(request):
+            return web.json_response({"message": "auth"}, status=401)
+        raise web.HTTPFound(f"/media/{request.match_info['sid']}")
+
+    async def media(self, request: web.Request) -> web.Response:
+        return web.Response(body=MEDIA, content_type="video/x-matroska")
+
+
+@pytest.fixture
+async def twilio_api(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TwilioStandIn]:
+    stand_in = TwilioStandIn()
+    await stand_in.server.start_server()
+    for name, value in (
+        ("TWILIO_ACCOUNT_SID", SID),
+        ("TWILIO_AUTH_TOKEN", TOKEN),
+        ("TWILIO_API_KEY", API_KEY),
+        ("TWILIO_API_SECRET", API_SECRET),
+    ):
+        monkeypatch.setenv(name, value)
+    yield stand_in
+    await stand_in.server.close()
+
+
+async def post_callback(h: Served, params: dict[str, str], *, signature: str | None = None) -> int:
+    url = h.url("/webhooks/twilio/status")
+    sig = signature or RequestValidator(TOKEN).compute_signature(url, params)
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(url, data=params, headers={"X-Twilio-Signature": sig})
+        return r.status
+
+
+async def test_twilio_rooms_tokens_callbacks_and_recordings(
+    make_server: MakeServer, twilio_api: TwilioStandIn, tmp_path: Path
+) -> None:
+    h = await make_server(
+        recording="required",
+        video_provider="twilio",
+        twilio_api_base=str(twilio_api.server.make_url("/")),
+    )
+    # The callback URL the server registers must be the one it checks against.
+    video = h.services.video
+    assert video is not None
+    video.callback_url = h.url("/webhooks/twilio/status")
+    customer, notary, sid = await assigned_session(h)
+    await join_both(customer, notary, sid)
+    started = await notary.call("video.start", {"session_id": sid})
+    assert started["provider"] == "twilio" and started["recorder"] is False
+    method, path, form = twilio_api.calls[0]
+    assert (method, path) == ("POST", "/v1/Rooms")
+    assert form["Type"] == "group" and form["UniqueName"] == sid
+    assert form["RecordParticipantsOnConnect"] == "true"
+    assert form["StatusCallback"] == h.url("/webhooks/twilio/status")
+
+    # Tokens: a VideoGrant for this room only, identity = user id, short TTL.
+    token_event = await customer.expect("video.config")
+    assert token_event["data"]["provider"] == "twilio" and "seq" not in token_event
+    for token, user in ((started["token"], "n1"), (token_event["data"]["token"], "c1")):
+        claims = jwt.decode(token, API_SECRET, algorithms=["HS256"])
+        assert claims["iss"] == API_KEY and claims["sub"] == SID
+        assert claims["grants"]["identity"] == user
+        assert claims["grants"]["video"] == {"room": sid}
+        assert 0 < claims["exp"] - time.time() <= 15 * 60 + 5  # short-lived
+    rejoin = await customer.call("session.join", {"session_id": sid})
+    assert rejoin["video"]["room_name"] == sid
+
+    room = {"RoomSid": "RM" + "3" * 32, "RoomName": sid, "AccountSid": SID}
+    rec = {
+        **room,
+        "RecordingSid": "RT" + "4" * 32,
+        "ParticipantIdentity": "c1",
+        "Type": "video",
+        "Container": "mkv",
+        "Duration": "42",
+    }
+    # A forged callback is refused, and changes nothing.
+    assert (
+        await post_callback(
+            h, {**rec, "StatusCallbackEvent": "recording-started"}, signature="forged"
+        )
+        == 403
+    )
+    assert await post_callback(h, {**rec, "StatusCallbackEvent": "recording-started"}) == 204
+    assert await post_callback(h, {**rec, "StatusCallbackEvent": "recording-started"}) == 204
+    await customer.expect("recording.started")
+    await sign_and_seal(customer, notary, sid)
+    await notary.call("video.end", {"session_id": sid})
+    assert ("POST", f"/v1/Rooms/{room['RoomSid']}", {"Status": "completed"}) in twilio_api.calls
+    # Out of order: the room ends before the recording completes; then twice.
+    assert await post_callback(h, {**room, "StatusCallbackEvent": "room-ended"}) == 204
+    for _ in range(2):
+        assert await post_callback(h, {**rec, "StatusCallbackEvent": "recording-completed"}) == 204
+    ready = (await customer.expect("recording.ready", timeout=20))["data"]
+    assert ready["sha256"] == hashlib.sha256(MEDIA).hexdigest() and ready["bytes"] == len(MEDIA)
+    assert urlparse(ready["url"]).scheme == "file" and ready["duration_s"] == 42.0
+    assert len(ready["tracks"]) == 1
+    r = await notary.request("session.notarize", {"session_id": sid})
+    assert r["ok"], r
+    await customer.expect("session.notarized")
+    events = [e["name"] for e in customer.events if e.get("topic") == f"session:{sid}"]
+    assert events.count("recording.ready") == 1 and events.count("recording.started") == 1
+
+
+async def test_a_failed_twilio_recording_is_reported(
+    make_server: MakeServer, twilio_api: TwilioStandIn
+) -> None:
+    h = await make_server(
+        recording="required",
+        video_provider="twilio",
+        twilio_api_base=str(twilio_api.server.make_url("/")),
+    )
+    customer, notary, sid = await assigned_session(h)
+    await join_both(customer, notary, sid)
+    await notary.call("video.start", {"session_id": sid})
+    room = {"RoomSid": "RM" + "3" * 32, "RoomName": sid}
+    rec = {**room, "RecordingSid": "RT" + "5" * 32, "ParticipantIdentity": "n1"}
+    assert await post_callback(h, {**rec, "StatusCallbackEvent": "recording-started"}) == 204
+    assert await post_callback(h, {**rec, "StatusCallbackEvent": "recording-failed"}) == 204
+    await notary.call("video.end", {"session_id": sid})
+    assert await post_callback(h, {**room, "StatusCallbackEvent": "room-ended"}) == 204
+    failed = (await customer.expect("recording.failed", timeout=20))["data"]
+    assert "failed" in failed["reason"]
+    r = await notary.request("session.notarize", {"session_id": sid})
+    assert r["error"]["code"] == "conflict"  # no recording, the gate holds
+    # The session can still be cancelled.
+    await customer.call("session.cancel", {"session_id": sid, "reason": "recording failed"})
