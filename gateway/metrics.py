@@ -2,25 +2,19 @@
 
 Counted where things happen: connections, requests and their latency,
 outbound drops and slow-client closes, match latency, journal batches,
-recorder failures. Read at scrape time: sessions by state and offers by
-outcome (from Postgres), mailbox depth and active actors, delivery counters,
-recorder streams, pool usage. No label carries a session or user id.
+recorder failures. Read at scrape time (gateway.scrape): sessions by state
+and offers by outcome (from Postgres), mailbox depth and active actors,
+delivery counters, recorder streams, pool usage. No label carries a session
+or user id.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from actors import lifecycle as L
 from gateway.requests import REQUESTS
-from persistence import stats
-
-if TYPE_CHECKING:
-    from gateway.services import Services
 
 logger = logging.getLogger(__name__)
 
@@ -82,36 +76,6 @@ class Metrics:
     def observe_batch(self, appends: int, seconds: float) -> None:
         self.journal_batch.observe(appends)
         self.journal_seconds.observe(seconds)
-
-    async def refresh(self, services: Services) -> None:
-        pool = services.pool
-        try:
-            async with asyncio.timeout(2):
-                states = await stats.sessions_by_state(pool)
-                offers = await stats.offers_by_state(pool)
-                outbox = await stats.outbox_by_status(pool)
-        except Exception as exc:  # a scrape must still answer
-            logger.warning("metrics: database unavailable: %s", exc)
-        else:
-            for st in L.STATES:
-                self.sessions.labels(st).set(states.get(st, 0))
-            for st in ("open", "accepted", "declined", "expired", "withdrawn"):
-                self.offers.labels(st).set(offers.get(st, 0))
-            for st in ("pending", "delivered", "dead"):
-                self.outbox.labels(st).set(outbox.get(st, 0))
-        depths = services.host.mailbox_depths()
-        # Cluster mode: actors live in the shards (their counts as of the last
-        # /ready or map check); mailboxes are not seen from here.
-        self.actors.set(len(depths) or services.host.actor_count())
-        self.mailbox_max.set(max(depths, default=0))
-        self.mailbox_total.set(sum(depths))
-        self.recorder_streams.set(len(services.media.sessions) if services.media else 0)
-        counters = services.deliveries.stats
-        for kind in ("attempts", "delivered", "failures", "dead"):
-            self.deliveries.labels(kind).set(getattr(counters, kind))
-        self.pool.labels("open").set(pool.get_size())
-        self.pool.labels("idle").set(pool.get_idle_size())
-        self.pool.labels("max").set(pool.get_max_size())
 
     def render(self) -> bytes:
         data: bytes = generate_latest(self.registry)

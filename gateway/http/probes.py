@@ -8,6 +8,7 @@ import asyncio
 from aiohttp import web
 
 from gateway.http.access import services_of
+from gateway.scrape import refresh_metrics
 from persistence import locks
 
 routes = web.RouteTableDef()
@@ -40,7 +41,7 @@ async def ready(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     services = services_of(request)
-    await services.metrics.refresh(services)
+    await refresh_metrics(services)
     return web.Response(
         body=services.metrics.render(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
