@@ -131,6 +131,17 @@ class Matchmaker(Actor):
                 )
         await self._match()
 
+    async def on_session_assigned(self, msg: Message) -> None:
+        """From the session: it has its notary. Out of the queue for good (the
+        accepting notary's `offer_resolved` says the same, unless it is lost)."""
+        self._forget(msg.data["session_id"])
+
+    def _forget(self, session_id: str) -> None:
+        p = self.pending.pop(session_id, None)
+        if p is not None and p.offer_id is not None:
+            self.offers.pop(p.offer_id, None)
+            self.cancel_timer(f"offer:{p.offer_id}")
+
     async def on_notary_update(self, msg: Message) -> None:
         d = msg.data
         nid = d["notary_id"]
@@ -153,6 +164,12 @@ class Matchmaker(Actor):
         d = msg.data
         self.offers.pop(d["offer_id"], None)
         self.cancel_timer(f"offer:{d['offer_id']}")
+        if d.get("refused"):
+            # The session refused the offer: it no longer waits for a notary
+            # (its state is the truth). Never offer it again.
+            self._refused(d["session_id"], d["offer_id"])
+            await self._match()
+            return
         p = self.pending.get(d["session_id"])
         if p is not None:
             if p.offer_id == d["offer_id"]:
@@ -162,6 +179,16 @@ class Matchmaker(Actor):
             elif d["outcome"] in ("declined", "expired"):
                 p.excluded.add(d["notary_id"])
         await self._match()
+
+    def _refused(self, session_id: str, offer_id: str) -> None:
+        if self.ctx.metrics is not None:
+            self.ctx.metrics.offers_refused_by_session.inc()
+        logger.warning(
+            "session %s refused offer %s: it no longer waits; dropped from the queue",
+            session_id,
+            offer_id,
+        )
+        self._forget(session_id)
 
     async def on_offer_timeout(self, msg: Message) -> None:
         offer_id = msg.data["offer_id"]

@@ -17,6 +17,7 @@ response-time average); the presence half is actors.notary_presence.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -32,11 +33,14 @@ from core.errors import ProtocolError
 from core.ids import MATCHMAKER, session_address
 from core.messages import Message, Reply
 from persistence import directory, offers, sessions
-from persistence.journal import StoredEvent
+from persistence.journal import StoredEvent, Unavailable
 from persistence.outbox import sms_message
 from persistence.projections import Projection
 
 logger = logging.getLogger(__name__)
+
+# Writing an accept's record after the assignment: tries (0.2, 0.4, 0.8 s apart).
+ACCEPT_RECORD_TRIES = 3
 
 
 class NotaryActor(NotaryPresence):
@@ -183,33 +187,54 @@ class NotaryActor(NotaryPresence):
         except ProtocolError as exc:
             if exc.code != "conflict":
                 raise
-            await self._close_offer_row(
-                offer_id, session_id, "offer.withdrawn", "withdrawn", "session_closed"
-            )
-            self._offer_resolved(offer, "withdrawn")
-            self._status_changed()
+            await self._refused(offer)
             raise
-        seconds = time.monotonic() - self.offered_at
-        avg = update_ema(self._current_avg(), seconds)
+        # Assigned: the session's commit made the step (the offer row accepted
+        # with it). What follows is this notary's bookkeeping, which must not
+        # turn a done step into an error for the client.
         reply = Reply(
             {"session_id": session_id}, follow={session_address(session_id): assigned["seq"] - 1}
         )
-        await self.commit(
-            [],
-            caller=caller,
-            request=(msg.kind, msg.data),
-            reply=reply,
-            statements=[
-                offers.resolved(offer_id, "accepted"),
-                directory.live_avg(self.notary_id, avg),
-            ],
-        )
-        self.live_avg = avg
         self.offer, self.active_session = None, session_id
         self.accepted = {offer_id: session_id}
         self._offer_resolved(offer, "accepted")
         self._status_changed()
+        await self._record_accept(msg, reply)
         return reply
+
+    async def _refused(self, offer: dict[str, Any]) -> None:
+        """The session refused the offer (it no longer waits for a notary).
+        The Matchmaker hears it first, so that it never offers that session
+        again even if closing the offer row fails now."""
+        self._offer_resolved(offer, "withdrawn", refused=True)
+        await self._close_offer_row(
+            offer["offer_id"], offer["session_id"], "offer.withdrawn", "withdrawn", "session_closed"
+        )
+        self._status_changed()
+
+    async def _record_accept(self, msg: Message, reply: Reply) -> None:
+        """The accept's reply (for retries by id) and the live response time.
+        Tried a few times; if the database stays away, a retry is still
+        answered from `accepted`, and activation rebuilds the rest."""
+        avg = update_ema(self._current_avg(), time.monotonic() - self.offered_at)
+        for attempt in range(ACCEPT_RECORD_TRIES):
+            try:
+                await self.commit(
+                    [],
+                    caller=msg.caller,
+                    request=(msg.kind, msg.data),
+                    reply=reply,
+                    statements=[directory.live_avg(self.notary_id, avg)],
+                )
+            except Unavailable as exc:
+                logger.warning(
+                    "notary %s: accept recorded late (try %d): %s", self.notary_id, attempt + 1, exc
+                )
+                await asyncio.sleep(0.2 * 2**attempt)
+                continue
+            self.live_avg = avg
+            return
+        logger.error("notary %s: the accept's record was not written", self.notary_id)
 
     async def on_offer_decline(self, msg: Message) -> Reply:
         self._self(msg.caller)
@@ -276,19 +301,19 @@ class NotaryActor(NotaryPresence):
         if self.offer is not None and self.offer["offer_id"] == offer_id:
             self.offer = None
 
-    def _offer_resolved(self, offer: dict[str, Any], outcome: str) -> None:
-        self.ctx.host.tell(
-            MATCHMAKER,
-            Message(
-                "offer_resolved",
-                {
-                    "offer_id": offer["offer_id"],
-                    "session_id": offer["session_id"],
-                    "notary_id": self.notary_id,
-                    "outcome": outcome,
-                },
-            ),
-        )
+    def _offer_resolved(
+        self, offer: dict[str, Any], outcome: str, *, refused: bool = False
+    ) -> None:
+        """Tell the Matchmaker; `refused`: the session itself refused the offer."""
+        data = {
+            "offer_id": offer["offer_id"],
+            "session_id": offer["session_id"],
+            "notary_id": self.notary_id,
+            "outcome": outcome,
+        }
+        if refused:
+            data["refused"] = True
+        self.ctx.host.tell(MATCHMAKER, Message("offer_resolved", data))
 
     def _current_avg(self) -> float:
         if self.live_avg is not None:

@@ -47,6 +47,9 @@ class DomainMetrics(Protocol):
     @property
     def match_seconds(self) -> Histogram: ...
 
+    @property
+    def offers_refused_by_session(self) -> Counter: ...
+
 
 class Presence(Protocol):
     """Presence leases across gateways (cluster.leases), cluster mode only."""

@@ -58,6 +58,11 @@ class Metrics:
             registry=r,
         )
         self.recorder_failures = Counter("enf_recorder_failures", "Recordings failed", registry=r)
+        self.offers_refused_by_session = Counter(
+            "enf_offers_refused_by_session",
+            "Offers the session refused (it no longer waited): the Matchmaker's queue was stale",
+            registry=r,
+        )
         # Read at scrape time.
         self.sessions = Gauge("enf_sessions", "Sessions by state", ["state"], registry=r)
         self.offers = Gauge("enf_offers", "Offers ever made, by outcome", ["state"], registry=r)

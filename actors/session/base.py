@@ -123,6 +123,9 @@ class SessionBase(EventSourced[SessionState]):
             self.cancel_timer("ttl")
         if st in (L.CANCELLED, L.FAILED):
             host.tell(MATCHMAKER, Message("session_closed", {"session_id": self.session_id}))
+        elif st == L.ENP_ASSIGNED:
+            # Out of the queue for good, even if the notary's report is lost.
+            host.tell(MATCHMAKER, Message("session_assigned", {"session_id": self.session_id}))
         enp = self.state.get("enp_id")
         if enp and st in L.RELEASES_NOTARY:
             host.tell(

@@ -13,6 +13,7 @@ from actors.session.deliveries import DeliveryOutcomes
 from core.clock import parse_iso
 from core.errors import ProtocolError
 from core.messages import Message
+from persistence import offers
 
 
 class InternalMessages(DeliveryOutcomes):
@@ -36,7 +37,10 @@ class InternalMessages(DeliveryOutcomes):
                     enp_name=d.get("enp_name"),
                     enp_license=d.get("enp_license"),
                 )
-            ]
+            ],
+            # The offer is accepted in the same transaction as the assignment:
+            # one atomic step, whatever happens to the notary's own commit.
+            statements=[offers.resolved(d["offer_id"], "accepted")],
         )
         self._after_move()
         if self.ctx.metrics is not None:

@@ -24,6 +24,7 @@ from config.settings import Settings
 from core.errors import ProtocolError
 from core.ids import MATCHMAKER, notary_address, session_address, session_id_for
 from core.messages import Caller, Delivery, Message, Reply, Role
+from gateway.metrics import Metrics
 from persistence.directory import put_notary_profile
 from persistence.journal import Journal
 from persistence.keys import Keys
@@ -129,8 +130,9 @@ class Inbox:
 class Rig:
     """The actor host and what it stands on; `ask` as the gateway asks."""
 
-    def __init__(self, host: LocalHost, journal: Journal, bus: LocalBus) -> None:
+    def __init__(self, host: LocalHost, journal: Journal, bus: LocalBus, metrics: Metrics) -> None:
         self.host = host
+        self.metrics = metrics
         self.journal = journal
         self.settings = host.settings
         self.inbox = Inbox(bus)
@@ -311,10 +313,11 @@ async def make_rig(database: str, tmp_path: Path, keys: Keys) -> AsyncIterator[S
         )
         await journal.start()
         bus = LocalBus()
-        host = LocalHost(settings, journal, bus, ACTOR_KINDS, keys)
+        metrics = Metrics()
+        host = LocalHost(settings, journal, bus, ACTOR_KINDS, keys, metrics=metrics)
         await host.start()
         started.append((host, journal))
-        return Rig(host, journal, bus)
+        return Rig(host, journal, bus, metrics)
 
     try:
         yield start

@@ -4,8 +4,8 @@ offers to a notary that is offline or already holding an offer."""
 
 from __future__ import annotations
 
-from core.ids import MATCHMAKER, notary_address
-from tests.unit.conftest import Rig
+from core.ids import MATCHMAKER, notary_address, session_address
+from tests.unit.conftest import Rig, refused
 
 C = "c1"
 
@@ -91,3 +91,49 @@ async def test_a_closed_session_withdraws_its_offer(rig: Rig) -> None:
     # Free again: the next session is offered to it.
     other = await rig.request("c2")
     await rig.inbox.wait(notary_address("n1"), "offer", session_id=other)
+
+
+async def test_a_session_that_refuses_its_offer_is_never_offered_again(rig: Rig) -> None:
+    """Issue 19: the Matchmaker's queue can be stale (a lost report); when the
+    session refuses an offer, the session's state wins: out of the queue for
+    good, counted, and no notary is offered it again."""
+    await rig.online("n1")
+    sid = await rig.request(C)
+    offer = await rig.inbox.wait(notary_address("n1"), "offer", session_id=sid)
+    # Another path assigned the session meanwhile (as after a lost report).
+    await rig.ask(
+        session_address(sid),
+        "assign",
+        {"enp_id": "n-elsewhere", "offer_id": "offer-elsewhere", "tariff": 100.0},
+        None,
+    )
+    # The pending entry is back for this test: the report of the assignment is lost.
+    await rig.matchmaker("enqueue", {"session_id": sid, "customer_id": C})
+    err = await refused("conflict", lambda: rig.notary("n1", "offer.accept", offer["data"]))
+    assert "no longer waiting" in err.message
+    await rig.inbox.wait(
+        notary_address("n1"), "offer.withdrawn", offer_id=offer["data"]["offer_id"]
+    )
+    assert rig.metrics.registry.get_sample_value("enf_offers_refused_by_session_total") == 1
+    # n1 is free again; a second notary comes online: neither is offered it.
+    other = await rig.request("c2", key="other")
+    await rig.inbox.wait(notary_address("n1"), "offer", session_id=other)
+    await rig.online("n2")
+    offered = [e["data"]["session_id"] for n in ("n1", "n2") for e in await rig.offers(n)]
+    assert offered.count(sid) == 1  # the one refused offer, never made again
+
+
+async def test_an_assigned_session_leaves_the_queue_even_without_the_notarys_report(
+    rig: Rig,
+) -> None:
+    sid = await rig.request(C)
+    await rig.ask(
+        session_address(sid),
+        "assign",
+        {"enp_id": "n-elsewhere", "offer_id": "offer-elsewhere", "tariff": 100.0},
+        None,
+    )
+    await rig.online("n1")
+    other = await rig.request("c2", key="other")
+    await rig.inbox.wait(notary_address("n1"), "offer", session_id=other)
+    assert [e["data"]["session_id"] for e in await rig.offers("n1")] == [other]
