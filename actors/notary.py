@@ -82,6 +82,11 @@ class NotaryActor(NotaryPresence):
         self.active_session = await sessions.active_session_of(
             pool, self.notary_id, L.RELEASES_NOTARY
         )
+        if self.active_session is not None:
+            # A retried accept (its reply lost) is answered the same after a restart.
+            offer_id = await offers.accepted_offer(pool, self.active_session, self.notary_id)
+            if offer_id is not None:
+                self.accepted[offer_id] = self.active_session
         for row in await offers.open_offers_of(pool, self.notary_id):
             await self._reconcile_open_offer(row)
         await self._restore_from_leases()

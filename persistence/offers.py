@@ -51,3 +51,14 @@ async def offers_for(pool: asyncpg.Pool, session_ids: Sequence[str]) -> list[asy
         list(session_ids),
     )
     return rows
+
+
+async def accepted_offer(pool: asyncpg.Pool, session_id: str, notary_id: str) -> str | None:
+    """The offer of `session_id` that `notary_id` accepted, if any."""
+    offer_id: str | None = await pool.fetchval(
+        "SELECT offer_id FROM offers WHERE session_id = $1 AND notary_id = $2"
+        " AND state = 'accepted'",
+        session_id,
+        notary_id,
+    )
+    return offer_id
