@@ -27,6 +27,10 @@ from core.ids import session_address
 
 logger = logging.getLogger("enf")
 
+# Each command imports what it needs inside its function (not to dodge a
+# cycle: there is none): `run.py token` or `verify-envelope` must not load
+# the server, Ray or aiortc.
+
 
 def resolve_database(settings: Settings) -> tuple[str, Any]:
     """ENF_DATABASE_URL, or an embedded Postgres under ENF_DATA_DIR."""

@@ -245,6 +245,8 @@ class RecorderService:
 def partial_files(work_dir: Path, session_id: str) -> list[dict[str, Any]]:
     """What a dead worker left: each file described (readable up to where it
     stopped)."""
+    # Not a cycle: the worker's module brings aiortc, which stays out of the
+    # server process until a dead worker's files must be described.
     from media.recorder_worker import describe, user_of
 
     folder = work_dir / session_id
