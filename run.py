@@ -46,8 +46,15 @@ async def serve(settings: Settings) -> None:
 
     from gateway.app import create_app
 
-    dsn, embedded = resolve_database(settings)
     secret, generated = settings.resolve_jwt_secret()
+    refusal = settings.weak_secret(secret)
+    if refusal is not None and not settings.allow_weak_secret:
+        logger.error("cannot start: %s", refusal)
+        print(f"cannot start: {refusal}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+    if refusal is not None:
+        logger.warning("ENF_ALLOW_WEAK_SECRET is set: %s", refusal)
+    dsn, embedded = resolve_database(settings)
     if generated:
         logger.warning(
             "ENF_JWT_SECRET is unset: using the generated key in %s; mint a dev token with "
@@ -78,12 +85,12 @@ async def serve(settings: Settings) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    print(f"listening on http://{host}:{port}", flush=True)
-    logger.info("listening on http://%s:%s", host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before anyone is told it listens
         loop.add_signal_handler(sig, stop.set)
+    print(f"listening on http://{host}:{port}", flush=True)
+    logger.info("listening on http://%s:%s", host, port)
     await stop.wait()
     logger.info("shutting down")
     # SIGTERM means gone within 10 s: a resource that cannot close in time is
@@ -235,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     tok.add_argument("--type", required=True, choices=["customer", "enp", "admin"])
     tok.add_argument("--kyc", action="store_true", help="kyc_verified: true")
     tok.add_argument("--name")
-    tok.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default 1 day)")
+    tok.add_argument(
+        "--ttl", type=int, help="seconds (default 1 day, or ENF_MAX_TOKEN_TTL_S if shorter)"
+    )
     vj = sub.add_parser("verify-journal", help="recompute a session's hash chain")
     vj.add_argument("session_id", help="session id (or any actor id)")
     ve = sub.add_parser("verify-envelope", help="verify a signed TRUTH envelope offline")
@@ -253,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
 
         secret, _ = settings.resolve_jwt_secret()
         extra = {"name": args.name} if args.name else {}
-        print(mint_token(secret, args.sub, args.type, kyc=args.kyc, ttl_s=args.ttl, **extra))
+        ttl = args.ttl or int(min(24 * 3600, settings.max_token_ttl_s))
+        print(mint_token(secret, args.sub, args.type, kyc=args.kyc, ttl_s=ttl, **extra))
         return 0
     if args.command == "verify-envelope":
         return verify_envelope_cmd(settings, args.file, args.public_key)

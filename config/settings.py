@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 import secrets
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,12 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RecordingMode = Literal["required", "optional", "off"]
+
+# The shortest JWT secret the server starts with (HS256 wants a key as long as
+# its hash, RFC 7518 §3.2), unless ENF_ALLOW_WEAK_SECRET says it is a trial.
+MIN_JWT_SECRET_BYTES = 32
+# The longest token lifetime (`exp` - `iat`) accepted unless configured.
+DEFAULT_MAX_TOKEN_TTL_S = 24 * 3600
 
 
 @functools.lru_cache(maxsize=8)
@@ -35,6 +42,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     data_dir: Path = Path("./.enf-data")
     jwt_secret: str | None = None
+    # Development only: start with an ENF_JWT_SECRET under 32 bytes.
+    allow_weak_secret: bool = False
+    # Tokens whose lifetime (exp - iat) exceeds this are refused (PROTOCOL §8).
+    max_token_ttl_s: float = Field(DEFAULT_MAX_TOKEN_TTL_S, gt=0)
     offer_timeout_s: float = Field(30.0, gt=0)
     request_ttl_s: float = Field(900.0, gt=0)
     reconnect_grace_s: float = Field(20.0, ge=0)
@@ -154,13 +165,30 @@ class Settings(BaseSettings):
         if self.jwt_secret:
             return self.jwt_secret, False
         path = self.data_dir / "jwt.secret"
-        if path.exists():
-            return path.read_text().strip(), True
         self.data_dir.mkdir(parents=True, exist_ok=True)
         key = secrets.token_urlsafe(48)
-        path.write_text(key)
-        path.chmod(0o600)
+        try:
+            # Created readable by its owner only, from its first moment.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)  # kept by an older version, readable by others
+            return path.read_text().strip(), True
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
         return key, True
+
+    def weak_secret(self, secret: str) -> str | None:
+        """Why the server must not start with `secret` (None: it may)."""
+        size = len(secret.encode())
+        if size >= MIN_JWT_SECRET_BYTES:
+            return None
+        return (
+            f"the JWT secret (ENF_JWT_SECRET) is {size} bytes; it must be at least"
+            f" {MIN_JWT_SECRET_BYTES}"
+            " (e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))');"
+            " for a trial only, ENF_ALLOW_WEAK_SECRET=1 accepts it"
+        )
 
 
 def load_settings(**overrides: Any) -> Settings:

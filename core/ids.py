@@ -59,7 +59,12 @@ MAX_REQUEST_ID = 128
 
 
 def is_identifier(value: object) -> bool:
-    return isinstance(value, str) and IDENTIFIER.fullmatch(value) is not None
+    """The rule above; `.` and `..` are refused too (they name folders)."""
+    return (
+        isinstance(value, str)
+        and IDENTIFIER.fullmatch(value) is not None
+        and value not in (".", "..")
+    )
 
 
 def check_identifier(value: object, what: str) -> str:

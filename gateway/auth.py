@@ -1,4 +1,9 @@
-"""Client tokens: HS256 JWTs with the claims of PROTOCOL §2 and §8 (PyJWT)."""
+"""Client tokens: HS256 JWTs with the claims of PROTOCOL §2 and §8 (PyJWT).
+
+Every claim of §2 is required, `exp` included: a token without one is
+refused, like one whose lifetime (`exp` - `iat`) exceeds the cap
+(ENF_MAX_TOKEN_TTL_S), or whose `sub` is not an identifier (PROTOCOL §8).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ from typing import Any, cast
 
 import jwt
 
+from config.settings import DEFAULT_MAX_TOKEN_TTL_S
 from core.errors import ProtocolError
+from core.ids import is_identifier
 from core.messages import Role
 
 ROLES: frozenset[str] = frozenset({"customer", "enp", "admin"})
@@ -28,9 +35,14 @@ class Identity:
     role: Role
     kyc_verified: bool
     claims: dict[str, Any] = field(default_factory=dict)
+    expires_at: float | None = None  # the token's `exp` (Unix time)
 
 
-def verify_token(token: str, secret: str) -> Identity:
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def verify_token(token: str, secret: str, max_ttl_s: float = DEFAULT_MAX_TOKEN_TTL_S) -> Identity:
     """Return the identity a token proves, or raise ProtocolError('unauthorized')."""
     try:
         claims = jwt.decode(
@@ -46,17 +58,24 @@ def verify_token(token: str, secret: str) -> Identity:
         raise ProtocolError("unauthorized", "token not valid yet") from None
     except jwt.InvalidTokenError as exc:
         raise ProtocolError("unauthorized", f"invalid token: {exc}") from None
-    sub, role, kyc, iat = claims["sub"], claims["type"], claims["kyc_verified"], claims["iat"]
-    if not isinstance(sub, str) or not sub or len(sub) > 128 or ":" in sub or "\x00" in sub:
+    except (OverflowError, TypeError, ValueError):  # a signed `exp` of Infinity, say
+        raise ProtocolError("unauthorized", "invalid token: bad claims") from None
+    sub, role, kyc = claims["sub"], claims["type"], claims["kyc_verified"]
+    iat, exp = claims["iat"], claims["exp"]
+    if not is_identifier(sub):
         raise ProtocolError("unauthorized", "invalid token: bad sub")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise ProtocolError("unauthorized", "invalid token: unknown type")
     if not isinstance(kyc, bool):
         raise ProtocolError("unauthorized", "invalid token: kyc_verified must be a boolean")
-    if not isinstance(iat, int | float) or iat > time.time() + MAX_IAT_SKEW_S:
+    if not _number(iat) or iat > time.time() + MAX_IAT_SKEW_S:
         raise ProtocolError("unauthorized", "invalid token: iat in the future")
+    if not _number(exp):
+        raise ProtocolError("unauthorized", "invalid token: exp must be a number")
+    if exp - iat > max_ttl_s:
+        raise ProtocolError("unauthorized", "invalid token: lifetime over ENF_MAX_TOKEN_TTL_S")
     extra = {k: claims[k] for k in OPTIONAL_CLAIMS if k in claims}
-    return Identity(sub, cast(Role, role), kyc, extra)
+    return Identity(sub, cast(Role, role), kyc, extra, float(exp))
 
 
 def mint_token(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections import Counter
+from collections.abc import Hashable
 from typing import Any
 
 import aiohttp
@@ -48,7 +50,9 @@ class EnfClient:
         self.events: list[dict[str, Any]] = []  # every event, in arrival order
         self._inbox: list[dict[str, Any]] = []  # events not yet taken by expect()
         self._replies: dict[Any, asyncio.Future[dict[str, Any]]] = {}
-        self.orphan_replies: list[dict[str, Any]] = []  # replies with re: null
+        self.orphan_replies: list[dict[str, Any]] = []  # replies no request() awaits
+        self.replies: list[dict[str, Any]] = []  # every reply, in arrival order
+        self._sent_ids: Counter[Hashable] = Counter()  # ids of frames sent through this client
         self._ids = itertools.count(1)
         self._changed = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
@@ -94,6 +98,7 @@ class EnfClient:
                     self.events.append(frame)
                     self._inbox.append(frame)
                 elif "re" in frame:
+                    self.replies.append(frame)
                     fut = self._replies.pop(frame["re"], None)
                     if fut is not None and not fut.done():
                         fut.set_result(frame)
@@ -119,6 +124,9 @@ class EnfClient:
 
     async def send_raw(self, frame: Any) -> None:
         assert self.ws is not None
+        if isinstance(frame, dict) and frame.get("id") is not None:
+            rid = frame["id"]
+            self._sent_ids[rid if isinstance(rid, Hashable) else repr(rid)] += 1
         data = self.codec.encode(frame)
         if isinstance(data, bytes):
             await self.ws.send_bytes(data)
@@ -182,6 +190,25 @@ class EnfClient:
                 f"got {[e.get('name') for e in self._inbox]}"
             ) from None
         return found
+
+    def reply_faults(self) -> list[str]:
+        """Breaches of "every request gets exactly one reply" seen so far: a
+        reply whose `re` names no request sent through this client, or more
+        replies to an id than requests sent with it. A reply with `re: null`
+        answers a frame without a readable id (PROTOCOL §10), which may have
+        been written past the client (`ws.send_str`): not counted."""
+        got: Counter[Hashable] = Counter()
+        faults: list[str] = []
+        for reply in self.replies:
+            re = reply.get("re")
+            if re is None:
+                continue
+            key = re if isinstance(re, Hashable) else repr(re)
+            got[key] += 1
+            if got[key] > self._sent_ids.get(key, 0):
+                what = "a second reply" if self._sent_ids.get(key) else "an orphan reply"
+                faults.append(f"{what} to {re!r}: {reply}")
+        return faults
 
     def drop_inbox(self) -> None:
         self._inbox.clear()

@@ -27,6 +27,8 @@ class JsonCodec:
     binary = False
 
     def encode(self, msg: dict[str, Any]) -> str:
+        """Text that may hold an unpaired surrogate (a client's own JSON escape
+        echoed back): `utf8_text` makes it sendable, off the hot path."""
         return json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
 
     def decode(self, raw: str | bytes) -> Any:
@@ -41,7 +43,12 @@ class MsgpackCodec:
     binary = True
 
     def encode(self, msg: dict[str, Any]) -> bytes:
-        out: bytes = msgpack.packb(msg, use_bin_type=True)
+        try:
+            out: bytes = msgpack.packb(msg, use_bin_type=True)
+        except UnicodeEncodeError:
+            # An unpaired surrogate (from a JSON client's escape): spelled out
+            # as its escape, so the frame is valid UTF-8.
+            out = msgpack.packb(msg, use_bin_type=True, unicode_errors="backslashreplace")
         return out
 
     def decode(self, raw: str | bytes) -> Any:
@@ -52,6 +59,13 @@ class MsgpackCodec:
 
 
 Codec = JsonCodec | MsgpackCodec
+
+
+def utf8_text(frame: str) -> str:
+    """A JSON frame with each unpaired surrogate written as its JSON escape
+    (`\\udXXX`; in JSON output one only occurs inside a string): the same
+    value, now encodable as UTF-8."""
+    return frame.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def codec_for(subprotocol: str | None) -> Codec:

@@ -5,11 +5,12 @@
   its target first, subscribe to a topic, hold a presence lease, answer it
   here) is what its spec says (`gateway.specs`): the connection never looks
   at request types.
-- Following: the topics the connection follows, and how events reach it in
-  order, exactly once (`gateway.following`).
+- Following: the topics followed, events in order, exactly once (`gateway.following`).
 - Backpressure: a bounded outbound queue. Ephemeral events are dropped when
   it is full; anything else closes the socket with 1013 (the client resumes
   with `since_seq`).
+- Its token: one timer, set to the token's `exp`, closes the socket with
+  4401; from then on (as once any close has begun) frames are not read.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from aiohttp import web
 from config import logging as log_context
 from config import tracing
 from core.errors import ErrorCode, ProtocolError
+from core.ids import is_request_id
 from core.loops import BackgroundLoop, spawn
 from core.messages import Caller, Message, Reply
+from core.text import storable
 from gateway import protocol as P
 from gateway.auth import Identity
-from gateway.codec import Codec, DecodeError
+from gateway.codec import Codec, DecodeError, utf8_text
 from gateway.following import Following
 from gateway.metrics import request_label
 from gateway.requests import REQUESTS, parse_as
@@ -78,6 +81,17 @@ class RateLimiter:
         return False, flooding
 
 
+BAD_ID = "a request needs an id: 1-128 characters, no NUL or unpaired surrogate (or an integer)"
+
+
+def _valid_id(rid: object) -> bool:
+    """A request id (PROTOCOL §8: no NUL, no unpaired surrogate, at most 128
+    characters): a string, not empty; or, as always accepted, an integer."""
+    if isinstance(rid, str):
+        return bool(rid) and is_request_id(rid)
+    return isinstance(rid, int) and not isinstance(rid, bool)
+
+
 class Connection:
     def __init__(
         self,
@@ -94,7 +108,7 @@ class Connection:
         self.codec = codec
         self.services = services
         self.remote = remote
-        self.user_agent = user_agent
+        self.user_agent = storable(user_agent) if user_agent else user_agent  # audited
         self.following = Following(
             self, ident.user_id, services.bus, services.journal, services.settings.outbound_queue
         )
@@ -105,6 +119,7 @@ class Connection:
         self._out: asyncio.Queue[str | bytes] = asyncio.Queue(services.settings.outbound_queue)
         self._limiter = RateLimiter(services.settings.rate_limit)
         self._writer = BackgroundLoop(f"ws-writer:{self.id}", self._write_loop)
+        self._expiry: asyncio.TimerHandle | None = None
         self.closing = False
         self.log = logging.LoggerAdapter(
             logger, {"connection_id": self.id, "user_id": ident.user_id}
@@ -114,6 +129,14 @@ class Connection:
 
     def start(self) -> None:
         self._writer.start()
+        exp = self.ident.expires_at
+        if exp is not None:
+            delay = max(0.0, exp - time.time())
+            self._expiry = asyncio.get_running_loop().call_later(delay, self._token_expired)
+
+    def _token_expired(self) -> None:
+        self.log.info("token expired: closing with 4401")
+        self.close_soon(P.CLOSE_BAD_TOKEN, "token expired: reconnect with a fresh token")
 
     async def _write_loop(self) -> None:
         try:
@@ -125,7 +148,10 @@ class Connection:
                         if isinstance(frame, bytes):
                             await self.ws.send_bytes(frame)
                         else:
-                            await self.ws.send_str(frame)
+                            try:
+                                await self.ws.send_str(frame)
+                            except UnicodeEncodeError:  # an unpaired surrogate
+                                await self.ws.send_str(utf8_text(frame))
                     finally:
                         out.task_done()
                     if out.empty():
@@ -170,7 +196,10 @@ class Connection:
     # -- input ----------------------------------------------------------------
 
     def on_frame(self, raw: str | bytes) -> None:
-        """Handle one data frame; never raises."""
+        """Handle one data frame; never raises. Once closing (an expired
+        token, a flood, a slow reader), nothing more is done."""
+        if self.closing:
+            return
         allowed, flooding = self._limiter.hit()
         if flooding:
             self.log.warning("sustained flooding, closing with 4429")
@@ -206,13 +235,8 @@ class Connection:
             self._refuse(None, "bad_request", "a frame must be an object")
             return None
         rid = msg.get("id")
-        if (
-            rid is None
-            or not isinstance(rid, str | int)
-            or isinstance(rid, bool)
-            or (isinstance(rid, str) and not 0 < len(rid) <= 128)
-        ):
-            self._refuse(None, "bad_request", "a request needs an id (string or integer)")
+        if not _valid_id(rid):
+            self._refuse(None, "bad_request", BAD_ID)
             return None
         kind = msg.get("type")
         if not isinstance(kind, str):
@@ -250,18 +274,20 @@ class Connection:
         self, kind: str, rid: Any, outcome: str, actor: str | None, code: str | None = None
     ) -> None:
         resource_type, resource_id = resource_of(actor) if actor else (None, None)
-        self.services.metrics.requests.labels(request_label(kind), outcome).inc()
+        label = request_label(kind)
+        self.services.metrics.requests.labels(label, outcome).inc()
+        # What the client chose (a type, an id, a user agent) is made storable.
         self.services.audit.record(
             AuditRecord(
                 event_type="ws.request",
-                action=kind,
+                action=kind if label != "other" else storable(kind),
                 outcome=outcome,
-                correlation_id=f"{self.id}/{rid}",
+                correlation_id=storable(f"{self.id}/{rid}"),
                 user_id=self.ident.user_id,
                 ip_address=self.remote,
                 user_agent=self.user_agent,
                 resource_type=resource_type,
-                resource_id=resource_id,
+                resource_id=storable(resource_id) if resource_id else resource_id,
                 error_code=code,
                 metadata={"role": self.ident.role},
             )
@@ -354,6 +380,8 @@ class Connection:
     async def finish(self) -> None:
         """The socket is gone: stop following and tell the actors that track it."""
         self.closing = True
+        if self._expiry is not None:
+            self._expiry.cancel()
         self.following.close()
         for actor in self.tracked:
             self.services.host.tell(
@@ -361,9 +389,11 @@ class Connection:
                 Message("conn_closed", {"connection_id": self.id, "user_id": self.ident.user_id}),
             )
         leases = self.services.leases
-        if leases is not None:
-            for actor in self.leased:
-                await leases.release(actor.split(":", 1)[1], self.id)
-        for task in list(self._tasks):
-            task.cancel()
-        await self._writer.stop()
+        try:
+            if leases is not None:
+                for actor in self.leased:
+                    await leases.release(actor.split(":", 1)[1], self.id)
+        finally:  # cancelled (shutdown) or not, no task of this socket outlives it
+            for task in list(self._tasks):
+                task.cancel()
+            await self._writer.stop()

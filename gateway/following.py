@@ -1,8 +1,13 @@
 """Topic following for one connection: the bus subscriber behind its socket.
 
 - Per followed topic, the last `seq` delivered. Durable events are sent
-  exactly once, in order; a gap (or a follow from an older seq) is filled
-  from the journal, page by page, waiting for room in the outbound queue.
+  exactly once, in order; a gap is filled from the journal, page by page,
+  waiting for room in the outbound queue.
+- A follow never moves back: a connection never receives the same `(topic,
+  seq)` twice, whatever it sends (PROTOCOL §3). The first follow decision
+  places it (`since_seq`, or where a reply says); a later one (a repeated
+  `session.request`, a re-join with an older `since_seq`) leaves it where it
+  is, and the topic's stream on this connection stays gapless and in order.
 - While a request to an actor is in flight, that actor's topic is paused
   (its events buffered), so the reply goes out before the events it caused.
 - Topics of ephemeral events (no seq) are subscribed as they are, for the
@@ -44,6 +49,9 @@ class Follow:
     last_seq: int | None = None  # None until the first follow decision
     paused: int = 0
     catching_up: bool = False
+    # Placed where the journal may hold later events (the head was unknown or
+    # ahead): they are read once no request holds the topic.
+    behind: bool = False
     buffer: list[Delivery] = field(default_factory=list)
 
     @property
@@ -161,24 +169,30 @@ class Following:
         return created
 
     async def resume(self, topic: str, after: int | None, head: int | None, created: bool) -> None:
-        """Release a pause. With `after`, (re)position the follow there: events
-        after it are sent, from the journal unless `head` says none are missing."""
+        """Release a pause. With `after`, place a follow not placed yet there:
+        events after it are sent, from the journal unless `head` says none
+        are missing. A placed follow stays where it is (it never goes back)."""
         f = self.follows.get(topic)
         if f is None:
             return
         f.paused -= 1
-        if after is not None and (f.last_seq is None or after < f.last_seq):
+        if after is not None and f.last_seq is None:
+            # The first decision places the follow; a later, older `after`
+            # would send again what this connection was sent: it is ignored.
             f.last_seq = after
-            if not f.paused and (head is None or after < head) and not f.catching_up:
-                f.catching_up = True
-                await self._catch_up(topic, f)
-                return
+            f.behind = head is None or after < head
         if f.last_seq is None:
             if created and not f.paused:
                 self.unfollow(topic)
             return
-        if not f.paused and not f.catching_up:
-            self._flush(topic, f)
+        if f.paused or f.catching_up:
+            return
+        if f.behind:
+            f.behind = False
+            f.catching_up = True
+            await self._catch_up(topic, f)
+            return
+        self._flush(topic, f)
 
     async def follow(self, topic: str, after: int | None) -> None:
         """Follow a topic a reply named (from the start if `after` is None)."""

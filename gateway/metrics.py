@@ -75,6 +75,11 @@ class Metrics:
         self.deliveries = Gauge(
             "enf_delivery_events", "Delivery worker counters", ["kind"], registry=r
         )
+        self.audit_refused = Gauge(
+            "enf_audit_rows_refused",
+            "Audit rows Postgres would not store, dropped (since start)",
+            registry=r,
+        )
         self.outbox = Gauge("enf_outbox", "Outbox rows by status", ["status"], registry=r)
         self.pool = Gauge("enf_db_pool_connections", "Postgres pool", ["state"], registry=r)
 

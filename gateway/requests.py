@@ -25,7 +25,8 @@ from pydantic import (
 
 from core.clock import now_iso
 from core.errors import ProtocolError
-from core.ids import PRESENCE_TOPIC, session_address
+from core.ids import PRESENCE_TOPIC, is_identifier, session_address
+from core.text import storable
 from gateway.auth import Identity
 from gateway.specs import (
     ALL,
@@ -40,15 +41,27 @@ from gateway.specs import (
 
 
 def _no_nul(v: str) -> str:
+    """Text that can be stored as it is (PROTOCOL §8): no NUL, no unpaired
+    surrogate (Postgres and UTF-8 refuse them; nothing is silently changed)."""
     if "\x00" in v:
         raise ValueError("must not contain NUL characters")
+    if storable(v) != v:
+        raise ValueError("must not contain unpaired surrogates")
     return v
 
 
-Text = Annotated[str, StringConstraints(min_length=1, max_length=512), AfterValidator(_no_nul)]
-LongText = Annotated[
-    str, StringConstraints(min_length=1, max_length=32_768), AfterValidator(_no_nul)
-]
+def _identifier(v: str) -> str:
+    if not is_identifier(v):
+        raise ValueError("must be 1-128 ASCII letters, digits or -_.@")
+    return v
+
+
+# Any text from a client that may reach a row (journal, book, jsonb): storable.
+StorableStr = Annotated[str, AfterValidator(_no_nul)]
+Text = Annotated[StorableStr, StringConstraints(min_length=1, max_length=512)]
+LongText = Annotated[StorableStr, StringConstraints(min_length=1, max_length=32_768)]
+# Ids of users, sessions, notaries, documents and offers (PROTOCOL §8).
+Identifier = Annotated[str, AfterValidator(_identifier)]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
 Seq = Annotated[int, Field(ge=0)]
 
@@ -86,7 +99,7 @@ class NotariesAvailable(Model):
 
 
 class Document(Model):
-    id: Text
+    id: Identifier
     sha256: Sha256
     type: Text
     title: Text
@@ -100,22 +113,20 @@ class Principal(Model):
 
 
 class SessionRequest(Model):
-    idempotency_key: Annotated[
-        str, StringConstraints(min_length=1, max_length=128), AfterValidator(_no_nul)
-    ]
+    idempotency_key: Annotated[StorableStr, StringConstraints(min_length=1, max_length=128)]
     document: Document
     principal: Principal | None = None
     price_preference: float | None = Field(default=None, ge=0)
     location: LatLng | None = None
-    preferred_notary_id: Text | None = None
+    preferred_notary_id: Identifier | None = None
 
 
 class OfferRef(Model):
-    offer_id: Text
+    offer_id: Identifier
 
 
 class SessionRef(Model):
-    session_id: Text
+    session_id: Identifier
 
 
 class Consent(Model):
@@ -130,8 +141,8 @@ class SessionJoin(SessionRef):
 
 
 class IceCandidate(Model):
-    candidate: Annotated[str, StringConstraints(max_length=4096), AfterValidator(_no_nul)]
-    sdpMid: Annotated[str, StringConstraints(max_length=64)] | None = None
+    candidate: Annotated[StorableStr, StringConstraints(max_length=4096)]
+    sdpMid: Annotated[StorableStr, StringConstraints(max_length=64)] | None = None
     sdpMLineIndex: Annotated[int, Field(ge=0, le=1024)] | None = None
 
 
@@ -139,7 +150,7 @@ _SDP_LINE = re.compile(r"^v=0\r?\n")
 
 
 class Signal(SessionRef):
-    to: Text
+    to: Identifier  # a user id, or "recorder"
     kind: Literal["offer", "answer", "ice"]
     sdp: LongText | None = None
     candidate: IceCandidate | None = None

@@ -42,6 +42,7 @@ async def refresh_metrics(services: Services) -> None:
     counters = services.deliveries.stats
     for kind in ("attempts", "delivered", "failures", "dead"):
         m.deliveries.labels(kind).set(getattr(counters, kind))
+    m.audit_refused.set(services.audit.refused)
     m.pool.labels("open").set(pool.get_size())
     m.pool.labels("idle").set(pool.get_idle_size())
     m.pool.labels("max").set(pool.get_max_size())

@@ -18,7 +18,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from core.errors import ProtocolError
-from core.ids import MATCHMAKER, notary_address, session_address, session_id_for
+from core.ids import (
+    MATCHMAKER,
+    is_identifier,
+    notary_address,
+    session_address,
+    session_id_for,
+)
 from core.messages import Role
 from gateway.auth import Identity
 
@@ -95,6 +101,7 @@ def matchmaker(_: Identity, __: Any) -> str:
 
 def named_session(data: Any) -> str | None:
     """The session a refused request's raw data names, if it names one (what
-    its audit row is filed against)."""
+    its audit row is filed against): only an identifier (PROTOCOL §8) is
+    kept, so nothing a client made up reaches the audit row's resource."""
     sid = data.get("session_id") if isinstance(data, dict) else None
-    return session_address(sid[:64]) if isinstance(sid, str) and sid else None
+    return session_address(sid) if isinstance(sid, str) and is_identifier(sid) else None

@@ -29,10 +29,11 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     if services.shutting_down:
         return error_response("unavailable", "server is shutting down")
     ident: Identity | None = None
+    max_ttl_s = services.settings.max_token_ttl_s
     token = bearer(request.headers.get("Authorization"))
     if token is not None:
         try:
-            ident = verify_token(token, services.jwt_secret)
+            ident = verify_token(token, services.jwt_secret, max_ttl_s)
         except ProtocolError as exc:
             logger.info("refused header token from %s: %s", request.remote, exc.message)
             return error_response("unauthorized", exc.message)
@@ -46,7 +47,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     codec = codec_for(ws.ws_protocol)
     if ident is None:
-        ident = await _hello(ws, codec, services.jwt_secret, request.remote)
+        ident = await _hello(ws, codec, services.jwt_secret, max_ttl_s, request.remote)
         if ident is None:
             return ws
     conn = Connection(ws, ident, codec, services, request.remote, request.headers.get("User-Agent"))
@@ -94,7 +95,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
 
 
 async def _hello(
-    ws: web.WebSocketResponse, codec: Codec, secret: str, remote: str | None
+    ws: web.WebSocketResponse, codec: Codec, secret: str, max_ttl_s: float, remote: str | None
 ) -> Identity | None:
     try:
         msg = await ws.receive(timeout=P.HELLO_TIMEOUT_S)
@@ -116,9 +117,10 @@ async def _hello(
         token = data.get("token") if isinstance(data, dict) else None
         if not isinstance(token, str):
             raise ProtocolError("unauthorized", "hello needs data.token")
-        return verify_token(token, secret)
+        return verify_token(token, secret, max_ttl_s)
     except (ProtocolError, DecodeError) as exc:
         text = exc.message if isinstance(exc, ProtocolError) else str(exc)
         logger.info("refused hello from %s: %s", remote, text)
-        await ws.close(code=P.CLOSE_BAD_TOKEN, message=text[:120].encode())
+        # A close reason is at most 123 bytes of UTF-8: ASCII, cut to 120.
+        await ws.close(code=P.CLOSE_BAD_TOKEN, message=text.encode("ascii", "replace")[:120])
         return None

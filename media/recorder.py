@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ProtocolError
-from core.ids import session_address
+from core.ids import is_identifier, session_address
 from core.messages import Message
 from media.storage import Storage
 
@@ -105,6 +105,7 @@ class RecorderService:
     # -- what the session actor asks --------------------------------------------
 
     async def offer(self, session_id: str, user_id: str, sdp: str) -> str:
+        _check_names(session_id, user_id)
         reply = await self._request(
             {"op": "offer", "session_id": session_id, "user_id": user_id, "sdp": sdp},
             self._answer_timeout,
@@ -113,6 +114,7 @@ class RecorderService:
         return str(reply["sdp"])
 
     async def ice(self, session_id: str, user_id: str, candidate: dict[str, Any]) -> None:
+        _check_names(session_id, user_id)
         if session_id in self.sessions:
             await self._send(
                 {"op": "ice", "session_id": session_id, "user_id": user_id, "candidate": candidate}
@@ -242,6 +244,14 @@ class RecorderService:
                 await self._reader
 
 
+def _check_names(session_id: str, user_id: str) -> None:
+    """The worker names folders and files after these: identifiers only
+    (PROTOCOL §8), never `.`/`..`, so no file lands outside its folder."""
+    for what, value in (("session id", session_id), ("user id", user_id)):
+        if not is_identifier(value) or value in (".", ".."):
+            raise ProtocolError("bad_request", f"the recorder cannot take this {what}")
+
+
 def partial_files(work_dir: Path, session_id: str) -> list[dict[str, Any]]:
     """What a dead worker left: each file described (readable up to where it
     stopped)."""
@@ -249,6 +259,8 @@ def partial_files(work_dir: Path, session_id: str) -> list[dict[str, Any]]:
     # server process until a dead worker's files must be described.
     from media.recorder_worker import describe, user_of
 
+    if not is_identifier(session_id) or session_id in (".", ".."):
+        return []
     folder = work_dir / session_id
     if not folder.is_dir():
         return []

@@ -37,6 +37,8 @@ from aiortc import (
 from aiortc.contrib.media import MediaRecorder
 from aiortc.sdp import candidate_from_sdp
 
+from media.storage import contained
+
 logger = logging.getLogger("enf.recorder")
 LINE_LIMIT = 4 * 1024 * 1024
 
@@ -116,10 +118,15 @@ class Worker:
         old = self.peers.pop((session_id, user_id), None)
         if old is not None:  # a participant re-negotiating: finish the old file first
             await self._close(old)
-        folder = self.root / session_id
+        # Named after ids from outside: `contained` refuses any that would
+        # leave the folder (and the resolved path is checked too).
+        folder = contained(self.root, session_id)
+        contained(folder, user_id)
         folder.mkdir(parents=True, exist_ok=True)
         n = sum(1 for p in folder.glob("*.mkv") if user_of(p) == user_id)
         path = folder / (f"{user_id}.mkv" if n == 0 else f"{user_id}.part{n}.mkv")
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise ValueError(f"{path} is not inside {self.root}")
         # No STUN/TURN of its own: the server's candidates are its own addresses.
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         peer = Peer(pc, MediaRecorder(str(path), format="matroska", options=CRASH_SAFE), path)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
+from core.ids import is_identifier
 from core.links import LINK_TTL_S
 
 CHUNK = 8 * 1024 * 1024  # multipart part size (S3's minimum is 5 MiB)
@@ -37,12 +38,33 @@ class Storage(Protocol):
         ...
 
 
+def contained(root: Path, *names: str) -> Path:
+    """`root/names…` for file names made of outside input (session and user
+    ids): each an identifier (PROTOCOL §8) other than `.`/`..`, and the
+    result, normalised, inside `root` — else ValueError. Lexical (no disk
+    access), so it is safe on the event loop."""
+    for name in names:
+        if not is_identifier(name) or name in (".", ".."):
+            raise ValueError(f"not a safe file name: {name!r}")
+    base = os.path.normpath(root)
+    path = os.path.normpath(os.path.join(base, *names))
+    if base == ".":
+        inside = not os.path.isabs(path) and path.split(os.sep)[0] not in (".", "..")
+    else:
+        inside = path.startswith(base.rstrip(os.sep) + os.sep)
+    if not inside:
+        raise ValueError(f"{path!r} is not inside {base!r}")
+    return Path(path)
+
+
 class FileStorage:
     def __init__(self, root: Path) -> None:
         self.root = root
 
     def _copy(self, local: Path, key: str) -> Stored:
-        dest = self.root / key
+        dest = contained(self.root, *key.split("/"))
+        if not dest.resolve().is_relative_to(self.root.resolve()):  # a symlink on the way
+            raise ValueError(f"{key!r} leads outside the recordings folder")
         dest.parent.mkdir(parents=True, exist_ok=True)
         digest, size = hashlib.sha256(), 0
         tmp = dest.with_suffix(dest.suffix + ".part")
@@ -80,6 +102,8 @@ class S3Storage:
         self._s3: Any = boto3.client("s3", endpoint_url=endpoint_url)
 
     def _key(self, key: str) -> str:
+        if not all(is_identifier(n) and n not in (".", "..") for n in key.split("/")):
+            raise ValueError(f"not a safe object key: {key!r}")
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _upload(self, local: Path, key: str) -> Stored:

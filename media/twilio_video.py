@@ -35,10 +35,10 @@ from twilio.rest import Client
 from yarl import URL
 
 from config.twilio import rebase, twilio_http_client
-from core.ids import session_address
+from core.ids import is_identifier, session_address
 from core.messages import Message
 from media.recorder import Tell
-from media.storage import FileStorage, S3Storage
+from media.storage import FileStorage, S3Storage, contained
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,12 @@ class TwilioVideo:
         """One status callback (already validated). Idempotent."""
         event = p.get("StatusCallbackEvent", "")
         session_id = p.get("RoomName", "")
-        if not session_id:
+        if not is_identifier(session_id) or session_id in (".", ".."):
+            if session_id:
+                logger.warning("twilio callback for an unknown room name ignored")
+            return
+        if p.get("RecordingSid") and not is_identifier(p["RecordingSid"]):
+            logger.warning("twilio callback with a malformed RecordingSid ignored")
             return
         room = self.rooms.get(session_id)
         room_sid = p.get("RoomSid")
@@ -179,8 +184,11 @@ class TwilioVideo:
         if self.api_base:
             url = rebase(url, urlsplit(self.api_base))
         ext = "mka" if p.get("Container") == "mka" or p.get("Type") == "audio" else "mkv"
-        local = self.work_dir / room.session_id / f"{p.get('ParticipantIdentity', 'x')}-{rec}.{ext}"
+        who = p.get("ParticipantIdentity", "x")
         try:
+            # Named after outside input: only inside the session's folder.
+            contained(self.work_dir, room.session_id, who, rec)  # each a safe name
+            local = self.work_dir / room.session_id / f"{who}-{rec}.{ext}"
             await asyncio.to_thread(local.parent.mkdir, parents=True, exist_ok=True)
             auth = {
                 "Authorization": aiohttp.encode_basic_auth(

@@ -7,6 +7,10 @@ request changed is durable in the journal before its reply; its audit row
 follows within the flush interval (a crash can lose at most that interval of
 audit rows, never a journal event). If the database is away, rows wait in
 memory (up to `max_pending`, then the oldest are dropped and counted).
+
+A row Postgres refuses (a value it cannot store) never holds up the others:
+when a batch fails while the database answers, its rows are written one by
+one and the refused ones are dropped, logged and counted (`refused`).
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ class AuditLog:
         self._writer = BackgroundLoop("audit-writer", self._run)
         self.written = 0
         self.dropped = 0
+        self.refused = 0  # rows Postgres would not store, dropped
 
     def record(self, rec: AuditRecord) -> None:
         if len(self._pending) >= self._max_pending:
@@ -114,14 +119,39 @@ class AuditLog:
             ]
             try:
                 async with self._pool.acquire() as conn:
-                    # Binary COPY: the cheapest way in for Postgres and for us.
-                    await conn.copy_records_to_table(
-                        "audit_log", records=[r.row() for r in batch], columns=COLUMNS
-                    )
+                    try:
+                        await _copy(conn, batch)
+                    except _ROW_ERRORS:
+                        # Some row of it cannot be stored: find it, keep the rest.
+                        await self._one_by_one(conn, batch)
+                        continue
             except BaseException:
                 self._pending.extendleft(reversed(batch))
                 raise
             self.written += len(batch)
+
+    async def _one_by_one(self, conn: asyncpg.Connection, batch: list[AuditRecord]) -> None:
+        """Write `batch` row by row, dropping the rows Postgres refuses. If
+        anything else goes wrong (the database went away), what is not written
+        yet goes back to the head of the queue."""
+        for i, rec in enumerate(batch):
+            try:
+                await _copy(conn, [rec])
+            except _ROW_ERRORS as exc:
+                self.refused += 1
+                logger.error(
+                    "audit row refused by the database, dropped (%d so far): %s %s by %r: %s",
+                    self.refused,
+                    rec.event_type,
+                    rec.action[:100],
+                    rec.user_id,
+                    exc,
+                )
+                continue
+            except BaseException:
+                self._pending.extendleft(reversed(batch[i:]))
+                raise
+            self.written += 1
 
     async def _run(self) -> None:
         while True:
@@ -137,6 +167,17 @@ class AuditLog:
                     "audit rows not written yet (%d waiting): %s", len(self._pending), exc
                 )
                 await asyncio.sleep(1.0)
+
+
+# What one row can make fail (its values), as opposed to the connection: a
+# value Postgres refuses (NUL, bad encoding, out of range), or one the driver
+# cannot encode (an unpaired surrogate, a value jsonb cannot hold).
+_ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueError, TypeError)
+
+
+async def _copy(conn: asyncpg.Connection, batch: list[AuditRecord]) -> None:
+    # Binary COPY: the cheapest way in for Postgres and for us.
+    await conn.copy_records_to_table("audit_log", records=[r.row() for r in batch], columns=COLUMNS)
 
 
 EXPORT_COLUMNS = ("id", *COLUMNS)

@@ -1,5 +1,7 @@
 """Shared fixtures: a real Postgres, a fresh database per test, a real server,
-and a safety net under every test (blockbuster).
+and safety nets under every test: blockbuster on the event loop; and, on
+functional and cluster tests, exactly one reply per request and no server
+error (`server_nets`).
 
 Postgres: ENF_TEST_DATABASE_URL, else the machine's (127.0.0.1:5432, user
 postgres), else an embedded one (pgserver) started for the test run. Each
@@ -11,7 +13,10 @@ Cluster fixtures (Redis, a local Ray cluster): tests/cluster/conftest.py.
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,6 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -36,7 +42,7 @@ from gateway.app import create_app  # noqa: E402
 from gateway.connection import Connection  # noqa: E402
 from gateway.services import SERVICES, Services  # noqa: E402
 from tests.blocking import blockbuster_net  # noqa: E402
-from tests.served import JWT_SECRET, Served  # noqa: E402
+from tests.served import JWT_SECRET, REACHED, Served  # noqa: E402
 
 __all__ = ["JWT_SECRET", "Harness", "MakeServer", "free_port", "make_settings"]
 
@@ -57,6 +63,79 @@ def blockbuster() -> Iterator[None]:
     with blockbuster_net() as caught:
         yield
     assert not caught, f"blocking calls on the event loop: {caught}"
+
+
+# Our packages' loggers, and asyncio's ("Task exception was never retrieved",
+# "Task was destroyed but it is pending!", an exception in a callback).
+SERVER_LOGGERS = (
+    "actors",
+    "cluster",
+    "config",
+    "core",
+    "delivery",
+    "gateway",
+    "media",
+    "persistence",
+    "enf",
+    "asyncio",
+)
+NETTED = ("functional", "cluster")  # the test directories under the server nets
+
+
+class _ErrorCatcher(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = f"{record.levelname} {record.name}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            line += f" ({record.exc_info[1]!r})"
+        self.lines.append(line)
+
+
+def _expected(request: pytest.FixtureRequest, line: str) -> bool:
+    """Whether the test declares this error line: `expects_server_errors(reason)`
+    allows any; with `match=` (a regular expression), only those it finds."""
+    for mark in request.node.iter_markers("expects_server_errors"):
+        pattern = mark.kwargs.get("match")
+        if pattern is None or re.search(pattern, line, re.DOTALL):
+            return True
+    return False
+
+
+@pytest.fixture(autouse=True)
+def server_nets(request: pytest.FixtureRequest) -> Iterator[None]:
+    """On functional and cluster tests, after the test and its servers are
+    closed: each client made through a server (`Served.client`) got exactly
+    one reply per request and no orphan reply (no reply to an id it did not
+    send, unless `@pytest.mark.sends_past_the_client("why")`); the servers (in this process:
+    our loggers and asyncio's; child processes: their logs) logged nothing at
+    ERROR or worse, nor did a task die unretrieved, unless the test says
+    `@pytest.mark.expects_server_errors("why")` (any error) or
+    `@pytest.mark.expects_server_errors("why", match="regex")` (those only)."""
+    if request.node.path.parent.name not in NETTED:
+        yield
+        return
+    catcher = _ErrorCatcher()
+    loggers = [logging.getLogger(name) for name in SERVER_LOGGERS]
+    for lg in loggers:
+        lg.addHandler(catcher)
+    REACHED.clear()
+    try:
+        yield
+        gc.collect()  # a task that died unretrieved says so when it is collected
+    finally:
+        for lg in loggers:
+            lg.removeHandler(catcher)
+    reached = list(REACHED)
+    REACHED.clear()
+    past_client = request.node.get_closest_marker("sends_past_the_client") is not None
+    faults = [fault for served in reached for fault in served.reply_faults(past_client)]
+    assert not faults, "not exactly one reply per request:\n" + "\n".join(faults)
+    errors = catcher.lines + [line for served in reached for line in served.error_lines()]
+    errors = [line for line in errors if not _expected(request, line)]
+    assert not errors, "the server logged errors (expected? mark the test):\n" + "\n".join(errors)
 
 
 # -- Postgres -----------------------------------------------------------------------------
@@ -229,33 +308,57 @@ def _listening(port: int) -> bool:
     return True
 
 
+@pytest.fixture
+def held_socket() -> Iterator[socket.socket]:
+    """A loopback socket bound to a free port and held (not listening:
+    connections to it are refused) until a server of the test listens on it
+    (aiohttp's `socket_factory`), so that nobody else takes the port between."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))  # no SO_REUSEADDR: on Linux it would let another bind
+        yield s
+
+
+def _started_or_gone(proc: subprocess.Popen[bytes], port: int) -> bool:
+    return proc.poll() is not None or _listening(port)
+
+
+def spawn_on_free_port(
+    command: Callable[[int], list[str]], what: str, timeout: float = 30, attempts: int = 3
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A server process started by `command(port)` on a free loopback port,
+    listening; started again on another port when it lost the one it was
+    given to someone else (a child cannot be handed a held socket)."""
+    for _ in range(attempts):
+        port = free_port()
+        proc = subprocess.Popen(command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(partial(_started_or_gone, proc, port), timeout, what)
+        except RuntimeError:
+            proc.kill()
+            proc.wait()
+            raise
+        if proc.poll() is None:
+            return proc, port
+    raise RuntimeError(f"{what} did not start on any of {attempts} ports")
+
+
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """moto's standalone S3-compatible server on a free loopback port, with
-    dummy credentials in the environment for boto3."""
-    port = free_port()
-    env = {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+def moto_server() -> Iterator[str]:
+    """moto's standalone S3-compatible server on a free loopback port: its URL."""
+    proc, port = spawn_on_free_port(
+        lambda port: [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        "moto server",
     )
-    try:
-        wait_until(lambda: _listening(port), 30, "moto server")
-    except RuntimeError:
-        proc.kill()
-        raise
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(10)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+
+
+@pytest.fixture
+def s3_endpoint(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """moto's S3 endpoint, with dummy credentials in the environment for
+    boto3 during this test only."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return moto_server

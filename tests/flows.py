@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -13,6 +14,23 @@ from gateway.client import EnfClient
 from tests.served import Served
 
 ADMIN = "admin-1"
+
+# Appended to the idempotency keys of `request_session`, so that the session
+# ids (derived from customer and key) differ from test to test. Empty but in
+# tests/cluster, where Redis's pub/sub channels (not per database) are shared
+# by every test and every run on the machine; there a per-test suffix
+# (tests/cluster/conftest.py).
+KEY_SUFFIX = ""
+
+
+def days_from_now(days: int) -> str:
+    """A date (YYYY-MM-DD) `days` from today (UTC): a date that stays in the
+    future (or past) whenever the tests run."""
+    return (datetime.now(UTC) + timedelta(days=days)).date().isoformat()
+
+
+# A commission that has years to run.
+COMMISSION_EXPIRES_DAYS = 5 * 365
 
 # The happy path's states, in order (PROTOCOL §5).
 HAPPY_STATES = [
@@ -76,7 +94,7 @@ async def put_notary(h: Served, notary_id: str, **profile: Any) -> None:
     body = {
         "name": f"Atty. {notary_id}",
         "license_number": f"LIC-{notary_id}",
-        "commission_expires": "2030-12-31",
+        "commission_expires": days_from_now(COMMISSION_EXPIRES_DAYS),
         "rating": 4.0,
         "tariff": 500.0,
         "specializations": ["affidavit"],
@@ -120,8 +138,10 @@ def assert_gapless(events: list[dict[str, Any]], first: int = 1) -> None:
 
 
 async def request_session(customer: EnfClient, key: str = "k", n: int = 1) -> str:
-    """`session.request` of document `n` under idempotency key `key`; the session id."""
-    reply = await customer.call("session.request", {"idempotency_key": key, "document": doc(n)})
+    """`session.request` of document `n` under idempotency key `key` (plus
+    `KEY_SUFFIX`); the session id."""
+    body = {"idempotency_key": key + KEY_SUFFIX, "document": doc(n)}
+    reply = await customer.call("session.request", body)
     sid: str = reply["session_id"]
     return sid
 

@@ -4,6 +4,7 @@ its other commands run to completion."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -16,6 +17,19 @@ from tests.served import JWT_SECRET, Served
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on (http://\S+)")
+# A console-format line at ERROR or worse: "<date> <time> ERROR   logger: message".
+CONSOLE_ERROR = re.compile(r"^\S+ \S+ (ERROR|CRITICAL) ")
+
+
+def is_error_line(line: str) -> bool:
+    """Whether a line of a server's log (JSON or console format) is at ERROR or worse."""
+    if line.startswith("{"):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return False
+        return isinstance(record, dict) and record.get("level") in ("error", "critical")
+    return CONSOLE_ERROR.match(line) is not None
 
 
 def server_env(database: str, data_dir: Path, **extra: str) -> dict[str, str]:
@@ -107,6 +121,15 @@ class ServerProcess(Served):
                 if match:
                     self._base_url = match.group(1)
                     return self._base_url
+
+    def error_lines(self) -> list[str]:
+        """The ERROR lines of its log (read after the test: blocks)."""
+        if not self.log_path.exists():
+            return []
+        text = self.log_path.read_text(errors="replace")
+        return [
+            f"{self.log_path.name}: {line}" for line in text.splitlines() if is_error_line(line)
+        ]
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -27,7 +27,8 @@ def identify(request: web.Request, *roles: str) -> Identity:
     token = bearer(request.headers.get("Authorization"))
     if token is None:
         raise ProtocolError("unauthorized", "send Authorization: Bearer <token>")
-    ident = verify_token(token, services_of(request).jwt_secret)
+    services = services_of(request)
+    ident = verify_token(token, services.jwt_secret, services.settings.max_token_ttl_s)
     request[IDENTITY] = ident
     if roles and ident.role not in roles:
         raise ProtocolError("forbidden", f"not allowed for role {ident.role}")

@@ -8,7 +8,6 @@ import contextlib
 import csv
 import io
 import json
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +16,7 @@ from aiohttp import web
 from core.clock import iso
 from core.errors import ProtocolError
 from gateway.http.access import identify, services_of
-from gateway.http.inputs import export_format
+from gateway.http.inputs import export_format, query_id
 from persistence import audit
 
 routes = web.RouteTableDef()
@@ -28,7 +27,7 @@ async def get_audit(request: web.Request) -> web.StreamResponse:
     """Admins: the audit log, filtered, streamed from a cursor."""
     identify(request, "admin")
     fmt = export_format(request)
-    filters = _filters(request.query)
+    filters = _filters(request)
     services = services_of(request)
     # What was recorded up to this call is in the export.
     await services.audit.flush()
@@ -55,19 +54,26 @@ async def get_audit(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _filters(q: Mapping[str, str]) -> dict[str, Any]:
-    """`from`, `to` (ISO 8601 times, UTC if no zone), `user_id`, `session_id`."""
+def _filters(request: web.Request) -> dict[str, Any]:
+    """`from`, `to` (ISO 8601 times, UTC if no zone), `user_id`, `session_id`
+    (identifiers)."""
     filters: dict[str, Any] = {}
     for name, key in (("from", "since"), ("to", "until")):
-        if name in q:
-            try:
-                value = datetime.fromisoformat(q[name].replace("Z", "+00:00"))
-            except ValueError:
-                raise ProtocolError("bad_request", f"{name} must be an ISO 8601 time") from None
-            filters[key] = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    filters["user_id"] = q.get("user_id")
-    filters["resource_id"] = q.get("session_id")
+        if name in request.query:
+            filters[key] = _time(name, request.query[name])
+    filters["user_id"] = query_id(request, "user_id")
+    filters["resource_id"] = query_id(request, "session_id")
     return filters
+
+
+def _time(name: str, text: str) -> datetime:
+    """An ISO 8601 time as UTC; bad_request if it is not one, or if it has no
+    UTC equivalent in Python's range (0001-01-01T00:00+01:00)."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise ProtocolError("bad_request", f"{name} must be an ISO 8601 time") from None
 
 
 def _csv_line(row: dict[str, Any]) -> bytes:

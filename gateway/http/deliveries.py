@@ -11,6 +11,7 @@ from aiohttp import web
 from core.clock import iso
 from core.errors import ProtocolError
 from gateway.http.access import identify, services_of
+from gateway.http.inputs import path_id, query_id
 from persistence import outbox
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
     if status is not None and status not in ("pending", "delivered", "dead"):
         raise ProtocolError("bad_request", "status must be pending, delivered or dead")
     rows = await outbox.deliveries(
-        services_of(request).pool, status, request.query.get("session_id")
+        services_of(request).pool, status, query_id(request, "session_id")
     )
     return web.json_response({"deliveries": [_delivery(r) for r in rows]})
 
@@ -44,7 +45,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
 @routes.get("/v1/deliveries/{id}")
 async def get_delivery(request: web.Request) -> web.Response:
     identify(request, "admin")
-    row = await outbox.delivery(services_of(request).pool, request.match_info["id"])
+    row = await outbox.delivery(services_of(request).pool, path_id(request, "delivery id"))
     if row is None:
         raise ProtocolError("not_found", "no such delivery")
     return web.json_response(_delivery(row))
@@ -54,7 +55,7 @@ async def get_delivery(request: web.Request) -> web.Response:
 async def replay_delivery(request: web.Request) -> web.Response:
     ident = identify(request, "admin")
     services = services_of(request)
-    delivery_id = request.match_info["id"]
+    delivery_id = path_id(request, "delivery id")
     row = await outbox.replay(services.pool, delivery_id)
     if row is None:
         exists = await outbox.status_of(services.pool, delivery_id)

@@ -10,6 +10,8 @@ from typing import Any
 from aiohttp import web
 
 from core.errors import HTTP_STATUS, ErrorCode, ProtocolError
+from persistence.events import Unavailable
+from persistence.journal_writer import CONNECTION_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,10 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         raise
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise
+    except (Unavailable, *CONNECTION_ERRORS) as exc:
+        # The database (or another dependency) is away: the caller may retry.
+        logger.warning("%s %s unavailable: %r", request.method, request.path, exc)
+        return error_response("unavailable", "a dependency is unavailable, try again")
     except Exception:
         logger.exception("%s %s failed", request.method, request.path)
         return error_response("internal", "internal error")

@@ -11,14 +11,39 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from core.errors import ProtocolError
+from core.ids import check_identifier
 from gateway.requests import Model
+
+# A JSON body nests at most this deep: deeper is refused before anything
+# walks it (recursive code would hit Python's recursion limit).
+MAX_DEPTH = 64
 
 
 async def json_body(request: web.Request) -> Any:
     try:
-        return await request.json(loads=lambda s: json.loads(s, parse_constant=_bad_constant))
+        body = await request.json(loads=lambda s: json.loads(s, parse_constant=_bad_constant))
     except (ValueError, UnicodeDecodeError):
         raise ProtocolError("bad_request", "the body must be JSON") from None
+    except RecursionError:
+        raise ProtocolError("bad_request", "the body nests too deeply") from None
+    if _too_deep(body):
+        raise ProtocolError("bad_request", f"the body nests deeper than {MAX_DEPTH} levels")
+    return body
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether `value` nests deeper than MAX_DEPTH (walked without recursion)."""
+    level: list[Any] = [value]
+    for _ in range(MAX_DEPTH):
+        level = [
+            child
+            for v in level
+            if isinstance(v, dict | list)
+            for child in (v.values() if isinstance(v, dict) else v)
+        ]
+        if not level:
+            return False
+    return any(isinstance(v, dict | list) for v in level)
 
 
 def _bad_constant(name: str) -> Any:
@@ -36,20 +61,29 @@ def validate(model: type[Model], body: Any) -> Any:
         raise ProtocolError("bad_request", f"{where}: {first['msg']}") from None
 
 
+def path_id(request: web.Request, what: str = "id") -> str:
+    """The `{id}` of the path, an identifier (PROTOCOL §8); bad_request otherwise."""
+    return check_identifier(request.match_info["id"], what)
+
+
 def session_id(request: web.Request) -> str:
-    """The `{id}` of the path, a session id (a UUID); not_found otherwise."""
+    """The `{id}` of the path, a session id: an identifier (else bad_request)
+    that is a UUID (else not_found)."""
     try:
-        return str(uuid.UUID(request.match_info["id"]))
+        return str(uuid.UUID(path_id(request, "session id")))
     except ValueError:
         raise ProtocolError("not_found", "no such session") from None
 
 
 def user_id(request: web.Request) -> str:
     """The `{id}` of the path, a user id (a notary or a customer)."""
-    uid = request.match_info["id"]
-    if not 0 < len(uid) <= 128 or ":" in uid:
-        raise ProtocolError("bad_request", "invalid id")
-    return uid
+    return path_id(request, "user id")
+
+
+def query_id(request: web.Request, name: str) -> str | None:
+    """The query parameter `name`, an identifier if given (else bad_request)."""
+    value = request.query.get(name)
+    return None if value is None else check_identifier(value, name)
 
 
 def export_format(request: web.Request) -> str:

@@ -13,7 +13,7 @@ from aiohttp import web
 from core.errors import ProtocolError
 from core.links import check_path
 from gateway.http.access import identify, services_of, visible
-from gateway.http.inputs import export_format, json_body, user_id
+from gateway.http.inputs import export_format, json_body, path_id, user_id
 from gateway.services import Services
 from persistence import book, legal_record
 from persistence.keys import PiiCorrupt, PiiKeyMismatch, verify_signed
@@ -31,7 +31,7 @@ async def get_keys(request: web.Request) -> web.Response:
 @routes.get("/v1/envelopes/{id}")
 async def get_envelope(request: web.Request) -> web.Response:
     ident = identify(request)
-    envelope_id = request.match_info["id"]
+    envelope_id = path_id(request, "envelope id")
     services = services_of(request)
     row = visible(
         ident,
@@ -53,7 +53,7 @@ async def verify_envelope(request: web.Request) -> web.Response:
 @routes.get("/v1/envelopes/{id}/shared")
 async def get_shared_envelope(request: web.Request) -> web.Response:
     """The signed envelope for whoever holds the link sent at distribution."""
-    envelope_id = request.match_info["id"]
+    envelope_id = path_id(request, "envelope id")
     services = services_of(request)
     why = check_path(
         services.keys.pii.link_secret,
@@ -67,6 +67,17 @@ async def get_shared_envelope(request: web.Request) -> web.Response:
     if sealed is None:
         raise ProtocolError("not_found", "no such envelope")
     return web.json_response(_opened(services, sealed, envelope_id))
+
+
+def _month(month: str) -> tuple[datetime, datetime]:
+    """`YYYY-MM` -> its first instant and the next month's (UTC); bad_request
+    for anything else, a year without a next month (9999-12) included."""
+    try:
+        start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+        end = (start + timedelta(days=32)).replace(day=1)
+    except (ValueError, OverflowError):
+        raise ProtocolError("bad_request", "month must be YYYY-MM (years 1-9998)") from None
+    return start, end
 
 
 def _opened(services: Services, sealed: str, envelope_id: str) -> Any:
@@ -85,12 +96,8 @@ async def get_book(request: web.Request) -> web.StreamResponse:
     if ident.role == "enp" and ident.user_id != notary_id:
         raise ProtocolError("forbidden", "you may only export your own notarial book")
     month = request.query.get("month") or datetime.now(UTC).strftime("%Y-%m")
-    try:
-        start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
-    except ValueError:
-        raise ProtocolError("bad_request", "month must be YYYY-MM") from None
+    start, end = _month(month)
     fmt = export_format(request)
-    end = (start + timedelta(days=32)).replace(day=1)
     services = services_of(request)
     rows = await legal_record.book_entries(services.pool, notary_id, start, end)
     try:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from core.clock import iso
 from core.errors import ProtocolError
+from core.ids import check_identifier
 from core.links import LINK_TTL_S, check_path, sign_path
 from gateway.http.access import identify, services_of, visible_session
 from gateway.http.inputs import session_id
@@ -45,7 +46,8 @@ async def get_recording_link(request: web.Request) -> web.Response:
 async def get_recording_file(request: web.Request) -> web.StreamResponse:
     """A `file://` recording, for whoever holds an unexpired signed link."""
     sid = session_id(request)
-    name = request.match_info["name"]
+    # A file name of the recorder's (PROTOCOL §8's characters): never a path.
+    name = check_identifier(request.match_info["name"], "recording name")
     path = f"/v1/recordings/{sid}/{quote(name)}"
     why = check_path(
         services_of(request).jwt_secret,
@@ -56,7 +58,7 @@ async def get_recording_file(request: web.Request) -> web.StreamResponse:
     if why is not None:
         raise ProtocolError("forbidden", f"recording link refused: {why}")
     storage = services_of(request).storage
-    if not isinstance(storage, FileStorage) or "/" in name or name.startswith("."):
+    if not isinstance(storage, FileStorage) or name.startswith("."):
         raise ProtocolError("not_found", "no such recording")
     # Resolving and checking the path touches the disk: off the event loop.
     file = await asyncio.to_thread(storage.path_of, (storage.root / sid / name).absolute().as_uri())

@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -36,7 +37,7 @@ from core.messages import Caller, Message
 from gateway.client import EnfClient, RequestFailed
 from persistence.pool import create_pool
 from persistence.verify import verify_journal
-from tests.conftest import MakeServer, free_port
+from tests.conftest import MakeServer
 from tests.flows import (
     PH,
     assert_gapless,
@@ -243,6 +244,10 @@ async def test_gateway_killed(cluster: Cluster) -> None:
     assert_gapless(session_events(notary, sid), notary_last + 1)
 
 
+@pytest.mark.expects_server_errors(
+    "a second incarnation of a shard fences the first: both refusals are logged",
+    match=r"journal write refused: shard \d+ is at epoch|was fenced by a newer incarnation",
+)
 async def test_double_activation_is_fenced(cluster: Cluster) -> None:
     gw = await cluster.gateway()
     customer, notary, sid = await assigned_session(gw)
@@ -347,14 +352,15 @@ async def test_status_and_rebalance_onto_a_new_node(cluster: Cluster, ray_cluste
 
 
 async def test_no_ray_cluster_is_a_clear_error_not_a_private_cluster(
-    database: str, tmp_path: Path, redis_url: str
+    database: str, tmp_path: Path, redis_url: str, held_socket: socket.socket
 ) -> None:
+    dead = held_socket.getsockname()[1]  # held, not listening: refused
     env = server_env(
         database,
         tmp_path,
         ENF_CLUSTER="ray",
         ENF_REDIS_URL=redis_url,
-        ENF_RAY_ADDRESS=f"127.0.0.1:{free_port()}",  # nothing listens there
+        ENF_RAY_ADDRESS=f"127.0.0.1:{dead}",  # nothing listens there
     )
     returncode, out, err = await run_py_async(env=env, timeout=60)
     assert returncode == 2

@@ -13,10 +13,12 @@ import pytest
 
 from gateway.client import EnfClient
 from tests.flows import (
+    COMMISSION_EXPIRES_DAYS,
     HAPPY_STATES,
     PH,
     assert_gapless,
     bearer,
+    days_from_now,
     distribute_to_completion,
     doc,
     end_and_notarize,
@@ -54,7 +56,7 @@ async def test_kill_at_three_points_and_finish(database: str, tmp_path: Path) ->
                         "name": "Atty. One",
                         "tariff": 300.0,
                         "rating": 4.5,
-                        "commission_expires": "2031-01-01",
+                        "commission_expires": days_from_now(COMMISSION_EXPIRES_DAYS),
                     },
                     headers=bearer(cl.token("root", "admin")),
                 ) as r:

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import Harness, MakeServer, free_port
+from tests.conftest import Harness, MakeServer
 from tests.flows import (
     accept_next_offer,
     assigned_session,
@@ -212,9 +213,9 @@ async def test_a_4xx_is_dead_at_once_and_the_circuit_opens_for_a_down_receiver(
 
 
 async def test_killed_between_commit_and_delivery_nothing_is_lost(
-    database: str, tmp_path: Path
+    database: str, tmp_path: Path, held_socket: socket.socket
 ) -> None:
-    port = free_port()
+    port = held_socket.getsockname()[1]
     env = server_env(
         database,
         tmp_path,
@@ -241,7 +242,7 @@ async def test_killed_between_commit_and_delivery_nothing_is_lost(
         return web.Response(status=204)
 
     app.router.add_post("/hook", hook)
-    rx = TestServer(app, host="127.0.0.1", port=port)
+    rx = TestServer(app, host="127.0.0.1", port=port, socket_factory=lambda *_: held_socket)
     await rx.start_server()
     try:
         await server.start()

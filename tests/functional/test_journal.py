@@ -74,6 +74,7 @@ async def test_stale_activation_is_fenced_and_isolated(journal: Journal) -> None
     assert await journal.read("s:1") == [first]
 
 
+@pytest.mark.expects_server_errors("Postgres refuses a NUL in the append: the writer logs it")
 async def test_a_refused_value_fails_only_its_own_append(journal: Journal) -> None:
     bad = StoredEvent.make(
         "x:1", 1, "test.event", {"t": "nul \u0000 inside"}, now_iso(), GENESIS_HASH

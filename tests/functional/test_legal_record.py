@@ -450,6 +450,7 @@ async def test_no_plaintext_personal_data_in_the_database_or_the_logs(
         assert secret not in logs, f"{secret!r} in the logs"
 
 
+@pytest.mark.expects_server_errors("a mismatched PII key is logged as the clear error it is")
 async def test_a_pii_key_that_does_not_match_is_a_clear_error(
     make_server: MakeServer, tmp_path: Path
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Harness, MakeServer, free_port
+from tests.conftest import Harness, MakeServer
 from tests.flows import (
     assigned_session,
     doc,
@@ -169,8 +170,10 @@ async def test_sigterm_answers_in_flight_requests_snapshots_actors_and_resumes(
         await server.stop()
 
 
-async def test_ready_checks_redis_when_configured(make_server: MakeServer, tmp_path: Path) -> None:
-    dead_port = free_port()
+async def test_ready_checks_redis_when_configured(
+    make_server: MakeServer, tmp_path: Path, held_socket: socket.socket
+) -> None:
+    dead_port = held_socket.getsockname()[1]  # held, not listening: refused
     down = await make_server(redis_url=f"redis://127.0.0.1:{dead_port}/0")
     async with aiohttp.ClientSession() as s, s.get(down.url("/ready")) as r:
         body = await r.json()
