@@ -66,7 +66,6 @@ ROUND_S = 30.0  # the longest a customer waits for its session to be done
 DROP_CHANCE = 0.02  # a client drops its connection at a quiet moment
 REFUSED = "enf_offers_refused_by_session_total"
 
-pytestmark = pytest.mark.chaos
 
 
 class Errors(logging.Handler):
