@@ -67,7 +67,6 @@ DROP_CHANCE = 0.02  # a client drops its connection at a quiet moment
 REFUSED = "enf_offers_refused_by_session_total"
 
 
-
 class Errors(logging.Handler):
     """Server log records at ERROR or worse (reported, not asserted)."""
 
