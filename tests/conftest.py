@@ -41,7 +41,7 @@ from config.settings import Settings  # noqa: E402
 from gateway.app import create_app  # noqa: E402
 from gateway.connection import Connection  # noqa: E402
 from gateway.services import SERVICES, Services  # noqa: E402
-from tests.blocking import blockbuster_net  # noqa: E402
+from tests.blocking import OUR_CODE, blockbuster_net  # noqa: E402
 from tests.served import JWT_SECRET, REACHED, Served  # noqa: E402
 
 __all__ = ["JWT_SECRET", "Harness", "MakeServer", "free_port", "make_settings"]
@@ -67,18 +67,7 @@ def blockbuster() -> Iterator[None]:
 
 # Our packages' loggers, and asyncio's ("Task exception was never retrieved",
 # "Task was destroyed but it is pending!", an exception in a callback).
-SERVER_LOGGERS = (
-    "actors",
-    "cluster",
-    "config",
-    "core",
-    "delivery",
-    "gateway",
-    "media",
-    "persistence",
-    "enf",
-    "asyncio",
-)
+SERVER_LOGGERS = (*(p for p in OUR_CODE if p != "tests"), "enf", "asyncio")
 NETTED = ("functional", "cluster")  # the test directories under the server nets
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+import pytest
 
 from gateway.client import EnfClient
 from tests.served import Served
@@ -243,3 +245,15 @@ async def assigned_session(h: Served) -> tuple[EnfClient, EnfClient, str]:
     sid = await request_session(customer)
     await accept_next_offer(notary, customer)
     return customer, notary, sid
+
+
+async def assert_token_refused(server: Served, token: str) -> None:
+    """Refused in the header (401 before the upgrade) and in `hello` (4401)."""
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await http.ws_connect(server.ws_url, headers=bearer(token))
+        assert err.value.status == 401
+        ws = await http.ws_connect(server.ws_url, protocols=("enf.v1.json",))
+        await ws.send_str(json.dumps({"type": "hello", "data": {"token": token}}))
+        msg = await ws.receive(timeout=5)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4401

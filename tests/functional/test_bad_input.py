@@ -21,6 +21,7 @@ from gateway.client import EnfClient
 from tests.conftest import JWT_SECRET, Harness, MakeServer
 from tests.flows import (
     PH,
+    assert_token_refused,
     assigned_session,
     bearer,
     doc,
@@ -237,17 +238,7 @@ BAD_TOKENS: dict[str, Callable[[], str]] = {
 
 @pytest.mark.parametrize("name", list(BAD_TOKENS))
 async def test_refused_tokens(server: Harness, name: str) -> None:
-    token = BAD_TOKENS[name]()
-    async with aiohttp.ClientSession() as http:
-        # In the header: HTTP 401 before the upgrade.
-        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
-            await http.ws_connect(server.ws_url, headers=bearer(token))
-        assert err.value.status == 401
-        # In hello: close 4401.
-        ws = await http.ws_connect(server.ws_url, protocols=("enf.v1.json",))
-        await ws.send_str(json.dumps({"type": "hello", "data": {"token": token}}))
-        msg = await ws.receive(timeout=5)
-        assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4401
+    await assert_token_refused(server, BAD_TOKENS[name]())
     await _still_serving(server)
 
 
