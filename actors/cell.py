@@ -17,6 +17,7 @@ from config import logging as log_context
 from config import tracing
 from core.errors import ProtocolError
 from core.messages import Message
+from persistence.events import is_outage
 from persistence.journal import StaleActivation, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -94,8 +95,15 @@ class ActorCell:
                     await self.actor.on_activate()
                 except asyncio.CancelledError:
                     raise
-                except Exception:
-                    logger.exception("activation of %s failed", self.actor.actor_id)
+                except Exception as exc:
+                    if is_outage(exc):  # the database is out of reach: the next message retries
+                        logger.warning(
+                            "activation of %s failed: database unavailable (%s)",
+                            self.actor.actor_id,
+                            exc,
+                        )
+                    else:
+                        logger.exception("activation of %s failed", self.actor.actor_id)
                     self._stop(ProtocolError("unavailable", "could not load state, try again"))
                     return
                 self._activated = True
@@ -177,8 +185,13 @@ class ActorCell:
         if self._activated:
             try:
                 await self.actor.on_passivate()
-            except Exception:
-                logger.exception("passivation of %s failed", self.actor.actor_id)
+            except Exception as exc:
+                if is_outage(exc):
+                    logger.warning(
+                        "passivation of %s: database unavailable (%s)", self.actor.actor_id, exc
+                    )
+                else:
+                    logger.exception("passivation of %s failed", self.actor.actor_id)
         self._release(ProtocolError("unavailable", "actor stopped"))
 
     def idle_for(self, now: float) -> float:

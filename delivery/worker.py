@@ -26,6 +26,7 @@ from core.ids import session_address
 from core.loops import BackgroundLoop, spawn, stop_tasks
 from core.messages import Message
 from persistence import outbox
+from persistence.events import is_outage
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +204,10 @@ class DeliveryWorker:
                 await self._attempt(row)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
+            if is_outage(exc):  # the row stays due: the next poll picks it up again
+                logger.warning("delivery of %s: database unavailable (%s)", row["id"], exc)
+                return
             logger.exception("delivery of %s failed unexpectedly", row["id"])
             with contextlib.suppress(Exception):
                 await self._reschedule(row, row["attempts"], "internal error", 5.0)

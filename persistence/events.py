@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
+
 from persistence.projections import Projection
 
 GENESIS_HASH = "0" * 64
@@ -17,6 +19,24 @@ GENESIS_HASH = "0" * 64
 
 class Unavailable(Exception):
     """The database could not make the append durable; nothing was applied."""
+
+
+# What a lost or refused database connection raises (the database down, a cut
+# connection, the pool closing at shutdown): an outage, not a bug.
+CONNECTION_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when `exc` says the database is out of reach (log a warning and
+    retry), False for a bug (log the traceback)."""
+    return isinstance(exc, (Unavailable, *CONNECTION_ERRORS))
 
 
 class StaleActivation(Exception):

@@ -23,20 +23,10 @@ import asyncpg
 from config import tracing
 from core.clock import parse_iso
 from core.loops import BackgroundLoop, stop_loops
-from persistence.events import Append, Fenced, StaleActivation, Unavailable
+from persistence.events import CONNECTION_ERRORS, Append, Fenced, StaleActivation, Unavailable
 from persistence.projections import OUTBOX, TABLES, ProjectionTable
 
 logger = logging.getLogger(__name__)
-
-CONNECTION_ERRORS = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-)
-
 
 def batch_sql(tables: Sequence[ProjectionTable]) -> str:
     """One statement for a whole batch: journal rows, idempotency records,
