@@ -8,7 +8,7 @@ from typing import Any
 
 from actors.actor import ASK_TIMEOUT_S, Actor, ActorContext, Messenger
 from actors.bus import TopicBus
-from actors.cell import ActorCell, Shard
+from actors.cell import ActorCell, Shard, answer
 from actors.ports import DomainMetrics, Presence, Recorder, VideoRooms
 from config.settings import Settings
 from core.errors import ProtocolError
@@ -19,12 +19,6 @@ from persistence.journal import Journal
 from persistence.keys import Keys
 
 logger = logging.getLogger(__name__)
-
-
-def _time_out(fut: asyncio.Future[Any], actor_id: str, kind: str) -> None:
-    if not fut.done():
-        logger.error("ask %s %s timed out", actor_id, kind)
-        fut.set_exception(ProtocolError("unavailable", "timed out, try again"))
 
 
 class LocalHost:
@@ -78,13 +72,8 @@ class LocalHost:
         shard = self.local_shard(actor_id)
         if shard is None and self.remote is not None:
             return await self.remote.ask(actor_id, msg, timeout)
-        fut = self._cell(actor_id, shard).post(msg)
-        # A timer handle rather than wait_for: this is every request's path.
-        timer = asyncio.get_running_loop().call_later(timeout, _time_out, fut, actor_id, msg.kind)
-        try:
-            return await fut
-        finally:
-            timer.cancel()
+        cell = self._cell(actor_id, shard)
+        return await answer(cell, cell.post(msg), timeout, msg.kind)
 
     def tell(self, actor_id: str, msg: Message) -> None:
         shard = self.local_shard(actor_id)

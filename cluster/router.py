@@ -72,10 +72,13 @@ class ShardRouter:
     async def ask(self, actor_id: str, msg: Message, timeout: float = ASK_TIMEOUT_S) -> Any:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._enqueue(actor_id, msg, fut)
+        # The shard answers an ask that did not start within `timeout` itself
+        # (`unavailable`, never run) and waits for one that did: this wait is
+        # for a shard that never answers (it died with the ask), so it is longer.
         try:
-            return await asyncio.wait_for(fut, timeout)
+            return await asyncio.wait_for(fut, timeout * 3)
         except TimeoutError:
-            logger.error("ask %s %s timed out", actor_id, msg.kind)
+            logger.error("ask %s %s: no answer from its shard", actor_id, msg.kind)
             raise ProtocolError("unavailable", "timed out, try again") from None
 
     def tell(self, actor_id: str, msg: Message) -> None:

@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 from actors.actor import ASK_TIMEOUT_S
+from actors.cell import answer
 from actors.kinds import ACTOR_KINDS
 from actors.localhost import LocalHost
 from actors.recovery import recover
@@ -198,7 +199,7 @@ class ShardServer:
                         raise self._moved()
                     cell = host._cell(actor_id)
                     if want:
-                        futures.append(cell.post(msg))
+                        futures.append(answer(cell, cell.post(msg), ASK_TIMEOUT_S, msg.kind))
                     else:
                         cell.tell(msg)
                         futures.append(None)
@@ -216,11 +217,9 @@ class ShardServer:
                 results.append(("err", f.code, f.message))
             else:
                 try:
-                    results.append(("ok", await asyncio.wait_for(f, ASK_TIMEOUT_S), ""))
+                    results.append(("ok", await f, ""))
                 except ProtocolError as exc:
                     results.append(("err", exc.code, exc.message))
-                except TimeoutError:
-                    results.append(("err", "unavailable", "timed out, try again"))
         return results
 
     async def _in_order(self, sender: str, n: int) -> None:

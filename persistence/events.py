@@ -21,6 +21,11 @@ class Unavailable(Exception):
     """The database could not make the append durable; nothing was applied."""
 
 
+class Refused(Unavailable):
+    """The database refused the change itself (not an outage): trying again
+    will not help. Nothing was applied."""
+
+
 # What a lost or refused database connection raises (the database down, a cut
 # connection, the pool closing at shutdown): an outage, not a bug.
 CONNECTION_ERRORS = (
@@ -36,7 +41,7 @@ CONNECTION_ERRORS = (
 def is_outage(exc: BaseException) -> bool:
     """True when `exc` says the database is out of reach (log a warning and
     retry), False for a bug (log the traceback)."""
-    return isinstance(exc, (Unavailable, *CONNECTION_ERRORS))
+    return isinstance(exc, (Unavailable, *CONNECTION_ERRORS)) and not isinstance(exc, Refused)
 
 
 class StaleActivation(Exception):

@@ -17,6 +17,7 @@ import asyncpg
 
 from core.clock import iso
 from persistence.events import (
+    CONNECTION_ERRORS,
     GENESIS_HASH,
     Append,
     Fenced,
@@ -27,7 +28,7 @@ from persistence.events import (
     canonical_json,
     chain_hash,
 )
-from persistence.journal_writer import CONNECTION_ERRORS, GroupCommit, JournalStats, batch_sql
+from persistence.journal_writer import GroupCommit, JournalStats, batch_sql
 
 __all__ = [
     "GENESIS_HASH",
@@ -63,20 +64,15 @@ class Journal(GroupCommit):
         if limit is not None:
             sql += " LIMIT $3"
             args.append(limit)
-        try:
-            rows = await self._pool.fetch(sql, *args)
-        except CONNECTION_ERRORS as exc:
-            raise Unavailable("database unavailable") from exc
+        rows = await self._fetch(sql, *args)
         return [_row_event(actor_id, r) for r in rows]
 
     async def load_snapshot(self, actor_id: str) -> tuple[int, dict[str, Any]] | None:
-        row = await self._pool.fetchrow(
-            "SELECT seq, state FROM snapshots WHERE actor_id = $1", actor_id
-        )
-        return None if row is None else (row["seq"], row["state"])
+        rows = await self._fetch("SELECT seq, state FROM snapshots WHERE actor_id = $1", actor_id)
+        return None if not rows else (rows[0]["seq"], rows[0]["state"])
 
     async def load_idempotency(self, actor_id: str) -> list[IdempotencyRecord]:
-        rows = await self._pool.fetch(
+        rows = await self._fetch(
             "SELECT user_id, request_id, fingerprint, reply FROM idempotency WHERE actor_id = $1",
             actor_id,
         )
@@ -84,6 +80,19 @@ class Journal(GroupCommit):
             IdempotencyRecord(r["user_id"], r["request_id"], r["fingerprint"], r["reply"])
             for r in rows
         ]
+
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """A read, tried twice: a pooled connection found dead (cut while idle)
+        is not an outage, the next one from the pool is new. Unavailable when
+        the second try fails too."""
+        for attempt in (1, 2):
+            try:
+                return list(await self._pool.fetch(sql, *args))
+            except CONNECTION_ERRORS as exc:
+                if attempt == 2:
+                    raise Unavailable("database unavailable") from exc
+        raise AssertionError("unreachable")
 
 
 def _row_event(actor_id: str, r: asyncpg.Record) -> StoredEvent:

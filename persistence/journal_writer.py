@@ -23,10 +23,21 @@ import asyncpg
 from config import tracing
 from core.clock import parse_iso
 from core.loops import BackgroundLoop, stop_loops
-from persistence.events import CONNECTION_ERRORS, Append, Fenced, StaleActivation, Unavailable
+from persistence import in_doubt
+from persistence.events import (
+    CONNECTION_ERRORS as CONNECTION_ERRORS,
+)
+from persistence.events import (
+    Append,
+    Fenced,
+    Refused,
+    StaleActivation,
+    Unavailable,
+)
 from persistence.projections import OUTBOX, TABLES, ProjectionTable
 
 logger = logging.getLogger(__name__)
+
 
 def batch_sql(tables: Sequence[ProjectionTable]) -> str:
     """One statement for a whole batch: journal rows, idempotency records,
@@ -174,7 +185,8 @@ class GroupCommit:
         """Each writer holds one connection: no pool round trip (acquire,
         reset on release) per batch."""
         conn = self._held[writer]
-        if conn is None or conn.is_closed():
+        if conn is None or not _usable(conn):
+            self._held[writer] = None
             conn = self._held[writer] = await self._pool.acquire()
         return conn
 
@@ -203,16 +215,30 @@ class GroupCommit:
                     a.settle(Unavailable("journal error"))
                     self._queue.task_done()
 
-    async def _commit_batch(self, batch: list[Append], writer: int) -> None:
+    async def _commit_batch(self, batch: list[Append], writer: int, retry: bool = True) -> None:
         started = time.perf_counter()
         try:
-            with tracing.span("enf.journal.commit", None, appends=len(batch)):
-                await self._write(batch, await self._connection(writer))
-        except CONNECTION_ERRORS as exc:
+            conn = await self._connection(writer)
+        except CONNECTION_ERRORS as exc:  # nothing was sent: nothing applied
             logger.warning("journal unavailable: %s", exc)
-            await self._drop_connection(writer)
             for a in batch:
                 a.settle(Unavailable("database unavailable"))
+            return
+        try:
+            with tracing.span("enf.journal.commit", None, appends=len(batch)):
+                await self._write(batch, conn)
+        except CONNECTION_ERRORS as exc:
+            # Sent, and the answer lost: find out whether it landed (PROTOCOL §7).
+            logger.warning("journal connection lost during a commit: %s", exc)
+            pid = _server_pid(conn)
+            await self._drop_connection(writer)
+            if await in_doubt.landed(self._pool, pid, batch):
+                self._committed(batch, time.perf_counter() - started)
+            elif retry:  # known not applied: once more, on a new connection
+                await self._commit_batch(batch, writer, retry=False)
+            else:
+                for a in batch:
+                    a.settle(Unavailable("database unavailable"))
         except Fenced as exc:
             logger.error("journal write refused: %s", exc)
             self._fenced(batch)
@@ -222,7 +248,7 @@ class GroupCommit:
                 return
             # Isolate the offending append: one transaction each.
             for a in batch:
-                await self._commit_batch([a], writer)
+                await self._commit_batch([a], writer, retry)
         else:
             self._committed(batch, time.perf_counter() - started)
 
@@ -268,6 +294,24 @@ class GroupCommit:
                 await conn.executemany(sql, rows)
 
 
+def _usable(conn: asyncpg.Connection) -> bool:
+    """False for a lost connection, and for one the pool took back when it was
+    lost (asyncpg releases a pooled connection whose socket closed; its proxy
+    then raises on every call): the writer takes a new one."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
+
+
+def _server_pid(conn: asyncpg.Connection) -> int | None:
+    try:
+        pid: int = conn.get_server_pid()
+    except asyncpg.InterfaceError:  # already given back to the pool
+        return None
+    return pid
+
+
 async def _check_fence(conn: asyncpg.Connection, shard: int, epoch: int) -> None:
     now = await conn.fetchval("SELECT epoch FROM cluster_shards WHERE shard = $1 FOR SHARE", shard)
     if now != epoch:
@@ -279,4 +323,4 @@ def _classify(exc: asyncpg.PostgresError, actor_id: str) -> Exception:
         logger.warning("stale activation of %s: %s", actor_id, exc)
         return StaleActivation(actor_id)
     logger.error("journal refused an append of %s: %s", actor_id, exc)
-    return Unavailable("the database refused the change")
+    return Refused("the database refused the change")

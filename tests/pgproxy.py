@@ -65,6 +65,7 @@ class _Trigger:
     everything: bool
     reply: bytes | None
     future: asyncio.Future[bytes]
+    times: int = 1  # how many matches it cuts before it is disarmed
     link: _Link | None = None  # the connection that carried the marker (with `reply`)
     seen: bytes = b""  # the bytes that matched the marker
 
@@ -142,7 +143,7 @@ class TcpProxy:
         return len(links)
 
     def cut_when(
-        self, marker: bytes, *, everything: bool = True, reply: bytes | None = None
+        self, marker: bytes, *, everything: bool = True, reply: bytes | None = None, times: int = 1
     ) -> asyncio.Future[bytes]:
         """Arm a cut: the next time a client->server chunk contains `marker`
         (even split over two chunks), every connection (or, with `everything`
@@ -151,13 +152,15 @@ class TcpProxy:
         instead before the first server->client chunk of the same connection
         that contains `reply` (b"COMMIT": the transaction is committed, and
         the client never hears it). The future resolves with the bytes that
-        matched; once fired, the cut is disarmed."""
+        matched first; once fired `times` times (the server's journal writer
+        tries a commit once more when it knows the first did not land), the
+        cut is disarmed."""
         for needle in (marker, reply):
             if needle is not None and not 0 < len(needle) <= TAIL:
                 raise ValueError(f"a marker is 1 to {TAIL} bytes")
         self.disarm()
         future = asyncio.get_running_loop().create_future()
-        self._trigger = _Trigger(marker, everything, reply, future)
+        self._trigger = _Trigger(marker, everything, reply, future, times)
         return future
 
     def disarm(self) -> None:
@@ -237,7 +240,10 @@ class TcpProxy:
         return False
 
     def _fire(self, t: _Trigger, link: _Link, seen: bytes) -> None:
-        self._trigger = None
+        t.times -= 1
+        t.link = None
+        if t.times <= 0:
+            self._trigger = None
         self._cut(list(self._links) if t.everything else [link])
         if not t.future.done():
             t.future.set_result(seen)

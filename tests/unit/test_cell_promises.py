@@ -1,0 +1,61 @@
+"""The runtime's promises about messages (issue 13, items 3 and 4):
+
+- a message between actors (a tell) is never refused for a full mailbox:
+  backpressure is for client requests (asks) only;
+- an ask answered `unavailable` because it timed out before it started never
+  runs afterwards (PROTOCOL §7: `unavailable` changes nothing).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from core.clock import now_iso
+from core.errors import ProtocolError
+from core.ids import MATCHMAKER, notary_address, session_address, session_id_for
+from core.messages import Message
+from tests.unit.conftest import StartRig, document
+
+MAILBOX = 8
+
+
+async def test_a_full_mailbox_refuses_asks_but_never_a_tell(make_rig: StartRig) -> None:
+    rig = await make_rig(mailbox_size=MAILBOX)
+    await rig.online("n1")
+    cell = rig.host._cell(MATCHMAKER)
+    # Fill the matchmaker's mailbox before it runs anything (no await in between).
+    asks = [cell.post(Message("presence_list")) for _ in range(MAILBOX - cell.depth)]
+    with pytest.raises(ProtocolError) as refused:
+        cell.post(Message("presence_list"))
+    assert refused.value.code == "unavailable"
+    # A session's enqueue arrives now: it must not be dropped.
+    request: dict[str, Any] = {
+        "session_id": "s-full",
+        "customer_id": "c-full",
+        "created_at": now_iso(),
+        "document_type": "affidavit",
+    }
+    rig.host.tell(MATCHMAKER, Message("enqueue", request))
+    assert cell.depth == MAILBOX + 1
+    for ask in asks:
+        assert "notaries" in await ask
+    await rig.inbox.wait(notary_address("n1"), "offer", session_id="s-full")
+
+
+async def test_an_ask_that_timed_out_before_it_started_never_runs(make_rig: StartRig) -> None:
+    rig = await make_rig()
+    sid = session_id_for("c-late", "k")
+    address = session_address(sid)
+    caller = rig.caller("c-late", "customer")
+    data = {"idempotency_key": "k", "document": document()}
+    # The session's actor is still loading (activation) when the ask times out.
+    with pytest.raises(ProtocolError) as late:
+        await rig.host.ask(address, Message("session.request", data, caller), timeout=0.0)
+    assert late.value.code == "unavailable"
+    # The mailbox is in order: once this is answered, the late ask was skipped or run.
+    with pytest.raises(ProtocolError) as missing:
+        await rig.snapshot(sid, "c-late", "customer")
+    assert missing.value.code == "not_found"
+    assert await rig.journal.read(address) == []
