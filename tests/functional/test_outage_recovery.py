@@ -19,7 +19,13 @@ from typing import Any
 
 from actors import lifecycle as L
 from tests.chaos.checker import load_journal
-from tests.flows import online_notary, request_session
+from tests.flows import (
+    accept_next_offer,
+    in_the_call,
+    online_notary,
+    request_session,
+    sign_and_seal,
+)
 from tests.pgproxy import proxied_server
 
 SETTINGS: dict[str, Any] = {"outbox": False, "journal_writers": 2}
@@ -74,3 +80,27 @@ async def test_a_commit_cut_on_its_way_is_made_once_more_and_once_only(
         await c1.expect("session.state", state=L.CANCELLED)
         journal = await load_journal(database)
         assert [r.data["state"] for r in journal.states()[sid]] == [L.REQUESTED, L.CANCELLED]
+
+
+async def test_a_finalisation_that_meets_an_outage_runs_again_until_it_lands(
+    database: str, tmp_path: Path
+) -> None:
+    """`session.notarize` answered ok promises `NOTARIZED`: the timer-driven
+    finalisation whose commit is cut (twice: the writer's own second try too)
+    runs again once the database answers."""
+    async with proxied_server(database, tmp_path, recording="off", **SETTINGS) as (h, proxy):
+        n1 = await online_notary(h, "n1")
+        c1 = await h.client("c1", "customer")
+        sid = await request_session(c1)
+        await accept_next_offer(n1, c1)
+        await in_the_call(c1, n1, sid)
+        await sign_and_seal(c1, n1, sid)
+        await n1.call("video.end", {"session_id": sid})
+        cut = proxy.cut_when(b"session.notarized", everything=False, times=2)
+        await n1.call("session.notarize", {"session_id": sid})
+        assert b"session.notarized" in await asyncio.wait_for(cut, 10)
+        notarized = await c1.expect("session.notarized")
+        assert notarized["data"]["envelope_id"]
+        journal = await load_journal(database)
+        states = [r.data["state"] for r in journal.states()[sid]]
+        assert states[-2:] == [L.NOTARIZING, L.NOTARIZED], states
