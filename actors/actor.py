@@ -133,6 +133,11 @@ class Actor:
         """May the runtime passivate this actor now? (No timers armed by default.)"""
         return not self._timers
 
+    def disposable(self) -> bool:
+        """May the runtime drop this actor as soon as its mailbox is empty?
+        (One that holds nothing: asked about something that does not exist.)"""
+        return False
+
     async def receive(self, msg: Message) -> Any:
         if not msg.kind or msg.kind.startswith("_"):
             raise ProtocolError("bad_request", f"unknown message {msg.kind!r}")

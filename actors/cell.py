@@ -143,6 +143,8 @@ class ActorCell:
                     await asyncio.sleep(self._pause)
                 else:
                     self._pause = 0.0
+            if not mailbox and not self.stopped and self.actor.disposable():
+                self._stop(ProtocolError("unavailable", "actor stopped"))
         finally:
             self._task = None
 

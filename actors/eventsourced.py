@@ -72,6 +72,12 @@ class EventSourced(Actor, Generic[S]):
     def projections(self, state: S, events: Sequence[StoredEvent]) -> list[Projection]:
         return []
 
+    def disposable(self) -> bool:
+        """Nothing journaled and nothing held in memory: a lookup of an id that
+        does not exist does not keep an actor (and its memory) for
+        ENF_PASSIVATE_AFTER_S."""
+        return self.seq == 0 and self.is_idle()
+
     # -- lifecycle ---------------------------------------------------------
 
     async def on_activate(self) -> None:

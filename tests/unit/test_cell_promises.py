@@ -59,3 +59,18 @@ async def test_an_ask_that_timed_out_before_it_started_never_runs(make_rig: Star
         await rig.snapshot(sid, "c-late", "customer")
     assert missing.value.code == "not_found"
     assert await rig.journal.read(address) == []
+
+
+async def test_lookups_of_ids_that_do_not_exist_keep_no_actor(make_rig: StartRig) -> None:
+    """Issue 13 item 7: 10k random ids must not make 10k resident actors."""
+    rig = await make_rig()
+    before = rig.host.actor_count()
+    for n in range(200):
+        with pytest.raises(ProtocolError) as missing:
+            await rig.snapshot(f"no-such-session-{n}", "c-probe", "customer")
+        assert missing.value.code == "not_found"
+    assert rig.host.actor_count() == before
+    # A session that exists stays resident, and answers.
+    sid = await rig.request("c-real")
+    assert (await rig.snapshot(sid, "c-real", "customer"))["state"] == "REQUESTED"
+    assert rig.host.is_active(session_address(sid))
