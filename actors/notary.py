@@ -239,7 +239,12 @@ class NotaryActor(NotaryPresence):
                 continue
             self.live_avg = avg
             return
-        logger.error("notary %s: the accept's record was not written", self.notary_id)
+        # Nothing is lost: the session's commit holds the assignment and the
+        # accepted offer; a retry by id is answered from `accepted`.
+        logger.warning(
+            "notary %s: the accept's record (reply, response time) was not written",
+            self.notary_id,
+        )
 
     async def on_offer_decline(self, msg: Message) -> Reply:
         self._self(msg.caller)

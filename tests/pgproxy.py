@@ -83,6 +83,7 @@ class TcpProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._trigger: _Trigger | None = None
         self._latency = 0.0
+        self._down_until = 0.0  # loop time until which new connections are refused
 
     @classmethod
     def to_dsn(cls, dsn: str) -> TcpProxy:
@@ -168,6 +169,12 @@ class TcpProxy:
             self._trigger.future.cancel()
         self._trigger = None
 
+    def down(self, seconds: float) -> int:
+        """The database gone and back: every connection dropped now, and new
+        ones refused for `seconds` (as a stopped Postgres would); how many dropped."""
+        self._down_until = asyncio.get_running_loop().time() + seconds
+        return self.cut_all()
+
     def latency(self, seconds: float) -> None:
         """Delay every chunk, both directions, by `seconds` (0: none)."""
         self._latency = max(0.0, seconds)
@@ -175,6 +182,10 @@ class TcpProxy:
     # -- forwarding ---------------------------------------------------------------
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if asyncio.get_running_loop().time() < self._down_until:
+            self.stats.refused += 1
+            writer.transport.abort()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:

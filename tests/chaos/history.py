@@ -96,8 +96,11 @@ class RecordingClient(EnfClient):
         return welcome
 
     def last_seq(self, topic: str) -> int:
-        """The highest seq of `topic` this client has seen, on any connection."""
-        return max((e["seq"] for e in self.events if e.get("topic") == topic), default=0)
+        """The highest seq of `topic` this client has seen, on any connection
+        (ephemeral events carry none)."""
+        return max(
+            (e["seq"] for e in self.events if e.get("topic") == topic and "seq" in e), default=0
+        )
 
 
 class ResilientClient(RecordingClient):
