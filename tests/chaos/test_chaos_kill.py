@@ -8,7 +8,7 @@ request's effect is, every stream is gapless and duplicate-free, no session
 was assigned twice, every hash chain verifies, and every live session agrees
 with its journal. No process logged an ERROR.
 
-ENF_CHAOS_SEED replays the faults; ENF_CHAOS_SECONDS sets the length (60 s).
+ENF_CHAOS_SEED replays the faults; ENF_CHAOS_SECONDS sets the length (45 s).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ done in time (a slow machine), and notaries whose presence disagrees with the
 journal once all is quiet.
 
 The seed is printed; ENF_CHAOS_SEED replays a run's faults (the server's own
-scheduling is not seeded), ENF_CHAOS_SECONDS sets its length (60 s; the long
+scheduling is not seeded), ENF_CHAOS_SECONDS sets its length (45 s; the long
 run of bench/chaos.py sets more).
 """
 
@@ -53,7 +53,7 @@ from tests.served import Served
 pytestmark = [pytest.mark.chaos]
 
 NOTARIES = CUSTOMERS = 6
-SECONDS = float(os.environ.get("ENF_CHAOS_SECONDS", "60"))
+SECONDS = float(os.environ.get("ENF_CHAOS_SECONDS", "45"))
 ROUND_S = 30.0  # the longest a customer waits for its session to be done
 DROP_CHANCE = 0.02  # a client drops its connection at a quiet moment
 REFUSED = "enf_offers_refused_by_session_total"
