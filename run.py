@@ -194,13 +194,17 @@ async def cluster_cmd(settings: Settings, action: str, as_json: bool) -> int:
             return 0
         moves = await clusterops.rebalance(settings, pool, dsn)
         if as_json:
-            print(json.dumps([{"shard": s, "node_id": n} for s, n in moves]))
+            print(json.dumps(moves))
         elif not moves:
             print("balanced already: nothing to move")
-        else:
-            for shard, node in moves:
-                print(f"moved shard {shard} to node {node}")
-        return 0
+        for m in [] if as_json else moves:
+            tries = ", ".join(n[:12] for n in m["attempts"])
+            outcome = "moved" if m["placed"] else "NOT PLACED (it runs where the last try landed)"
+            print(
+                f"shard {m['shard']}: {outcome} from {str(m['from'])[:12]} to {m['node_id'][:12]}"
+                f" ({len(m['attempts'])} attempts, landed on: {tries})"
+            )
+        return 0 if all(m["placed"] for m in moves) else 1
     except (LookupError, RuntimeError) as exc:
         print(f"cluster {action}: {exc}", file=sys.stderr)
         return 2

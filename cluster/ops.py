@@ -144,6 +144,7 @@ async def move_shard(
     take actors yet: a shard that landed elsewhere is moved again."""
     await place_shard(pool, shard, node)
     info: dict[str, Any] = {}
+    tried: list[str] = []  # where each attempt landed
     for attempt in range(attempts):
         await stop_shard(settings, shard)
         shard_map = await load_map(pool)
@@ -153,6 +154,8 @@ async def move_shard(
             .remote(shard, settings_payload(settings, dsn))
         )
         info = await new.ready.remote()
+        tried.append(info["node_id"])
+        info["attempts"] = tried
         if info["node_id"] == node:
             logger.info("shard %d now on node %s (epoch %d)", shard, node, info["epoch"])
             return info
@@ -168,17 +171,30 @@ async def move_shard(
     return info
 
 
-async def rebalance(settings: Settings, pool: Any, dsn: str) -> list[tuple[int, str]]:
+async def rebalance(settings: Settings, pool: Any, dsn: str) -> list[dict[str, Any]]:
+    """Move shards so that every node has its share; for each move: the
+    shard, where it was (`from`), where it should go (`node_id`), where each
+    attempt landed (`attempts`) and whether it got there (`placed`)."""
     await asyncio.to_thread(connect_ray, settings)  # blocking: off the event loop
     shard_map = await load_map(pool)
     infos = await shard_infos(settings.ray_namespace, shard_map.count)
     current = {i["shard"]: i.get("node_id") for i in infos}
     nodes = sorted(n["NodeID"] for n in alive_nodes())
-    moves = plan_moves(current, nodes)
-    for shard, node in moves:
+    done = []
+    for shard, node in plan_moves(current, nodes):
         logger.info("moving shard %d from %s to %s", shard, current[shard], node)
-        await move_shard(settings, pool, dsn, shard, node)
-    return moves
+        info = await move_shard(settings, pool, dsn, shard, node)
+        attempts = list(info.get("attempts", []))
+        done.append(
+            {
+                "shard": shard,
+                "from": current[shard],
+                "node_id": node,
+                "attempts": attempts,
+                "placed": bool(attempts) and attempts[-1] == node,
+            }
+        )
+    return done
 
 
 class LocalRayHead:

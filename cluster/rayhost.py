@@ -22,7 +22,6 @@ shard map in Postgres; where each shard runs is the map's placement.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -74,17 +73,33 @@ class RayHost:
         self._watch.start()
 
     async def health(self) -> str:
-        """ "ok" when every shard answers within 2 s."""
-        count = self.router.count
-        try:
-            infos = await asyncio.wait_for(
-                asyncio.gather(*(self.router.handle(k).info.remote() for k in range(count))), 2.0
-            )
-        except Exception as exc:
-            return f"unavailable: {type(exc).__name__}"
-        self.shard_info = list(infos)
+        """ "ok" when every shard answers within 2 s; else which do not."""
+        infos, down = await self._shards("info", 2.0)
+        if down:
+            return "unavailable: " + "; ".join(f"shard {k}: {why}" for k, why in down.items())
+        self.shard_info = infos
         fenced = [i["shard"] for i in infos if i.get("fenced")]
         return f"unavailable: shards {fenced} fenced, restarting" if fenced else "ok"
+
+    async def _shards(self, method: str, timeout: float) -> tuple[list[Any], dict[int, str]]:
+        """`method` of every shard, each on its own: the answers, and why each
+        shard that did not answer did not. A shard whose handle fails (killed,
+        moved by a rebalance) is looked up by name again next time."""
+
+        async def one(k: int) -> Any:
+            return await asyncio.wait_for(getattr(self.router.handle(k), method).remote(), timeout)
+
+        got = await asyncio.gather(
+            *(one(k) for k in range(self.router.count)), return_exceptions=True
+        )
+        answers, down = [], {}
+        for k, value in enumerate(got):
+            if isinstance(value, BaseException):
+                self.router.forget(k)
+                down[k] = type(value).__name__
+            else:
+                answers.append(value)
+        return answers, down
 
     async def _follow_map(self) -> None:
         """Re-read the shard map when its epoch moves (a rebalance), and the
@@ -92,11 +107,6 @@ class RayHost:
         while True:
             await asyncio.sleep(5.0)
             try:
-                # A shard restarted by Ray starts itself; this makes sure of it,
-                # and keeps the shards' figures (actors hosted) for /metrics.
-                calls = [self.router.handle(k).ready.remote() for k in range(self.router.count)]
-                with contextlib.suppress(TimeoutError):
-                    self.shard_info = list(await asyncio.wait_for(asyncio.gather(*calls), 4.0))
                 before = self.router.map
                 now = await self.router.refresh()
                 if before is not None and now.epoch != before.epoch:
@@ -104,6 +114,14 @@ class RayHost:
                     self.router._handles.clear()
             except Exception as exc:
                 logger.warning("cannot re-read the shard map: %s", exc)
+            # A shard restarted by Ray starts itself; this makes sure of it,
+            # and keeps the shards' figures (actors hosted) for /metrics. A
+            # dead handle (ActorDiedError after a rebalance) is dropped.
+            infos, down = await self._shards("ready", 4.0)
+            if down:
+                logger.warning("shards not answering: %s", down)
+            else:
+                self.shard_info = infos
 
     async def stop(self) -> None:
         await self._watch.stop()

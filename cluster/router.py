@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 # Calls a sender keeps in flight to one shard; more requests wait for the next
 # call, so under load each call carries more of them.
 MAX_IN_FLIGHT = 2
+# The pause before tells of a failed call go to the shard's next incarnation.
+TELL_RETRY_S = 1.0
 
 
 class ShardRouter:
@@ -46,6 +48,7 @@ class ShardRouter:
         self._in_flight: defaultdict[int, int] = defaultdict(int)
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
         self.calls = 0
         self.items = 0
 
@@ -141,15 +144,22 @@ class ShardRouter:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            # The shard died or is restarting (Ray restarts it): nothing sent in
-            # this call is known to be applied; the clients retry by id.
+            # The shard died or is restarting (Ray restarts it under the same
+            # name): nothing sent in this call is known to be applied. Asks are
+            # answered `unavailable` (the clients retry by id); tells, which no
+            # client will retry, are sent again to the shard's next incarnation
+            # (their handlers are idempotent: at least once).
             self.forget(index)
             logger.warning("shard %d unavailable: %s: %s", index, type(exc).__name__, exc)
-            for actor_id, m, f in entries:
-                if f is None:
-                    logger.warning("tell %s %s lost with shard %d", actor_id, m.kind, index)
-                elif not f.done():
+            tells = [(a, m) for a, m, f in entries if f is None]
+            for _, _, f in entries:
+                if f is not None and not f.done():
                     f.set_exception(ProtocolError("unavailable", "shard restarting, try again"))
+            if tells:
+                logger.warning(
+                    "%d tells for shard %d sent again in %.0f s", len(tells), index, TELL_RETRY_S
+                )
+                asyncio.get_running_loop().call_later(TELL_RETRY_S, self._tell_again, tells)
             return
         for (_, _, f), (status, value, message) in zip(entries, results, strict=True):
             if f is None or f.done():
@@ -159,9 +169,17 @@ class ShardRouter:
             else:
                 f.set_exception(ProtocolError(value, message))
 
+    def _tell_again(self, tells: list[tuple[str, Message]]) -> None:
+        if self._stopped:
+            logger.warning("%d tells not sent: stopping", len(tells))
+            return
+        for actor_id, msg in tells:
+            self.tell(actor_id, msg)
+
     async def start(self) -> None:
         return None
 
     async def stop(self) -> None:
+        self._stopped = True
         for t in list(self._tasks):
             t.cancel()

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 import ray
@@ -51,6 +52,7 @@ from tests.flows import (
     run_video_to_completion,
     session_events,
 )
+from tests.served import Served
 from tests.server_process import ServerProcess, run_py_async, server_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
@@ -312,6 +314,20 @@ async def run_cli(cluster: Cluster, *args: str) -> Any:
     return json.loads(out)
 
 
+async def ready_within(h: Served, seconds: float) -> None:
+    """`/ready` answers 200 within `seconds` (polled: nothing announces it)."""
+    last: tuple[int, Any] = (0, None)
+    async with aiohttp.ClientSession() as http:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            async with http.get(h.url("/ready")) as resp:
+                last = (resp.status, await resp.json())
+            if last[0] == 200:
+                return
+            await asyncio.sleep(0.25)
+    raise AssertionError(f"/ready not 200 within {seconds} s: {last}")
+
+
 async def test_status_and_rebalance_onto_a_new_node(cluster: Cluster, ray_cluster: str) -> None:
     gw = await cluster.gateway()
     customer, notary, sid = await assigned_session(gw)
@@ -333,11 +349,23 @@ async def test_status_and_rebalance_onto_a_new_node(cluster: Cluster, ray_cluste
     shard_nodes = [s["node_id"] for s in report["shards"]]
     assert len(set(shard_nodes)) == min(SHARDS, len(report["nodes"])), report["shards"]
     assert moves and all(m["node_id"] in shard_nodes for m in moves)
+    # The output names every attempt and where it landed.
+    assert all(m["placed"] and m["attempts"][-1] == m["node_id"] for m in moves), moves
     assert any(node in new_nodes for node in shard_nodes)
     # The placement is in the shard map, and the map's epoch moved.
     assert [s["placement"] for s in report["shards"] if s["shard"] == moves[0]["shard"]] == [
         moves[0]["node_id"]
     ]
+
+    # With no client traffic at all, the gateway drops its handles to the
+    # moved shards' old processes by itself: /ready is 200 again within 10 s.
+    await ready_within(gw, 10.0)
+    # A presence change on whichever shard hosts n2 reaches the matchmaker
+    # (the shards' own handles to the moved shards are renewed too).
+    n2 = await online_notary(gw, "n2")
+    c2 = await gw.client("c2", "customer")
+    sid2 = await request_session(c2, key="k2", n=2)
+    await n2.expect("offer", session_id=sid2)
 
     await retry(
         customer,
