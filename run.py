@@ -32,6 +32,23 @@ logger = logging.getLogger("enf")
 # the server, Ray or aiortc.
 
 
+def unsafe_setup(settings: Settings, command: str) -> str | None:
+    """Why `command` must not run with these settings (None: it may). What
+    cannot work is refused before anything starts, so nothing is left running."""
+    ray_address = settings.ray_address or os.environ.get("RAY_ADDRESS")
+    if command == "cluster":
+        if settings.cluster != "ray":
+            return "the cluster commands need the cluster's settings: ENF_CLUSTER=ray (--env-file)"
+        if not ray_address:
+            return "the cluster commands need ENF_RAY_ADDRESS (the Ray head's address)"
+    if settings.cluster == "ray" and not settings.database_url:
+        return (
+            "ENF_CLUSTER=ray needs ENF_DATABASE_URL: every node must share one database"
+            " (an embedded Postgres would be this process's alone)"
+        )
+    return None
+
+
 def resolve_database(settings: Settings) -> tuple[str, Any]:
     """ENF_DATABASE_URL, or an embedded Postgres under ENF_DATA_DIR."""
     if settings.database_url:
@@ -238,6 +255,10 @@ def format_status(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="run.py", description="ENF session server")
+    parser.add_argument(
+        "--env-file",
+        help="read ENF_* settings from this file (KEY=value lines); the environment wins",
+    )
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="serve HTTP and WebSocket (the default)")
     sub.add_parser("migrate", help="apply database migrations")
@@ -259,8 +280,16 @@ def main(argv: list[str] | None = None) -> int:
     cl.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
 
-    settings = Settings()
+    try:
+        settings = Settings(_env_file=args.env_file) if args.env_file else Settings()
+    except ValueError as exc:  # pydantic's ValidationError: one line per bad setting
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 2
     setup_logging(settings.log_level, settings.log_format)
+    refusal = unsafe_setup(settings, args.command or "serve")
+    if refusal is not None:
+        print(f"cannot start: {refusal}", file=sys.stderr)
+        return 2
     if args.command == "token":
         from gateway.auth import mint_token
 
