@@ -125,7 +125,13 @@ class ActorCell:
                         )
                     else:
                         logger.exception("activation of %s failed", self.actor.actor_id)
-                    error = ProtocolError("unavailable", "could not load state, try again")
+                    # An outage passes (try again); state that cannot be
+                    # loaded is a fault of ours, which retrying will not mend.
+                    error = (
+                        ProtocolError("unavailable", "could not load state, try again")
+                        if outage
+                        else ProtocolError("internal", "internal error")
+                    )
                     self._stop(error, keep_tells=outage)
                     return
                 self._activated = True

@@ -37,9 +37,9 @@ from config.logging import setup_logging
 from config.settings import Settings
 from core.errors import ProtocolError
 from persistence.journal import Journal
-from persistence.keys import Keys
+from persistence.keys import KeyFileError, Keys
 from persistence.pool import create_pool
-from persistence.shardmap import ShardMap, claim_shard, load_map
+from persistence.shardmap import ShardMap, agree_on_keys, claim_shard, key_mismatch, load_map
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class ShardServer:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.epoch = 0
         self.fenced = False
+        self.key_ids: dict[str, str] = {}
         self.started_at = 0.0
         self.host: LocalHost | None = None
         self._starting: asyncio.Task[None] | None = None
@@ -92,6 +93,7 @@ class ShardServer:
             "owner": self.owner,
             "pid": os.getpid(),
             "fenced": self.fenced,
+            "keys": self.key_ids,
             "actors": host.actor_count() if host else 0,
             "uptime_s": round(time.monotonic() - self.started_at, 1) if self.started_at else 0,
         }
@@ -114,9 +116,15 @@ class ShardServer:
         bus = RedisBus(settings.redis_url)
         await bus.start(subscriber=False)
         self._resources.insert(0, bus)
+        # A shard never makes keys of its own: it loads the cluster's, and
+        # refuses to start with others (the first gateway recorded their ids).
         keys = await asyncio.to_thread(
-            Keys.load, settings.signing_key_file, settings.pii_key_file, settings.data_dir
+            Keys.load, settings.signing_key_file, settings.pii_key_file, settings.data_dir, False
         )
+        mismatch = key_mismatch(keys.ids(), await agree_on_keys(pool, keys.ids()))
+        if mismatch is not None:
+            raise KeyFileError(f"shard {self.index}: {mismatch}")
+        self.key_ids = keys.ids()
         router = ShardRouter(settings, pool, f"shard-{self.index}/{self.owner}", shard_map)
         media: RayRecorder | None = None
         if settings.recording != "off" and settings.video_provider == "webrtc":

@@ -43,7 +43,7 @@ async def cluster_resources(
             "ENF_VIDEO_PROVIDER=twilio is not supported with ENF_CLUSTER=ray yet"
             " (its status callbacks need the session's process); use webrtc"
         )
-    keys, pool = await open_database(settings, dsn, migrate=migrate)
+    keys, pool = await open_database(settings, dsn, migrate=migrate, cluster=True)
     # Reads only (catch-up, HTTP): the shards write their own journals.
     journal = Journal(pool, writers=1, max_batch=settings.journal_max_batch)
     await journal.start()

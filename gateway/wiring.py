@@ -13,7 +13,8 @@ from actors.actor import Messenger
 from config.settings import Settings
 from delivery.senders import SmsSender, WebhookSender
 from delivery.worker import DeliveryWorker, Sender
-from persistence.keys import Keys
+from persistence import shardmap
+from persistence.keys import KeyFileError, Keys
 from persistence.migrate import apply_migrations
 from persistence.pool import create_pool
 
@@ -21,17 +22,32 @@ logger = logging.getLogger(__name__)
 
 
 async def open_database(
-    settings: Settings, dsn: str, *, migrate: bool
+    settings: Settings, dsn: str, *, migrate: bool, cluster: bool = False
 ) -> tuple[Keys, asyncpg.Pool]:
-    """The keys (sealing, signing) and the pool, migrated when asked."""
-    # Key files are read (and at a first start written): off the event loop.
-    keys = await asyncio.to_thread(
-        Keys.load, settings.signing_key_file, settings.pii_key_file, settings.data_dir
-    )
+    """The keys (sealing, signing) and the pool, migrated when asked.
+
+    In a cluster, keys are generated only by the very first process (none
+    recorded yet); every later one must load the same keys (their ids are
+    recorded in the database) or refuse to start (KeyFileError)."""
     pool = await create_pool(dsn, max_size=settings.db_pool_size)
-    if migrate:
-        async with pool.acquire() as conn:
-            await apply_migrations(conn)
+    try:
+        if migrate:
+            async with pool.acquire() as conn:
+                await apply_migrations(conn)
+        generate = not cluster or not await shardmap.recorded_key_ids(pool)
+        # Key files are read (and at a first start written): off the event loop.
+        keys = await asyncio.to_thread(
+            Keys.load, settings.signing_key_file, settings.pii_key_file, settings.data_dir, generate
+        )
+        if cluster:
+            mismatch = shardmap.key_mismatch(
+                keys.ids(), await shardmap.agree_on_keys(pool, keys.ids())
+            )
+            if mismatch is not None:
+                raise KeyFileError(mismatch)
+    except BaseException:
+        await pool.close()
+        raise
     return keys, pool
 
 

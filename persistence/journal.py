@@ -81,7 +81,6 @@ class Journal(GroupCommit):
             for r in rows
         ]
 
-
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         """A read, tried twice: a pooled connection found dead (cut while idle)
         is not an outage, the next one from the pool is new. Unavailable when

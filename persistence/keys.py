@@ -5,6 +5,11 @@ Each comes from its file (`ENF_SIGNING_KEY_FILE`, `ENF_PII_KEY_FILE`) or, when
 unset, is generated once under `ENF_DATA_DIR` (mode 0600) and reused. Key ids
 are derived from the key, so a sealed value or a signature names the key it
 needs and a wrong key is told apart from corrupt data.
+
+Owner-only files: every file and folder the server makes from its data (keys,
+recordings and the recorder's work files, Twilio downloads, the embedded
+database's parent) is made with `private_dir` (0700) and `open_private`
+(0600): private from its first moment, never chmod-ed afterwards.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import serialization
@@ -28,7 +33,7 @@ logger = logging.getLogger(__name__)
 PII_PREFIX = "pii:v1:"
 
 
-class KeyFileError(Exception):
+class KeyFileError(ValueError):
     """A key file that cannot be used (wrong format, wrong size)."""
 
 
@@ -40,10 +45,44 @@ class PiiCorrupt(Exception):
     """A sealed value that does not open with its key: altered or truncated."""
 
 
+# -- owner-only files -------------------------------------------------------------------
+
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def private_dir(path: Path) -> Path:
+    """`path` as a folder, each missing level made readable by its owner only
+    (0700; `Path.mkdir(parents=True)` would make the parents 0755). Folders
+    that exist are left as they are. Blocking: call it from a thread."""
+    missing: list[Path] = []
+    level = path
+    while not level.is_dir() and level != level.parent:
+        missing.append(level)
+        level = level.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, PRIVATE_DIR)
+        except FileExistsError:
+            if not folder.is_dir():  # a file in the way
+                raise
+    return path
+
+
+def open_private(path: Path, *, replace: bool = False) -> BinaryIO:
+    """A new file open for writing, readable by its owner only (0600) from
+    the moment it exists; its folder is made with `private_dir`. An existing
+    file is an error, unless `replace` (it is removed first, never reused
+    with its old mode; a symlink in its place is not followed). Blocking."""
+    private_dir(path.parent)
+    if replace:
+        path.unlink(missing_ok=True)
+    return os.fdopen(os.open(path, _NEW_FILE, PRIVATE_FILE), "wb")
+
+
 def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
+    with open_private(path) as f:
         f.write(data)
 
 
@@ -64,8 +103,10 @@ class PiiCipher:
         self.link_secret = hashlib.sha256(b"enf-links" + key).hexdigest()
 
     @classmethod
-    def load(cls, path: Path | None, data_dir: Path) -> PiiCipher:
+    def load(cls, path: Path | None, data_dir: Path, generate: bool = True) -> PiiCipher:
         path = path or data_dir / "pii.key"
+        if not path.exists() and not generate:
+            raise KeyFileError(_missing(path, "ENF_PII_KEY_FILE"))
         if not path.exists():
             _write_private(path, base64.b64encode(AESGCM.generate_key(bit_length=256)) + b"\n")
             logger.warning("generated a PII key in %s; keep it: without it, data is lost", path)
@@ -156,8 +197,10 @@ class Signer:
         self.public = PublicKey(key_id_of(private.public_key()), private.public_key())
 
     @classmethod
-    def load(cls, path: Path | None, data_dir: Path) -> Signer:
+    def load(cls, path: Path | None, data_dir: Path, generate: bool = True) -> Signer:
         path = path or data_dir / "signing_key.pem"
+        if not path.exists() and not generate:
+            raise KeyFileError(_missing(path, "ENF_SIGNING_KEY_FILE"))
         if not path.exists():
             pem = Ed25519PrivateKey.generate().private_bytes(
                 serialization.Encoding.PEM,
@@ -228,5 +271,28 @@ class Keys:
     pii: PiiCipher
 
     @classmethod
-    def load(cls, signing_key_file: Path | None, pii_key_file: Path | None, data_dir: Path) -> Keys:
-        return cls(Signer.load(signing_key_file, data_dir), PiiCipher.load(pii_key_file, data_dir))
+    def load(
+        cls,
+        signing_key_file: Path | None,
+        pii_key_file: Path | None,
+        data_dir: Path,
+        generate: bool = True,
+    ) -> Keys:
+        """The signing and PII keys from their files; missing files are
+        generated when `generate` (a single node, or a cluster's first start),
+        else refused."""
+        return cls(
+            Signer.load(signing_key_file, data_dir, generate),
+            PiiCipher.load(pii_key_file, data_dir, generate),
+        )
+
+    def ids(self) -> dict[str, str]:
+        """The key ids (not the keys): what every process of a cluster must share."""
+        return {"signing": self.signer.public.key_id, "pii": self.pii.key_id}
+
+
+def _missing(path: Path, setting: str) -> str:
+    return (
+        f"{path}: no such key file; every process of a cluster must load the"
+        f" cluster's keys: copy them to this node and set {setting}"
+    )

@@ -96,3 +96,37 @@ async def place_shard(pool: asyncpg.Pool, shard: int, node_id: str | None) -> in
             " RETURNING epoch"
         )
     return epoch
+
+
+async def recorded_key_ids(pool: asyncpg.Pool) -> dict[str, str]:
+    """The cluster's key ids, as its first process recorded them (empty: none yet)."""
+    rows = await pool.fetch("SELECT name, key_id FROM cluster_keys")
+    return {r["name"]: r["key_id"] for r in rows}
+
+
+async def agree_on_keys(pool: asyncpg.Pool, ids: dict[str, str]) -> dict[str, str]:
+    """Record `ids` if the cluster has none yet; return the cluster's. The
+    caller refuses to start when they differ from its own."""
+    names, values = list(ids), [ids[n] for n in ids]
+    await pool.execute(
+        "INSERT INTO cluster_keys (name, key_id) SELECT * FROM unnest($1::text[], $2::text[])"
+        " ON CONFLICT (name) DO NOTHING",
+        names,
+        values,
+    )
+    return await recorded_key_ids(pool)
+
+
+def key_mismatch(own: dict[str, str], cluster: dict[str, str]) -> str | None:
+    """Why a process holding keys `own` must not join a cluster whose keys are
+    `cluster` (None: it may)."""
+    wrong = [
+        f"{n} key {own[n]} (the cluster's is {cluster[n]})" for n in own if cluster.get(n) != own[n]
+    ]
+    if not wrong:
+        return None
+    return (
+        "this process holds other keys than the cluster: "
+        + ", ".join(wrong)
+        + "; copy the cluster's key files (ENF_SIGNING_KEY_FILE, ENF_PII_KEY_FILE) to this node"
+    )

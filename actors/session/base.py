@@ -172,6 +172,7 @@ class SessionBase(EventSourced[SessionState]):
             "recorder": self.ctx.media is not None and settings.recording != "off",
         }
         video = self.ctx.video
+        room = room or self.state.get("video_room")
         if video is not None:
             if room is not None:
                 config["room"] = room

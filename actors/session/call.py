@@ -25,9 +25,14 @@ class CallRequests(SessionBase):
         room = await self._create_room()
         reply = self._video_config(caller.user_id, room)
         stored_reply = {k: v for k, v in reply.items() if k != "token"}
+        # The hosted room is journaled with the move: a re-issued video.start
+        # (a reconnect, a restart) answers with the same room.
+        extra: dict[str, Any] = {"recorder": reply["recorder"]}
+        if room:
+            extra["room"] = room
         await self._commit_request(
             msg,
-            [self._move(L.VIDEO_IN_PROGRESS, caller.user_id, recorder=reply["recorder"])],
+            [self._move(L.VIDEO_IN_PROGRESS, caller.user_id, **extra)],
             stored_reply,
         )
         self._notify(L.VIDEO_IN_PROGRESS)

@@ -45,6 +45,7 @@ def _assigned(s: SessionState, d: Data, at: str) -> None:
 
 def _video_started(s: SessionState, d: Data, at: str) -> None:
     s["video_started_at"] = at
+    s["video_room"] = d.get("room")
 
 
 def _video_ended(s: SessionState, d: Data, at: str) -> None:

@@ -132,6 +132,8 @@ class SessionState(_Always, total=False):
     enp_name: str | None
     enp_license: str | None
     video_started_at: str
+    # The hosted provider's room (Twilio's room SID), when there is one.
+    video_room: str | None
     video_ended_at: str
     reason: str | None
     recipients: list[Recipient]

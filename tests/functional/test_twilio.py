@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from twilio.request_validator import RequestValidator
 
 from tests.conftest import MakeServer
-from tests.flows import assigned_session, join_both, sign_and_seal
+from tests.flows import assigned_session, in_the_call, join_both, sign_and_seal
 from tests.served import Served
 
 SID, TOKEN = "AC" + "1" * 32, "twilio-auth-token-for-tests"
@@ -110,8 +110,7 @@ async def test_twilio_rooms_tokens_callbacks_and_recordings(
     assert video is not None
     video.callback_url = h.url("/webhooks/twilio/status")
     customer, notary, sid = await assigned_session(h)
-    await join_both(customer, notary, sid)
-    started = await notary.call("video.start", {"session_id": sid})
+    started = await in_the_call(customer, notary, sid)
     assert started["provider"] == "twilio" and started["recorder"] is False
     method, path, form = twilio_api.calls[0]
     assert (method, path) == ("POST", "/v1/Rooms")
@@ -130,6 +129,18 @@ async def test_twilio_rooms_tokens_callbacks_and_recordings(
         assert 0 < claims["exp"] - time.time() <= 15 * 60 + 5  # short-lived
     rejoin = await customer.call("session.join", {"session_id": sid})
     assert rejoin["video"]["room_name"] == sid
+    # video.start again in the call: a fresh token for the same room, no new
+    # room and no change of state.
+    head = rejoin["session"]["seq"]
+    again = await notary.call("video.start", {"session_id": sid})
+    assert again["provider"] == "twilio" and again["room_name"] == started["room_name"] == sid
+    claims = jwt.decode(again["token"], API_SECRET, algorithms=["HS256"])
+    assert claims["grants"] == {"identity": "n1", "video": {"room": sid}}
+    first = jwt.decode(started["token"], API_SECRET, algorithms=["HS256"])
+    assert claims["exp"] >= first["exp"]
+    assert [c for c in twilio_api.calls if c[1] == "/v1/Rooms"] == twilio_api.calls[:1]
+    snap = (await notary.call("session.join", {"session_id": sid}))["session"]
+    assert (snap["state"], snap["seq"]) == ("VIDEO_IN_PROGRESS", head)
 
     room = {"RoomSid": "RM" + "3" * 32, "RoomName": sid, "AccountSid": SID}
     rec = {
@@ -191,3 +202,19 @@ async def test_a_failed_twilio_recording_is_reported(
     assert r["error"]["code"] == "conflict"  # no recording, the gate holds
     # The session can still be cancelled.
     await customer.call("session.cancel", {"session_id": sid, "reason": "recording failed"})
+
+
+async def test_video_start_again_gives_the_same_settings_with_a_fresh_token(
+    make_server: MakeServer, twilio_api: TwilioStandIn
+) -> None:
+    h = await make_server(
+        recording="required",
+        video_provider="twilio",
+        twilio_api_base=str(twilio_api.server.make_url("/")),
+    )
+    customer, notary, sid = await assigned_session(h)
+    started = await in_the_call(customer, notary, sid)
+    again = await notary.call("video.start", {"session_id": sid})
+    assert {k: v for k, v in again.items() if k != "token"} == {
+        k: v for k, v in started.items() if k != "token"
+    }
