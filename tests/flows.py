@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from gateway.client import EnfClient
 from tests.served import Served
@@ -85,11 +86,43 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+async def http_call(
+    h: Served,
+    method: str,
+    path: str,
+    token: str | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    content_type: str | None = None,
+    **kw: Any,
+) -> tuple[int, Any]:
+    """`method path` on `h` (or an absolute URL, a link the server handed
+    out), the path exactly as written (percent-escapes kept), with `token`
+    (if any) as the bearer; `kw` goes to aiohttp (`json=`, `data=`). The
+    status and the body: parsed JSON when it is JSON, else the text; with
+    `content_type`, the answer must have that one. The one HTTP helper of
+    the tests (a download of bytes reads them with aiohttp itself)."""
+    headers = {**(bearer(token) if token else {}), **(headers or {})}
+    absolute = path.startswith(("http://", "https://"))
+    url = URL(path if absolute else h.base_url + path, encoded=True)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, url, headers=headers, **kw) as r,
+    ):
+        if content_type is not None:
+            assert r.content_type == content_type, (r.status, r.content_type)
+        text = await r.text()
+        if r.content_type == "application/json" or text[:1] in ("{", "["):
+            try:
+                return r.status, json.loads(text)
+            except ValueError:
+                pass
+        return r.status, text
+
+
 async def get_json(h: Served, path: str, token: str | None = None) -> tuple[int, Any]:
     """GET `path` (with `token`, if any): the status and the JSON body."""
-    headers = bearer(token) if token else {}
-    async with aiohttp.ClientSession() as http, http.get(h.url(path), headers=headers) as r:
-        return r.status, await r.json()
+    return await http_call(h, "GET", path, token)
 
 
 async def put_notary(h: Served, notary_id: str, **profile: Any) -> None:
@@ -103,15 +136,10 @@ async def put_notary(h: Served, notary_id: str, **profile: Any) -> None:
         "avg_response_time_s": 30.0,
         **profile,
     }
-    async with (
-        aiohttp.ClientSession() as http,
-        http.put(
-            h.url(f"/v1/notaries/{notary_id}"),
-            json=body,
-            headers=bearer(h.token(ADMIN, "admin")),
-        ) as resp,
-    ):
-        assert resp.status == 200, await resp.text()
+    status, answer = await http_call(
+        h, "PUT", f"/v1/notaries/{notary_id}", h.token(ADMIN, "admin"), json=body
+    )
+    assert status == 200, answer
 
 
 async def online_notary(
@@ -189,6 +217,15 @@ async def sign_and_seal(
     await notary.call("act.seal", {"session_id": sid, "signature": enp_signature, "seal": seal})
 
 
+async def in_the_call(customer: EnfClient, notary: EnfClient, sid: str) -> dict[str, Any]:
+    """From ENP_ASSIGNED: both join (`join_both`), the notary starts the
+    video, the customer sees VIDEO_IN_PROGRESS. The `video.start` reply."""
+    await join_both(customer, notary, sid)
+    video = await notary.call("video.start", {"session_id": sid})
+    await customer.expect("session.state", state="VIDEO_IN_PROGRESS")
+    return video
+
+
 async def end_and_notarize(customer: EnfClient, notary: EnfClient, sid: str) -> dict[str, Any]:
     """The notary ends the call and notarizes; the customer's session.notarized."""
     await notary.call("video.end", {"session_id": sid})
@@ -211,21 +248,8 @@ async def run_video_to_completion(customer: EnfClient, notary: EnfClient, sid: s
 
 async def run_to_notarized(customer: EnfClient, notary: EnfClient, sid: str) -> None:
     """From ENP_ASSIGNED (both connected) to NOTARIZED (ENF_RECORDING off or optional)."""
-    await customer.call(
-        "session.join",
-        {
-            "session_id": sid,
-            "consent": {"recording": True, "privacy": True},
-            "location": {"lat": 14.5995, "lng": 120.9842, "country": "PH"},
-        },
-    )
-    await notary.call(
-        "session.join",
-        {"session_id": sid, "location": {"lat": 14.55, "lng": 121.02, "country": "PH"}},
-    )
-    video = await notary.call("video.start", {"session_id": sid})
+    video = await in_the_call(customer, notary, sid)
     assert video["provider"] == "webrtc"
-    await customer.expect("session.state", state="VIDEO_IN_PROGRESS")
     await sign_and_seal(
         customer,
         notary,

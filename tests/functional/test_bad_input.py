@@ -23,9 +23,9 @@ from tests.flows import (
     PH,
     assert_token_refused,
     assigned_session,
-    bearer,
     doc,
-    join_both,
+    http_call,
+    in_the_call,
     online_notary,
     passed_checks,
     request_session,
@@ -106,23 +106,14 @@ async def test_wrong_roles_and_someone_elses_session(server: Harness) -> None:
         (stranger, "session.cancel", {"session_id": sid, "reason": "mine now"}),
         (stranger, "act.sign", {"session_id": sid, "signature": "x"}),
         (other_enp, "video.start", {"session_id": sid}),
-        (
-            other_enp,
-            "checks.record",
-            {"session_id": sid, "comprehension_confirmed": True, "duress_check_passed": True},
-        ),
+        (other_enp, "checks.record", passed_checks(sid)),
     ):
         r = await who.request(kind, data)
         assert r["error"]["code"] == "not_found", (kind, r)
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(
-            server.url(f"/v1/sessions/{sid}"),
-            headers=bearer(server.token("c-stranger", "customer")),
-        ) as resp,
-    ):
-        assert resp.status == 404
-        assert (await resp.json())["error"]["code"] == "not_found"
+    status, body = await http_call(
+        server, "GET", f"/v1/sessions/{sid}", server.token("c-stranger", "customer")
+    )
+    assert status == 404 and body["error"]["code"] == "not_found"
     # Nothing leaked into the stranger's stream.
     assert not [e for e in stranger.events if e["topic"].startswith("session:")]
 
@@ -138,8 +129,7 @@ async def test_steps_in_the_wrong_state(server: Harness) -> None:
     ):  # nobody joined yet
         r = await who.request(kind, data)
         assert r["error"]["code"] == "conflict", (kind, r)
-    await join_both(customer, notary, sid)
-    await notary.call("video.start", {"session_id": sid})
+    await in_the_call(customer, notary, sid)
     r = await notary.request("act.seal", {"session_id": sid, "signature": "x", "seal": "y"})
     assert r["error"]["code"] == "conflict"  # no checks, no signature yet
     # Signing outside the allowed countries.
@@ -180,8 +170,7 @@ async def test_consent_and_every_partys_location_are_required_for_the_act(
 async def test_recording_required_blocks_notarize(make_server: MakeServer) -> None:
     server = await make_server(recording="required")
     customer, notary, sid = await assigned_session(server)
-    await join_both(customer, notary, sid)
-    await notary.call("video.start", {"session_id": sid})
+    await in_the_call(customer, notary, sid)
     await sign_and_seal(customer, notary, sid, signature="s", enp_signature="s", seal="t")
     await notary.call("video.end", {"session_id": sid})
     r = await notary.request("session.notarize", {"session_id": sid})
@@ -321,6 +310,4 @@ async def test_one_bad_session_does_not_disturb_another(server: Harness) -> None
     await other.ws.send_str("{{{{")
     await other.send_raw({"id": "x", "type": "session.join", "data": {"session_id": sid}})
     # The good session goes on.
-    await join_both(customer, notary, sid)
-    await notary.call("video.start", {"session_id": sid})
-    await customer.expect("session.state", state="VIDEO_IN_PROGRESS")
+    await in_the_call(customer, notary, sid)

@@ -9,11 +9,11 @@ import signal
 import time
 from pathlib import Path
 
-import aiohttp
 import jwt
 import pytest
 
 from gateway.client import EnfClient
+from tests.flows import http_call
 from tests.server_process import ServerProcess, run_py
 
 pytestmark = pytest.mark.slow
@@ -52,11 +52,9 @@ async def test_serve_on_embedded_postgres_and_sigterm(tmp_path: Path) -> None:
     proc = ServerProcess(env, tmp_path / "server.log")
     await proc.start(timeout=120)
     try:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(proc.base_url + "/health") as r:
-                assert r.status == 200
-            async with http.get(proc.base_url + "/ready") as r:
-                assert r.status == 200, await r.text()
+        assert (await http_call(proc, "GET", "/health"))[0] == 200
+        status, ready = await http_call(proc, "GET", "/ready")
+        assert status == 200, ready
         assert await asyncio.to_thread((tmp_path / "data" / "pg" / "PG_VERSION").exists)
         minted = await asyncio.to_thread(
             run_py, "token", "--sub", "n1", "--type", "enp", env=env, check=True

@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-import aiohttp
 from playwright.async_api import async_playwright, expect
 
 from tests.chromium import launch, needs_chromium
 from tests.conftest import MakeServer, wait_until
-from tests.flows import bearer, eventually, put_notary
+from tests.flows import eventually, http_call, put_notary
 from tests.server_process import ROOT
 
 if TYPE_CHECKING:
@@ -124,12 +123,7 @@ async def test_customer_and_notary_pages_run_a_whole_session(make_server: MakeSe
         finally:
             await browser.close()
 
-    async with aiohttp.ClientSession() as s:
-        r = await s.get(
-            h.url(f"/v1/sessions/{sid}"),
-            headers=bearer(h.token("ops", "admin")),
-        )
-        snap = await r.json()
-    assert snap["state"] == "NOTARIZED" and snap["recording"]["bytes"] > 0
+    status, snap = await http_call(h, "GET", f"/v1/sessions/{sid}", h.token("ops", "admin"))
+    assert status == 200 and snap["state"] == "NOTARIZED" and snap["recording"]["bytes"] > 0
     shot = ARTIFACTS / "console-ops.png"
     await asyncio.to_thread(wait_until, shot.exists, 5, "the ops page's screenshot")

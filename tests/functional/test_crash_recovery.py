@@ -7,22 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import aiohttp
 import asyncpg
 import pytest
 
 from gateway.client import EnfClient
 from tests.flows import (
-    COMMISSION_EXPIRES_DAYS,
     HAPPY_STATES,
     PH,
     assert_gapless,
-    bearer,
-    days_from_now,
     distribute_to_completion,
     doc,
     end_and_notarize,
     passed_checks,
+    put_notary,
     session_events,
 )
 from tests.server_process import ServerProcess, server_env
@@ -48,19 +45,7 @@ async def test_kill_at_three_points_and_finish(database: str, tmp_path: Path) ->
     cl = ServerProcess(env, tmp_path / "server.log")
     await cl.start()
     try:
-        async with aiohttp.ClientSession() as http:
-            for nid in ("n1",):
-                async with http.put(
-                    cl.url(f"/v1/notaries/{nid}"),
-                    json={
-                        "name": "Atty. One",
-                        "tariff": 300.0,
-                        "rating": 4.5,
-                        "commission_expires": days_from_now(COMMISSION_EXPIRES_DAYS),
-                    },
-                    headers=bearer(cl.token("root", "admin")),
-                ) as r:
-                    assert r.status == 200
+        await put_notary(cl, "n1", name="Atty. One", tariff=300.0, rating=4.5)
 
         # --- 1. killed after REQUESTED (no notary online yet) ---------------------
         customer = await cl.client("c1", "customer")

@@ -10,33 +10,14 @@ import asyncio
 import json
 from typing import Any
 
-import aiohttp
 import pytest
 from yarl import URL
 
 from gateway.codec import JsonCodec
 from tests.conftest import Harness, MakeServer
-from tests.flows import assigned_session, bearer, doc, online_notary
+from tests.flows import assigned_session, doc, http_call, online_notary
 
 SID = "0ada666e-d635-5c58-a410-7ed97dfa2e0c"
-
-
-async def call(
-    h: Harness,
-    method: str,
-    path: str,
-    token: str | None = None,
-    headers: dict[str, str] | None = None,
-    **kw: Any,
-) -> tuple[int, Any]:
-    """`method path` exactly as written (percent-escapes kept): status, JSON body."""
-    headers = {**(bearer(token) if token else {}), **(headers or {})}
-    url = URL(h.base_url + path, encoded=True)
-    async with (
-        aiohttp.ClientSession() as http,
-        http.request(method, url, headers=headers, **kw) as r,
-    ):
-        return r.status, await r.json(content_type=None)
 
 
 async def raw_get(h: Harness, path: bytes, headers: bytes) -> bytes:
@@ -92,7 +73,7 @@ BAD_PATHS = [
 async def test_ids_in_paths_and_queries_are_identifiers(
     server: Harness, method: str, path: str
 ) -> None:
-    status, body = await call(
+    status, body = await http_call(
         server, method, path, server.token("ops", "admin"), json={"notary_ids": []}
     )
     refused(status, body, 400, "bad_request")
@@ -107,11 +88,11 @@ async def test_absurd_values_are_refused_not_crashed_on(server: Harness) -> None
         "/v1/audit?to=9999-12-31T23:59:59-01:00",
         "/v1/sessions?limit=" + "9" * 5000,
     ):
-        status, body = await call(server, "GET", path, admin)
+        status, body = await http_call(server, "GET", path, admin)
         refused(status, body, 400, "bad_request")
     # Deeply nested JSON: refused, not a RecursionError.
     for raw in ("[" * 30_000 + "]" * 30_000, '{"envelope":' + "[" * 200 + "]" * 200 + "}"):
-        status, body = await call(
+        status, body = await http_call(
             server,
             "POST",
             "/v1/envelopes/verify",
@@ -119,21 +100,21 @@ async def test_absurd_values_are_refused_not_crashed_on(server: Harness) -> None
             headers={"Content-Type": "application/json"},
         )
         refused(status, body, 400, "bad_request")
-    assert (await call(server, "GET", "/health"))[0] == 200
+    assert (await http_call(server, "GET", "/health"))[0] == 200
 
 
 async def test_audit_keeps_going_after_rows_it_cannot_store(server: Harness) -> None:
     """A NUL in a query string, a path id and a request id reaches audit rows;
     the rows after them are still written, and the export answers."""
     admin = server.token("ops", "admin")
-    await call(server, "GET", "/v1/keys?q=%00")
-    await call(server, "GET", "/v1/sessions/%00", admin)
+    await http_call(server, "GET", "/v1/keys?q=%00")
+    await http_call(server, "GET", "/v1/sessions/%00", admin)
     # Bytes that are not UTF-8 in headers reach the server as lone surrogates.
     assert await raw_get(
         server, b"/v1/keys", b"User-Agent: a\xff\xfeb\r\nX-Request-Id: r\xed\xa0\x80"
     )
-    await call(server, "GET", "/v1/keys?after=1")
-    status, body = await call(server, "GET", "/v1/audit?format=json", admin)
+    await http_call(server, "GET", "/v1/keys?after=1")
+    status, body = await http_call(server, "GET", "/v1/audit?format=json", admin)
     assert status == 200, body
     actions = [(e["action"], e["metadata"]["query"]) for e in body["entries"]]
     assert ("GET /v1/keys", {"q": ""}) in actions
@@ -190,16 +171,16 @@ async def test_the_journal_route_answers_503_while_the_database_is_away(
     h = await make_server()
     _customer, _notary, sid = await assigned_session(h)
     admin = h.token("ops", "admin")
-    assert (await call(h, "GET", f"/v1/sessions/{sid}/journal", admin))[0] == 200
+    assert (await http_call(h, "GET", f"/v1/sessions/{sid}/journal", admin))[0] == 200
     pool = h.services.pool
     # The database goes away: every new connection is refused.
     pool.set_connect_args("postgresql://postgres@127.0.0.1:1/nowhere", command_timeout=30)
     await pool.expire_connections()
     try:
         for path in (f"/v1/sessions/{sid}/journal", "/v1/audit"):
-            status, body = await call(h, "GET", path, admin)
+            status, body = await http_call(h, "GET", path, admin)
             refused(status, body, 503, "unavailable")
     finally:
         pool.set_connect_args(database, command_timeout=30)
         await pool.expire_connections()
-    assert (await call(h, "GET", f"/v1/sessions/{sid}/journal", admin))[0] == 200
+    assert (await http_call(h, "GET", f"/v1/sessions/{sid}/journal", admin))[0] == 200

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import aiohttp
-
 from persistence.journal import GENESIS_HASH, chain_hash
 from tests.conftest import Harness
-from tests.flows import assigned_session, bearer, get_json
+from tests.flows import assigned_session, get_json, http_call
 
 
 async def test_health_and_ready(server: Harness) -> None:
@@ -65,26 +63,24 @@ async def test_session_snapshot_list_and_journal(server: Harness) -> None:
 
 
 async def test_profile_and_favorites_validation(server: Harness) -> None:
-    admin = bearer(server.token("ops", "admin"))
-    cust = bearer(server.token("c1", "customer"))
-    async with aiohttp.ClientSession() as http:
-        async with http.put(server.url("/v1/notaries/n1"), json={"rating": 9}, headers=admin) as r:
-            assert r.status == 400 and (await r.json())["error"]["code"] == "bad_request"
-        async with http.put(server.url("/v1/notaries/n1"), data=b"{nope", headers=admin) as r:
-            assert r.status == 400
-        async with http.put(server.url("/v1/notaries/n1"), json={"rating": 4}, headers=cust) as r:
-            assert r.status == 403
-        async with http.put(
-            server.url("/v1/customers/c2/favorites"), json={"notary_ids": ["n1"]}, headers=cust
-        ) as r:
-            assert r.status == 403
-        async with http.put(
-            server.url("/v1/customers/c1/favorites"), json={"notary_ids": "n1"}, headers=cust
-        ) as r:
-            assert r.status == 400
-        async with http.put(
-            server.url("/v1/customers/c1/favorites"),
-            json={"notary_ids": ["n1", "n1", "n2"]},
-            headers=admin,
-        ) as r:
-            assert r.status == 200 and (await r.json())["notary_ids"] == ["n1", "n2"]
+    admin = server.token("ops", "admin")
+    cust = server.token("c1", "customer")
+    status, body = await http_call(server, "PUT", "/v1/notaries/n1", admin, json={"rating": 9})
+    assert status == 400 and body["error"]["code"] == "bad_request"
+    status, body = await http_call(server, "PUT", "/v1/notaries/n1", admin, data=b"{nope")
+    assert status == 400 and body["error"]["code"] == "bad_request"
+    status, body = await http_call(server, "PUT", "/v1/notaries/n1", cust, json={"rating": 4})
+    assert status == 403 and body["error"]["code"] == "forbidden"
+    favorites = "/v1/customers/{}/favorites"
+    status, body = await http_call(
+        server, "PUT", favorites.format("c2"), cust, json={"notary_ids": ["n1"]}
+    )
+    assert status == 403 and body["error"]["code"] == "forbidden"
+    status, body = await http_call(
+        server, "PUT", favorites.format("c1"), cust, json={"notary_ids": "n1"}
+    )
+    assert status == 400 and body["error"]["code"] == "bad_request"
+    status, body = await http_call(
+        server, "PUT", favorites.format("c1"), admin, json={"notary_ids": ["n1", "n1", "n2"]}
+    )
+    assert status == 200 and body["notary_ids"] == ["n1", "n2"]

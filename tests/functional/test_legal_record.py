@@ -16,7 +16,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -33,10 +32,10 @@ from tests.flows import (
     NAME,
     PHONE,
     accept_next_offer,
-    bearer,
     doc,
     end_and_notarize,
-    join_both,
+    http_call,
+    in_the_call,
     online_notary,
     request_session,
     sign_and_seal,
@@ -65,8 +64,7 @@ async def notarized_session(h: Served) -> tuple[EnfClient, EnfClient, str]:
     )["session_id"]
     offer = await notary.expect("offer")
     await notary.call("offer.accept", {"offer_id": offer["data"]["offer_id"]})
-    await join_both(customer, notary, sid)
-    await notary.call("video.start", {"session_id": sid})
+    await in_the_call(customer, notary, sid)
     # A refused request is part of the record too.
     refused = await customer.request("act.seal", {"session_id": sid, "signature": "x", "seal": "y"})
     assert refused["error"]["code"] == "forbidden"
@@ -221,27 +219,22 @@ async def test_the_envelope_verifies_offline_and_any_change_fails(
 ) -> None:
     customer, _, sid = await notarized_session(server)
     token = server.token("c1", "customer")
-    async with aiohttp.ClientSession() as s:
-        snap = await customer.call("session.join", {"session_id": sid})
-        envelope_id = snap["session"]["envelope_id"]
-        r = await s.get(server.url(f"/v1/envelopes/{envelope_id}"), headers=bearer(token))
-        assert r.status == 200
-        signed = await r.json()
-        keys_json = await (await s.get(server.url("/v1/keys"))).text()
-        # Someone else's envelope does not exist for them.
-        other = server.token("c9", "customer")
-        r = await s.get(server.url(f"/v1/envelopes/{envelope_id}"), headers=bearer(other))
-        assert r.status == 404
-        # The server's own verdicts.
-        r = await s.post(server.url("/v1/envelopes/verify"), json=signed)
-        assert await r.json() == {"valid": True}
-        bad = copy.deepcopy(signed)
-        bad["envelope"]["customer"]["name"] = "Someone Else"
-        r = await s.post(server.url("/v1/envelopes/verify"), json=bad)
-        body = await r.json()
-        assert r.status == 200 and body["valid"] is False and body["reason"]
-        r = await s.post(server.url("/v1/envelopes/verify"), json={"hello": 1})
-        assert r.status == 400
+    snap = await customer.call("session.join", {"session_id": sid})
+    envelope_id = snap["session"]["envelope_id"]
+    status, signed = await http_call(server, "GET", f"/v1/envelopes/{envelope_id}", token)
+    assert status == 200
+    keys_json = json.dumps((await http_call(server, "GET", "/v1/keys"))[1])
+    # Someone else's envelope does not exist for them.
+    other = server.token("c9", "customer")
+    assert (await http_call(server, "GET", f"/v1/envelopes/{envelope_id}", other))[0] == 404
+    # The server's own verdicts.
+    verify = "/v1/envelopes/verify"
+    assert await http_call(server, "POST", verify, json=signed) == (200, {"valid": True})
+    bad = copy.deepcopy(signed)
+    bad["envelope"]["customer"]["name"] = "Someone Else"
+    status, body = await http_call(server, "POST", verify, json=bad)
+    assert status == 200 and body["valid"] is False and body["reason"]
+    assert (await http_call(server, "POST", verify, json={"hello": 1}))[0] == 400
 
     env = signed["envelope"]
     assert env["uid"] == envelope_id == f"ENF-{sid}"
@@ -315,41 +308,26 @@ async def test_the_book_has_complete_and_incomplete_entries(server: Harness) -> 
         :7
     ]
     n1 = server.token("n1", "enp")
-    async with aiohttp.ClientSession() as s:
-        r = await s.get(
-            server.url(f"/v1/notaries/n1/book?month={month}&format=json"),
-            headers=bearer(n1),
-        )
-        assert r.status == 200
-        entries = (await r.json())["entries"]
-        r = await s.get(
-            server.url(f"/v1/notaries/n1/book?month={month}&format=csv"),
-            headers=bearer(n1),
-        )
-        assert r.status == 200 and r.content_type == "text/csv"
-        rows = list(csv.DictReader(io.StringIO(await r.text())))
-        # Someone else's book, a bad month, an empty month.
-        r = await s.get(
-            server.url("/v1/notaries/n1/book"),
-            headers=bearer(server.token("n2", "enp")),
-        )
-        assert r.status == 403 and (await r.json())["error"]["code"] == "forbidden"
-        r = await s.get(
-            server.url("/v1/notaries/n1/book?month=2026-13"),
-            headers=bearer(n1),
-        )
-        assert r.status == 400
-        r = await s.get(
-            server.url("/v1/notaries/n1/book?month=2001-01&format=csv"),
-            headers=bearer(server.token("root", "admin")),
-        )
-        empty = list(csv.reader(io.StringIO(await r.text())))
-        assert "No entries" in empty[1][1]
-        r = await s.get(
-            server.url("/v1/notaries/n1/book?month=2001-01"),
-            headers=bearer(n1),
-        )
-        assert (await r.json())["statement"].startswith("No entries")
+    book = "/v1/notaries/n1/book"
+    status, body = await http_call(server, "GET", f"{book}?month={month}&format=json", n1)
+    assert status == 200
+    entries = body["entries"]
+    status, text = await http_call(
+        server, "GET", f"{book}?month={month}&format=csv", n1, content_type="text/csv"
+    )
+    assert status == 200
+    rows = list(csv.DictReader(io.StringIO(text)))
+    # Someone else's book, a bad month, an empty month.
+    status, body = await http_call(server, "GET", book, server.token("n2", "enp"))
+    assert status == 403 and body["error"]["code"] == "forbidden"
+    assert (await http_call(server, "GET", f"{book}?month=2026-13", n1))[0] == 400
+    status, text = await http_call(
+        server, "GET", f"{book}?month=2001-01&format=csv", server.token("root", "admin")
+    )
+    empty = list(csv.reader(io.StringIO(text)))
+    assert "No entries" in empty[1][1]
+    status, body = await http_call(server, "GET", f"{book}?month=2001-01", n1)
+    assert body["statement"].startswith("No entries")
 
     assert [e["entry_no"] for e in entries] == [1, 2]
     complete, incomplete = entries
@@ -377,25 +355,21 @@ async def test_the_audit_export_covers_every_request_of_a_session(
         f for c in (customer, notary) for f in c.sent if f.get("data", {}).get("session_id") == sid
     ]
     admin = server.token("root", "admin")
-    async with aiohttp.ClientSession() as s:
-        r = await s.get(
-            server.url(f"/v1/audit?session_id={sid}&format=json"),
-            headers={**bearer(admin), "User-Agent": "audit-test"},
-        )
-        assert r.status == 200
-        entries = (await r.json())["entries"]
-        r = await s.get(
-            server.url(f"/v1/audit?session_id={sid}&format=csv"),
-            headers=bearer(admin),
-        )
-        rows = list(csv.DictReader(io.StringIO(await r.text())))
-        r = await s.get(
-            server.url("/v1/audit"),
-            headers=bearer(server.token("c1", "customer")),
-        )
-        assert r.status == 403
-        r = await s.get(server.url("/v1/audit?from=yesterday"), headers=bearer(admin))
-        assert r.status == 400
+    status, body = await http_call(
+        server,
+        "GET",
+        f"/v1/audit?session_id={sid}&format=json",
+        admin,
+        headers={"User-Agent": "audit-test"},
+    )
+    assert status == 200
+    entries = body["entries"]
+    status, text = await http_call(
+        server, "GET", f"/v1/audit?session_id={sid}&format=csv", admin, content_type="text/csv"
+    )
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert (await http_call(server, "GET", "/v1/audit", server.token("c1", "customer")))[0] == 403
+    assert (await http_call(server, "GET", "/v1/audit?from=yesterday", admin))[0] == 400
     ws = [e for e in entries if e["event_type"] == "ws.request"]
     got = {e["correlation_id"].split("/", 1)[1] for e in ws}
     assert {str(f["id"]) for f in sent} <= got
@@ -465,12 +439,9 @@ async def test_a_pii_key_that_does_not_match_is_a_clear_error(
     await asyncio.to_thread(other_key.write_bytes, base64.b64encode(os.urandom(32)))
     second = await make_server(pii_key_file=other_key)
     admin = second.token("root", "admin")
-    async with aiohttp.ClientSession() as s:
-        for path in (f"/v1/envelopes/{envelope_id}", f"/v1/notaries/n1/book?month={month}"):
-            r = await s.get(second.url(path), headers=bearer(admin))
-            body = await r.json()
-            assert r.status == 503, (path, body)
-            assert "configured key is" in body["error"]["message"], body
-        # Verification of the journal needs no key at all.
-        r = await s.get(second.url(f"/v1/sessions/{sid}/journal"), headers=bearer(admin))
-        assert r.status == 200
+    for path in (f"/v1/envelopes/{envelope_id}", f"/v1/notaries/n1/book?month={month}"):
+        status, body = await http_call(second, "GET", path, admin)
+        assert status == 503, (path, body)
+        assert "configured key is" in body["error"]["message"], body
+    # Verification of the journal needs no key at all.
+    assert (await http_call(second, "GET", f"/v1/sessions/{sid}/journal", admin))[0] == 200

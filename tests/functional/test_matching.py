@@ -3,7 +3,6 @@ favorites, offers, expiry, TTL, preferences. The score by hand: tests/unit."""
 
 from __future__ import annotations
 
-import aiohttp
 import asyncpg
 import pytest
 
@@ -12,8 +11,8 @@ from tests.flows import (
     ADMIN,
     CEBU,
     MANILA,
-    bearer,
     doc,
+    http_call,
     online_notary,
     put_notary,
     request_session,
@@ -38,15 +37,14 @@ async def test_notaries_available_ranks_with_favorites(server: Harness) -> None:
     assert got[0]["score"] == pytest.approx(0.85) and got[1]["score"] == pytest.approx(0.45)
     assert got[0]["name"] == "Atty. n-a" and got[0]["status"] == "available"
     # Favorites (set by the customer itself) add 0.15.
-    async with (
-        aiohttp.ClientSession() as http,
-        http.put(
-            server.url("/v1/customers/c1/favorites"),
-            json={"notary_ids": ["n-b"]},
-            headers=bearer(server.token("c1", "customer")),
-        ) as resp,
-    ):
-        assert resp.status == 200
+    status, body = await http_call(
+        server,
+        "PUT",
+        "/v1/customers/c1/favorites",
+        server.token("c1", "customer"),
+        json={"notary_ids": ["n-b"]},
+    )
+    assert status == 200, body
     got = (await customer.call("notaries.available", query))["notaries"]
     assert got[1]["score"] == pytest.approx(0.60)
     # A notary only an admin could ask about: the favorites term is 0 for admins.

@@ -17,7 +17,7 @@ import pytest
 
 from core.links import sign_path
 from tests.conftest import MakeServer
-from tests.flows import assigned_session, bearer, join_both, sign_and_seal, user_id
+from tests.flows import assigned_session, http_call, in_the_call, sign_and_seal, user_id
 from tests.media_peers import (
     Party,
     media_seconds,
@@ -61,26 +61,21 @@ async def test_two_peers_and_the_recorder_produce_a_recording(
     await customer.expect("session.notarized")
 
     # The link works for a participant, and not once it is tampered with.
-    async with aiohttp.ClientSession() as s:
-        r = await s.get(
-            h.url(f"/v1/sessions/{sid}/recording"), headers=bearer(h.token("c1", "customer"))
-        )
-        link = await r.json()
-        assert r.status == 200 and link["expires_at"]
-        r = await s.get(link["url"])
+    recording = f"/v1/sessions/{sid}/recording"
+    status, link = await http_call(h, "GET", recording, h.token("c1", "customer"))
+    assert status == 200 and link["expires_at"]
+    async with aiohttp.ClientSession() as s, s.get(link["url"]) as r:  # bytes: read as such
         body = await r.read()
         assert r.status == 200 and len(body) == ready["bytes"]
-        r = await s.get(link["url"].replace("expires=", "expires=1"))
-        assert r.status == 403
-        # Past its expiry, a correctly signed link is refused too.
-        name = ready["url"].rsplit("/", 1)[-1]
-        old, _ = sign_path(h.services.jwt_secret, f"/v1/recordings/{sid}/{name}", ttl_s=-1)
-        r = await s.get(h.url(old))
-        assert r.status == 403 and "expired" in (await r.json())["error"]["message"]
-        r = await s.get(
-            h.url(f"/v1/sessions/{sid}/recording"), headers=bearer(h.token("c9", "customer"))
-        )
-        assert r.status == 404
+    status, refused = await http_call(h, "GET", link["url"].replace("expires=", "expires=1"))
+    assert status == 403 and refused["error"]["code"] == "forbidden"
+    # Past its expiry, a correctly signed link is refused too.
+    name = ready["url"].rsplit("/", 1)[-1]
+    old, _ = sign_path(h.services.jwt_secret, f"/v1/recordings/{sid}/{name}", ttl_s=-1)
+    status, refused = await http_call(h, "GET", old)
+    assert status == 403 and "expired" in refused["error"]["message"]
+    status, refused = await http_call(h, "GET", recording, h.token("c9", "customer"))
+    assert status == 404 and refused["error"]["code"] == "not_found"
 
 
 async def test_signaling_bad_input(make_server: MakeServer) -> None:
@@ -92,8 +87,7 @@ async def test_signaling_bad_input(make_server: MakeServer) -> None:
         "signal", {"session_id": sid, "to": "n1", "kind": "offer", "sdp": sdp}
     )
     assert r["error"]["code"] == "conflict"
-    await join_both(customer, notary, sid)
-    await notary.call("video.start", {"session_id": sid})
+    await in_the_call(customer, notary, sid)
     for data, code in (
         ({"to": "n1", "kind": "offer", "sdp": "hello"}, "bad_request"),
         ({"to": "n1", "kind": "ice"}, "bad_request"),
@@ -113,7 +107,7 @@ async def test_signaling_bad_input(make_server: MakeServer) -> None:
     r = await customer.request(
         "signal", {"session_id": sid, "to": "recorder", "kind": "offer", "sdp": huge}
     )
-    assert not r["ok"], r
+    assert r["ok"] is False and r["error"]["code"] == "bad_request", r  # bad input, §8
     worker = media._proc
     assert media.pid == pid and worker is not None and worker.returncode is None
     stranger = await h.client("c9", "customer")
@@ -189,12 +183,9 @@ async def test_recordings_on_s3_with_expiring_links(
         await asyncio.to_thread(local.write_bytes, body)
         assert media_seconds(local) > 1.0
 
-    async with aiohttp.ClientSession() as s:
-        r = await s.get(
-            h.url(f"/v1/sessions/{sid}/recording"), headers=bearer(h.token("n1", "enp"))
-        )
-        link = await r.json()
-        r = await s.get(link["url"])
+    status, link = await http_call(h, "GET", f"/v1/sessions/{sid}/recording", h.token("n1", "enp"))
+    assert status == 200, link
+    async with aiohttp.ClientSession() as s, s.get(link["url"]) as r:  # bytes: read as such
         assert r.status == 200 and len(await r.read()) == ready["bytes"]
         # The link expires in 15 minutes (S3 enforces it; moto does not check).
         query = parse_qs(urlparse(link["url"]).query)

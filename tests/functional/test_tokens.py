@@ -31,7 +31,7 @@ from jwt.warnings import InsecureKeyLengthWarning
 from gateway.auth import mint_token
 from gateway.client import EnfClient
 from tests.conftest import JWT_SECRET, Harness, MakeServer
-from tests.flows import assert_token_refused, bearer, doc
+from tests.flows import assert_token_refused, bearer, doc, http_call
 from tests.server_process import ServerProcess, run_py, server_env
 
 DAY = 24 * 3600
@@ -138,11 +138,8 @@ async def test_claims_of_the_wrong_type_areassert_token_refused(
 ) -> None:
     await assert_token_refused(server, _signed(**claims))
     # Also on the HTTP API (gateway/http/access.py verifies the same way).
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(server.url("/v1/sessions"), headers=bearer(_signed(**claims))) as r,
-    ):
-        assert r.status == 401, await r.text()
+    status, body = await http_call(server, "GET", "/v1/sessions", _signed(**claims))
+    assert status == 401 and body["error"]["code"] == "unauthorized", body
 
 
 # -- the JWT secret at start-up ----------------------------------------------------------------
@@ -212,15 +209,20 @@ async def test_good_request_ids_are_answered_with_themselves(server: Harness, ri
     assert reply["re"] == rid and reply["ok"]
 
 
-@pytest.mark.parametrize("codec", ["json", "msgpack"])
+@pytest.mark.parametrize(
+    ("codec", "spelled"),
+    # JSON carries the lone surrogate as an escape, read back as itself;
+    # msgpack's strings are UTF-8 only: it is spelled out.
+    [("json", "a\ud800b"), ("msgpack", "a\\ud800b")],
+)
 async def test_an_unpaired_surrogate_on_the_way_out_does_not_kill_the_writer(
-    server: Harness, codec: str
+    server: Harness, codec: str, spelled: str
 ) -> None:
     c = await server.client("c1", "customer", codec=codec)
     [conn] = server.connections_of("c1")
     conn.send({"type": "event", "topic": "t", "name": "probe", "data": {"x": "a\ud800b"}})
     probe = await c.expect("probe")
-    assert probe["data"]["x"] in ("a\ud800b", "a\\ud800b")  # JSON: the same; msgpack: spelled
+    assert probe["data"]["x"] == spelled
     assert "server_time" in await c.call("ping")
 
 
