@@ -6,7 +6,9 @@ Webhook: `POST` with the JSON body `{id, type, session_id, seq, occurred_at,
 data}` and headers `X-ENF-Event-Id`, `X-ENF-Timestamp` (Unix seconds) and
 `X-ENF-Signature` = hex HMAC-SHA256 over `timestamp + "." + body` with
 ENF_WEBHOOK_SECRET. Sealed personal data in the payload is opened just
-before sending.
+before sending, and signed links the outbox keeps withheld (the envelope
+share link) are signed again then (`core.links.restore_signatures`, with the
+link key derived from the PII key): what is sent is the link as it was made.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from twilio.rest import Client
 from yarl import URL
 
 from config.twilio import twilio_http_client
+from core.links import restore_signatures
+from core.text import map_strings
 from delivery.worker import Outcome, http_outcome
 from persistence.keys import PiiCipher, is_sealed
 
@@ -38,6 +42,11 @@ E164 = re.compile(r"^\+[1-9]\d{7,14}$")
 
 def sign_webhook(secret: str, timestamp: str, body: bytes) -> str:
     return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def _with_links(value: Any, pii: PiiCipher) -> Any:
+    """`value` with its withheld links signed again (the outbox keeps none)."""
+    return map_strings(value, lambda text: restore_signatures(pii.link_secret, text))
 
 
 def _open(value: Any, pii: PiiCipher, context: str) -> Any:
@@ -58,7 +67,7 @@ class WebhookSender:
         self._session: aiohttp.ClientSession | None = None
 
     async def send(self, row: asyncpg.Record) -> Outcome:
-        payload = _open(row["payload"], self.pii, row["session_id"] or "")
+        payload = _open(_with_links(row["payload"], self.pii), self.pii, row["session_id"] or "")
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         ts = str(int(time.time()))
         headers = {
@@ -115,7 +124,8 @@ class SmsSender:
         to = _open(payload["to"], self.pii, payload.get("context") or row["session_id"] or "")
         if not isinstance(to, str) or not E164.match(to):
             return Outcome(False, permanent=True, error="not a phone number in E.164 form")
-        kwargs: dict[str, Any] = {"to": to, "body": payload["body"]}
+        body = _with_links(payload["body"], self.pii)
+        kwargs: dict[str, Any] = {"to": to, "body": body}
         if self.messaging_service:
             kwargs["messaging_service_sid"] = self.messaging_service
         else:

@@ -24,6 +24,7 @@ from core.errors import ProtocolError
 from core.ids import is_identifier, session_address
 from core.messages import Message
 from media.storage import Storage
+from persistence.keys import private_dir
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ class RecorderService:
         async with self._lock:
             if self._proc is not None and self._proc.returncode is None:
                 return self._proc
-            await asyncio.to_thread(self.work_dir.mkdir, parents=True, exist_ok=True)
+            # The worker's files are private (0600 in 0700 folders): so is their root.
+            await asyncio.to_thread(private_dir, self.work_dir)
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",

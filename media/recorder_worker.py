@@ -11,7 +11,10 @@ It speaks JSON lines: requests on stdin, replies and reports on stdout.
 
 One RTCPeerConnection per participant; each participant's audio and video go
 to `<dir>/<session_id>/<user_id>.mkv` (Matroska is written as it goes, so a
-file cut short by a crash of this process stays readable).
+file cut short by a crash of this process stays readable). Folders are made
+0700 and each file is created 0600 before the muxer opens it (which keeps
+its mode), so a recording is never readable by others, not even for a
+moment; the process's umask is 077 besides, for anything else it writes.
 
     python -m media.recorder_worker --dir DIR
 """
@@ -23,6 +26,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +41,9 @@ from aiortc import (
 from aiortc.contrib.media import MediaRecorder
 from aiortc.sdp import candidate_from_sdp
 
+from config.logging import RedactingFilter
 from media.storage import contained
+from persistence.keys import open_private, private_dir
 
 logger = logging.getLogger("enf.recorder")
 LINE_LIMIT = 4 * 1024 * 1024
@@ -122,9 +128,9 @@ class Worker:
         # leave the folder (and the resolved path is checked too).
         folder = contained(self.root, session_id)
         contained(folder, user_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
         n = sum(1 for p in folder.glob("*.mkv") if user_of(p) == user_id)
-        path = folder / (f"{user_id}.mkv" if n == 0 else f"{user_id}.part{n}.mkv")
+        path = _new_file(folder, user_id, n)
         if not path.resolve().is_relative_to(self.root.resolve()):
             raise ValueError(f"{path} is not inside {self.root}")
         # No STUN/TURN of its own: the server's candidates are its own addresses.
@@ -181,6 +187,19 @@ class Worker:
             # carries other sessions' media.
             files.append(await asyncio.to_thread(describe, peer.path, key[1], frames))
         return files
+
+
+def _new_file(folder: Path, user_id: str, n: int) -> Path:
+    """The participant's next file, created empty and private (0600): the
+    muxer opens it for writing and keeps that mode."""
+    while True:
+        path = folder / (f"{user_id}.mkv" if n == 0 else f"{user_id}.part{n}.mkv")
+        try:
+            open_private(path).close()
+        except FileExistsError:
+            n += 1
+            continue
+        return path
 
 
 def user_of(path: Path) -> str:
@@ -272,6 +291,9 @@ def main() -> None:
     parser.add_argument("--dir", required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # its tracebacks are redacted too
+        handler.addFilter(RedactingFilter())
+    os.umask(0o077)  # whatever this process writes is its owner's only
     asyncio.run(main_async(Path(args.dir)))
 
 

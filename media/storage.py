@@ -4,6 +4,9 @@ servers). Every store computes the SHA-256 of the bytes while it streams
 them; S3 objects are written with server-side encryption, in parts when large.
 
 Blocking I/O (files, boto3) runs in a thread: callers use `await store(...)`.
+
+Stored files are readable by their owner only (0600, in 0700 folders) from
+the moment they exist (`persistence.keys.private_dir`, `tempfile.mkstemp`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import hashlib
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +23,7 @@ from urllib.parse import unquote, urlparse
 
 from core.ids import is_identifier
 from core.links import LINK_TTL_S
+from persistence.keys import private_dir
 
 CHUNK = 8 * 1024 * 1024  # multipart part size (S3's minimum is 5 MiB)
 
@@ -65,17 +70,22 @@ class FileStorage:
         dest = contained(self.root, *key.split("/"))
         if not dest.resolve().is_relative_to(self.root.resolve()):  # a symlink on the way
             raise ValueError(f"{key!r} leads outside the recordings folder")
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(dest.parent)
         digest, size = hashlib.sha256(), 0
-        tmp = dest.with_suffix(dest.suffix + ".part")
-        with local.open("rb") as src, tmp.open("wb") as out:
-            while chunk := src.read(1 << 20):
-                digest.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
+        # Written under a hidden name (0600 from the start), then renamed.
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as out, local.open("rb") as src:
+                while chunk := src.read(1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return Stored(dest.resolve().as_uri(), digest.hexdigest(), size)
 
     async def store(self, local: Path, key: str) -> Stored:

@@ -39,6 +39,7 @@ from core.ids import is_identifier, session_address
 from core.messages import Message
 from media.recorder import Tell
 from media.storage import FileStorage, S3Storage, contained
+from persistence.keys import open_private
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +190,6 @@ class TwilioVideo:
             # Named after outside input: only inside the session's folder.
             contained(self.work_dir, room.session_id, who, rec)  # each a safe name
             local = self.work_dir / room.session_id / f"{who}-{rec}.{ext}"
-            await asyncio.to_thread(local.parent.mkdir, parents=True, exist_ok=True)
             auth = {
                 "Authorization": aiohttp.encode_basic_auth(
                     self.creds.account_sid, self.creds.auth_token
@@ -208,8 +208,9 @@ class TwilioVideo:
                 async with s.get(url) as r:
                     if r.status != 200:
                         raise RuntimeError(f"media download answered {r.status}")
-                    # Disk writes go to a thread, never on the event loop.
-                    f = await asyncio.to_thread(local.open, "wb")
+                    # Disk writes go to a thread, never on the event loop; the
+                    # file is private (0600, in 0700 folders) from the start.
+                    f = await asyncio.to_thread(open_private, local, replace=True)
                     try:
                         async for chunk in r.content.iter_chunked(1 << 16):
                             await asyncio.to_thread(f.write, chunk)

@@ -10,13 +10,12 @@ for the notary whose book it is, or an admin.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from core.clock import iso, parse_iso
+from core.text import csv_line
 from persistence.keys import PiiCipher
 
 # Entry numbers come from a per-notary counter row, locked by the upsert, so
@@ -182,14 +181,14 @@ def no_entries_statement(notary_id: str, month: str) -> str:
 
 
 def to_csv(entries: Iterable[dict[str, Any]], notary_id: str, month: str) -> str:
-    out = io.StringIO()
-    w = csv.writer(out)
+    """The month's entries as CSV; every cell through `csv_line` (a value that
+    starts like a formula is neutralised)."""
     columns = ("entry_no", *TEN_FIELDS, *EXTRA_FIELDS[1:])
-    w.writerow(columns)
-    n = 0
+    lines = [csv_line(columns)]
     for e in entries:
-        w.writerow([_cell(c, e.get(c)) for c in columns])
-        n += 1
-    if n == 0:
-        w.writerow(["", no_entries_statement(notary_id, month)] + [""] * (len(columns) - 2))
-    return out.getvalue()
+        lines.append(csv_line(_cell(c, e.get(c)) for c in columns))
+    if len(lines) == 1:
+        lines.append(
+            csv_line(["", no_entries_statement(notary_id, month)] + [""] * (len(columns) - 2))
+        )
+    return "".join(lines)

@@ -11,6 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from persistence.keys import private_dir
+
 logger = logging.getLogger(__name__)
 
 
@@ -22,7 +24,7 @@ def start_embedded_postgres(data_dir: Path) -> tuple[str, Any]:
     import pgserver  # heavy import, only when used
 
     pgdata = (data_dir / "pg").resolve()
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(pgdata.parent)  # owner-only; initdb makes pgdata itself 0700
     logger.info("starting embedded postgres", extra={"pgdata": str(pgdata)})
     server = pgserver.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
     uri: str = server.get_uri()

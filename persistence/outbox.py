@@ -8,6 +8,11 @@ re-commit cannot produce a second id, and receivers dedupe on it.
 
 The worker that delivers them is delivery.worker; what it reads and writes
 here: the head of each pending stream, and a row's outcome.
+
+A payload never holds a usable signed link (the envelope share link of a
+distribution's SMS and webhook): every row is written through `_row`, which
+withholds link signatures (`core.links.withhold_signatures`); the sender
+signs the same link again just before sending.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Any
 
 import asyncpg
 
+from core.links import withhold_signatures
+from core.text import map_strings
 from persistence.filters import where
 from persistence.projections import OUTBOX, Projection
 
@@ -29,6 +36,20 @@ _NS = uuid.UUID("6f2d7a52-5d0c-4f3e-9a43-1f0e2c8b7d11")
 
 def event_id(*parts: Any) -> str:
     return str(uuid.uuid5(_NS, "/".join(str(p) for p in parts)))
+
+
+def _row(
+    eid: str,
+    stream: str,
+    session_id: str | None,
+    destination: str,
+    type_: str,
+    payload: dict[str, Any],
+    recipient: int | None,
+) -> Projection:
+    """The one way an outbox row is made: signed links in it withheld."""
+    kept = map_strings(payload, withhold_signatures)
+    return Projection(OUTBOX, (eid, stream, session_id, destination, type_, kept, recipient))
 
 
 def webhook_event(
@@ -49,10 +70,7 @@ def webhook_event(
         "occurred_at": at,
         "data": data,
     }
-    return Projection(
-        OUTBOX,
-        (eid, f"webhook:{session_id}", session_id, "webhook", type_, payload, recipient),
-    )
+    return _row(eid, f"webhook:{session_id}", session_id, "webhook", type_, payload, recipient)
 
 
 def sms_message(
@@ -68,7 +86,7 @@ def sms_message(
     `context`, the associated data it was sealed with; default the session)."""
     eid = event_id(stream, key, "sms", recipient)
     payload = {"id": eid, "to": to_sealed, "body": body, "context": context or session_id}
-    return Projection(OUTBOX, (eid, f"sms:{stream}", session_id, "sms", "sms", payload, recipient))
+    return _row(eid, f"sms:{stream}", session_id, "sms", "sms", payload, recipient)
 
 
 _DUE = (

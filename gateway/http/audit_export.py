@@ -5,8 +5,6 @@ memory)."""
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +13,7 @@ from aiohttp import web
 
 from core.clock import iso
 from core.errors import ProtocolError
+from core.text import csv_line
 from gateway.http.access import identify, services_of
 from gateway.http.inputs import export_format, query_id
 from persistence import audit
@@ -36,7 +35,7 @@ async def get_audit(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
     if fmt == "csv":
-        await response.write((",".join(audit.EXPORT_COLUMNS) + "\r\n").encode())
+        await response.write(csv_line(audit.EXPORT_COLUMNS).encode())
     else:
         await response.write(b'{"entries":[')
     first = True
@@ -77,8 +76,5 @@ def _time(name: str, text: str) -> datetime:
 
 
 def _csv_line(row: dict[str, Any]) -> bytes:
-    out = io.StringIO()
-    csv.writer(out).writerow(
-        [json.dumps(v) if isinstance(v, dict) else ("" if v is None else v) for v in row.values()]
-    )
-    return out.getvalue().encode()
+    """One audit row as CSV: objects as JSON, every cell neutralised (`csv_line`)."""
+    return csv_line(json.dumps(v) if isinstance(v, dict) else v for v in row.values()).encode()

@@ -10,6 +10,8 @@ from aiohttp import web
 
 from core.clock import iso
 from core.errors import ProtocolError
+from core.links import withhold_signatures
+from core.text import map_strings
 from gateway.http.access import identify, services_of
 from gateway.http.inputs import path_id, query_id
 from persistence import outbox
@@ -23,10 +25,14 @@ def _delivery(row: Any) -> dict[str, Any]:
     out = {k: row[k] for k in row.keys()}
     for k in ("next_attempt_at", "created_at", "delivered_at"):
         out[k] = iso(out[k]) if out[k] is not None else None
-    payload = dict(out["payload"])
-    if "to" in payload:  # sealed personal data stays sealed here
+    # Signed links stay withheld here, also in rows written before the
+    # outbox withheld them; sealed personal data stays sealed.
+    payload = map_strings(dict(out["payload"]), withhold_signatures)
+    if "to" in payload:
         payload["to"] = "[sealed]"
     out["payload"] = payload
+    if out.get("last_error"):
+        out["last_error"] = withhold_signatures(out["last_error"])
     return out
 
 
