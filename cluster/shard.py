@@ -106,6 +106,16 @@ class ShardServer:
         pool = await create_pool(settings.database_url, max_size=settings.shard_pool_size)
         # Closed by stop(), last opened first (also after a failed start).
         self._resources = [pool]
+        # A shard never makes keys of its own: it loads the cluster's, and
+        # refuses to start with others (the first gateway recorded their ids),
+        # before it claims the shard: a misconfigured node fences no one.
+        keys = await asyncio.to_thread(
+            Keys.load, settings.signing_key_file, settings.pii_key_file, settings.data_dir, False
+        )
+        mismatch = key_mismatch(keys.ids(), await agree_on_keys(pool, keys.ids()))
+        if mismatch is not None:
+            raise KeyFileError(f"shard {self.index}: {mismatch}")
+        self.key_ids = keys.ids()
         shard_map = await load_map(pool)
         self.epoch = await claim_shard(pool, self.index, self.owner)
         journal = Journal(pool, writers=1, max_batch=settings.journal_max_batch)
@@ -116,15 +126,6 @@ class ShardServer:
         bus = RedisBus(settings.redis_url)
         await bus.start(subscriber=False)
         self._resources.insert(0, bus)
-        # A shard never makes keys of its own: it loads the cluster's, and
-        # refuses to start with others (the first gateway recorded their ids).
-        keys = await asyncio.to_thread(
-            Keys.load, settings.signing_key_file, settings.pii_key_file, settings.data_dir, False
-        )
-        mismatch = key_mismatch(keys.ids(), await agree_on_keys(pool, keys.ids()))
-        if mismatch is not None:
-            raise KeyFileError(f"shard {self.index}: {mismatch}")
-        self.key_ids = keys.ids()
         router = ShardRouter(settings, pool, f"shard-{self.index}/{self.owner}", shard_map)
         media: RayRecorder | None = None
         if settings.recording != "off" and settings.video_provider == "webrtc":

@@ -36,6 +36,7 @@ from config.settings import Settings
 from core.ids import shard_of
 from core.messages import Caller, Message
 from gateway.client import EnfClient, RequestFailed
+from persistence.keys import KeyFileError, Keys
 from persistence.pool import create_pool
 from persistence.verify import verify_journal
 from tests.conftest import MakeServer
@@ -434,3 +435,31 @@ async def test_postgres_connections_cut_under_a_live_session(
     # The customer's join, tried and retried as cj-1 (and joined again later with
     # nothing new), was applied once.
     assert [r["u"] for r in joined].count("c1") == 1
+
+
+async def test_every_process_holds_the_clusters_keys_or_refuses_to_start(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Issue 18 item 2: a shard never makes keys of its own. One started where
+    the key files are missing, or with other keys, refuses to start and says
+    why; the running shards report the same key ids as the cluster recorded."""
+    await cluster.gateway()  # the first process: it makes and records the keys
+    report = await run_cli(cluster, "status")
+    recorded = {s["shard"]: s["keys"] for s in report["shards"]}
+    assert len({json.dumps(k, sort_keys=True) for k in recorded.values()}) == 1, recorded
+    ids = next(iter(recorded.values()))
+    assert set(ids) == {"signing", "pii"}
+
+    before = await cluster.shard_info(0)
+    bare = tmp_path / "node-without-keys"
+    payload = settings_payload(cluster.settings, cluster.database)
+    with pytest.raises(KeyFileError, match="no such key file"):
+        await ShardServer(0, {**payload, "data_dir": str(bare)}).ready()
+
+    other = tmp_path / "node-with-other-keys"
+    await asyncio.to_thread(Keys.load, None, None, other)  # a node that made its own
+    with pytest.raises(KeyFileError, match="other keys than the cluster: signing key"):
+        await ShardServer(0, {**payload, "data_dir": str(other)}).ready()
+    # Refused before claiming the shard: the running shard 0 was not fenced.
+    after = await cluster.shard_info(0)
+    assert (after["epoch"], after["fenced"]) == (before["epoch"], False)
