@@ -244,6 +244,7 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append(
             f"  {s['shard']:>3}  node={node}  pid={s['pid']}  epoch={s['epoch']}"
             f"  actors={s['actors']}  up={s['uptime_s']}s{'  FENCED' if s['fenced'] else ''}"
+            f"  keys={','.join(f'{k}:{v}' for k, v in sorted((s.get('keys') or {}).items()))}"
         )
     lines.append("gateways:")
     for gid, g in sorted(report["gateways"].items()):
