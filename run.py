@@ -238,19 +238,20 @@ def format_status(report: dict[str, Any]) -> str:
     lines.append("shards:")
     for s in report["shards"]:
         if "error" in s:
-            lines.append(f"  {s['shard']:>3}  UNAVAILABLE  {s['error']}")
+            lines.append(f"  {s['shard']:>3}  {s['state']:<10}  {s['error']}")
             continue
         node = (s.get("node_id") or "?")[:12]
         lines.append(
-            f"  {s['shard']:>3}  node={node}  pid={s['pid']}  epoch={s['epoch']}"
-            f"  actors={s['actors']}  up={s['uptime_s']}s{'  FENCED' if s['fenced'] else ''}"
+            f"  {s['shard']:>3}  {s['state']:<10}  node={node}  pid={s['pid']}  epoch={s['epoch']}"
+            f"  actors={s['actors']}  up={s['uptime_s']}s"
             f"  keys={','.join(f'{k}:{v}' for k, v in sorted((s.get('keys') or {}).items()))}"
         )
     lines.append("gateways:")
-    for gid, g in sorted(report["gateways"].items()):
-        lines.append(f"  {gid}  {g.get('url')}  connections={g.get('connections')}")
+    for g in report["gateways"]:
+        lines.append(f"  {g['gateway_id']}  {g.get('url')}  connections={g.get('connections')}")
     if not report["gateways"]:
         lines.append("  (none heard from)")
+    lines.extend(f"error: {e}" for e in report["errors"])
     return "\n".join(lines)
 
 

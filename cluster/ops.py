@@ -41,9 +41,12 @@ async def shard_infos(namespace: str, count: int) -> list[dict[str, Any]]:
     async def one(k: int) -> dict[str, Any]:
         try:
             h = ray.get_actor(shard_name(k), namespace=namespace)
+        except ValueError as exc:  # no actor of that name: nothing will restart it
+            return {"shard": k, "error": f"missing: {exc}", "missing": True}
+        try:
             info: dict[str, Any] = await asyncio.wait_for(h.info.remote(), 5)
             return info
-        except Exception as exc:
+        except Exception as exc:  # its process died: Ray is starting another
             return {"shard": k, "error": f"{type(exc).__name__}: {exc}"}
 
     return list(await asyncio.gather(*(one(k) for k in range(count))))
@@ -54,13 +57,15 @@ async def status(settings: Settings, pool: Any) -> dict[str, Any]:
     shard_map = await load_map(pool)
     nodes = alive_nodes()
     shards = await shard_infos(settings.ray_namespace, shard_map.count)
-    gateways: dict[str, Any] = {}
+    gateways: list[dict[str, Any]] = []
+    errors: list[str] = []
     if settings.redis_url:
         client = aioredis.from_url(settings.redis_url, socket_connect_timeout=2)
         try:
-            gateways = await live_gateways(client)
+            found = await live_gateways(client)
+            gateways = [{"gateway_id": gid, **g} for gid, g in sorted(found.items())]
         except Exception as exc:
-            gateways = {"error": {"reason": f"Redis unavailable: {exc}"}}
+            errors.append(f"gateways unknown: Redis unavailable: {exc}")
         finally:
             await client.aclose()
     return {
@@ -76,14 +81,29 @@ async def status(settings: Settings, pool: Any) -> dict[str, Any]:
             for n in nodes
         ],
         "shards": [
-            {
-                **s,
-                "placement": shard_map.nodes[s["shard"]] if s["shard"] < shard_map.count else None,
-            }
+            {**s, "placement": shard_map.nodes[s["shard"]], "state": shard_state(s, shard_map)}
             for s in shards
         ],
         "gateways": gateways,
+        "errors": errors,
     }
+
+
+def shard_state(info: dict[str, Any], shard_map: Any) -> str:
+    """RUNNING; RESTARTING (its process died, Ray starts another); MISSING (no
+    actor of that name: nothing restarts it); FENCED (a newer incarnation
+    owns it; this one stops); MISPLACED (running elsewhere than the map
+    places it, as after Ray restarted it on another node)."""
+    if info.get("missing"):
+        return "MISSING"
+    if "error" in info:
+        return "RESTARTING"
+    if info.get("fenced"):
+        return "FENCED"
+    placement = shard_map.nodes[info["shard"]]
+    if placement is not None and info.get("node_id") != placement:
+        return "MISPLACED"
+    return "RUNNING"
 
 
 def plan_moves(current: dict[int, str | None], nodes: list[str]) -> list[tuple[int, str]]:

@@ -336,8 +336,9 @@ async def test_status_and_rebalance_onto_a_new_node(cluster: Cluster, ray_cluste
     report = await run_cli(cluster, "status")
     assert report["shard_count"] == SHARDS
     assert sum(s["actors"] for s in report["shards"]) >= 3  # session, notary, matchmaker
-    [(_, entry)] = report["gateways"].items()
-    assert entry["connections"] == 2
+    [entry] = report["gateways"]
+    assert entry["connections"] == 2 and entry["gateway_id"]
+    assert {s["state"] for s in report["shards"]} == {"RUNNING"} and report["errors"] == []
     nodes_before = {n["node_id"] for n in report["nodes"]}
 
     # An operator adds a node (here: a second raylet on this machine) ...
