@@ -259,7 +259,11 @@ def verify_signed(signed: Any, keys: list[PublicKey]) -> tuple[bool, str | None]
     except ValueError:
         return False, "signature is not base64"
     try:
-        key.key.verify(sig, canonical_bytes(envelope))
+        signed_bytes = canonical_bytes(envelope)
+    except UnicodeEncodeError:  # a lone surrogate: nothing this server signs holds one
+        return False, "the envelope holds text that is not valid Unicode"
+    try:
+        key.key.verify(sig, signed_bytes)
     except InvalidSignature:
         return False, "signature does not match the envelope (altered, or signed by another key)"
     return True, None

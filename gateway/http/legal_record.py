@@ -46,6 +46,15 @@ async def verify_envelope(request: web.Request) -> web.Response:
     body = await json_body(request)
     if not isinstance(body, dict) or not {"envelope", "signature", "key_id"} <= body.keys():
         raise ProtocolError("bad_request", "post a signed envelope: {envelope, signature, key_id}")
+    if not (
+        isinstance(body["envelope"], dict)
+        and isinstance(body["signature"], str)
+        and isinstance(body["key_id"], str)
+    ):
+        raise ProtocolError(
+            "bad_request",
+            "a signed envelope is {envelope: object, signature: string, key_id: string}",
+        )
     valid, reason = verify_signed(body, [services_of(request).keys.signer.public])
     return web.json_response({"valid": True} if valid else {"valid": False, "reason": reason})
 
