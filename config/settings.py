@@ -99,6 +99,24 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     # Per-connection request rate (PROTOCOL §8 Limits): sustained rate, burst = 2x.
     rate_limit: float = Field(50.0, gt=0)
+    # Other limits (PROTOCOL §8 Limits; README "Limits"). Open WebSockets per
+    # user (per gateway in cluster mode), one more is refused with HTTP 429.
+    max_connections_per_user: int = Field(20, ge=1)
+    # Sessions in REQUESTED per customer; one more `session.request` is
+    # `rate_limited` (a repeat of an existing one is answered as a repeat).
+    max_open_requests: int = Field(5, ge=1)
+    # Authenticated HTTP calls per second per user (bursts of twice that).
+    http_user_rate_limit: float = Field(50.0, gt=0)
+    # Per IP address: unauthenticated HTTP requests and failed
+    # authentications (HTTP or WebSocket) per minute (bursts of that many).
+    anon_rate_limit: float = Field(120.0, gt=0)
+    # Seconds a client has to send a request's head (request line and
+    # headers) on a new or idle HTTP connection before it is dropped.
+    header_timeout_s: float = Field(10.0, gt=0)
+    # Audit rows of refused WebSocket frames per connection: the first
+    # `audit_refusals_burst` per interval, then one summary row with a count.
+    audit_refusals_burst: int = Field(20, ge=0)
+    audit_refusals_interval_s: float = Field(60.0, gt=0)
     # Share of the amount kept by the platform (the rest is the ENP's fee).
     platform_fee_share: float = Field(0.20, ge=0, le=1)
     heartbeat_s: float = Field(20.0, gt=0)
@@ -165,7 +183,7 @@ class Settings(BaseSettings):
         if self.jwt_secret:
             return self.jwt_secret, False
         path = self.data_dir / "jwt.secret"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = secrets.token_urlsafe(48)
         try:
             # Created readable by its owner only, from its first moment.

@@ -10,13 +10,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from config.settings import Settings
 from gateway import protocol as P
 from gateway.cluster_node import cluster_resources
-from gateway.http import audit_middleware, errors_middleware, routes
+from gateway.http import audit_middleware, errors_middleware, limits_middleware, routes
 from gateway.services import SERVICES
 from gateway.single_node import local_resources
 from gateway.ws import ws_handler
@@ -32,11 +33,25 @@ async def console_index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
 
 
+def server_options(settings: Settings) -> dict[str, Any]:
+    """Options of aiohttp's connection handler, whoever runs the app (run.py,
+    the tests' server). aiohttp has no separate header timeout: its
+    keep-alive timer runs from the moment a connection opens (and again
+    after each response) until a whole request head has arrived, and drops
+    the connection when it fires. So ENF_HEADER_TIMEOUT_S bounds both how
+    long a client may take to send a request line and headers (slowloris)
+    and how long an idle keep-alive connection is kept; it does not apply
+    while a request is handled (a WebSocket stays open)."""
+    return {"keepalive_timeout": settings.header_timeout_s}
+
+
 def create_app(
     settings: Settings, dsn: str, jwt_secret: str, *, migrate: bool = True
 ) -> web.Application:
     app = web.Application(
-        middlewares=[audit_middleware, errors_middleware], client_max_size=P.MAX_FRAME
+        middlewares=[limits_middleware, audit_middleware, errors_middleware],
+        client_max_size=P.MAX_FRAME,
+        handler_args=server_options(settings),
     )
     app.router.add_get("/v1/ws", ws_handler)
     app.router.add_routes(routes)

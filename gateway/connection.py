@@ -11,12 +11,14 @@
   with `since_seq`).
 - Its token: one timer, set to the token's `exp`, closes the socket with
   4401; from then on (as once any close has begun) frames are not read.
+- Limits: the request rate (`cluster.ratelimit.RateLimiter`), requests in
+  flight, and the server's (`gateway.limits`); its audit rows go through
+  `gateway.ws_audit` (refusals beyond a burst are summarised).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
@@ -26,59 +28,27 @@ from typing import Any
 
 from aiohttp import web
 
+from cluster.ratelimit import RateLimiter
 from config import logging as log_context
 from config import tracing
 from core.errors import ErrorCode, ProtocolError
 from core.ids import is_request_id
 from core.loops import BackgroundLoop, spawn
 from core.messages import Caller, Message, Reply
-from core.text import storable
 from gateway import protocol as P
 from gateway.auth import Identity
 from gateway.codec import Codec, DecodeError, utf8_text
 from gateway.following import Following
+from gateway.keyed_locks import KeyedLocks
 from gateway.metrics import request_label
 from gateway.requests import REQUESTS, parse_as
 from gateway.services import Services
 from gateway.specs import Spec, named_session
-from persistence.audit import AuditRecord, resource_of
+from gateway.ws_audit import ConnectionAudit
 
 logger = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 256
-
-
-class RateLimiter:
-    """Token bucket (rate/s, burst 2x rate) plus flood detection: a rate of
-    10x the limit for `flood_window` whole seconds."""
-
-    def __init__(self, rate: float, flood_window: int = 5) -> None:
-        self.rate, self.capacity = rate, rate * 2
-        self.tokens, self.stamp = self.capacity, time.monotonic()
-        self.window: collections.deque[int] = collections.deque(maxlen=flood_window)
-        self.second, self.count = int(self.stamp), 0
-
-    def hit(self) -> tuple[bool, bool]:
-        """(allowed, flooding)."""
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        sec = int(now)
-        if sec != self.second:
-            self.window.append(self.count)
-            for _ in range(min(sec - self.second - 1, self.window.maxlen or 0)):
-                self.window.append(0)
-            self.second, self.count = sec, 0
-        self.count += 1
-        flooding = (
-            len(self.window) == self.window.maxlen
-            and all(c >= 10 * self.rate for c in self.window)
-            and self.count >= 10 * self.rate
-        )
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True, flooding
-        return False, flooding
 
 
 BAD_ID = "a request needs an id: 1-128 characters, no NUL or unpaired surrogate (or an integer)"
@@ -108,16 +78,16 @@ class Connection:
         self.codec = codec
         self.services = services
         self.remote = remote
-        self.user_agent = storable(user_agent) if user_agent else user_agent  # audited
         self.following = Following(
             self, ident.user_id, services.bus, services.journal, services.settings.outbound_queue
         )
         self.tracked: set[str] = set()  # actors told when this connection closes
         self.leased: set[str] = set()  # actors whose presence lease it holds
-        self._locks: dict[str, asyncio.Lock] = {}
+        self.locks = KeyedLocks()  # one request in flight per actor
         self._tasks: set[asyncio.Task[None]] = set()
         self._out: asyncio.Queue[str | bytes] = asyncio.Queue(services.settings.outbound_queue)
         self._limiter = RateLimiter(services.settings.rate_limit)
+        self.audit = ConnectionAudit(self.id, ident, services, remote, user_agent)
         self._writer = BackgroundLoop(f"ws-writer:{self.id}", self._write_loop)
         self._expiry: asyncio.TimerHandle | None = None
         self.closing = False
@@ -247,13 +217,16 @@ class Connection:
     def _admit(self, rid: Any, allowed: bool) -> bool:
         """Whether the limits let a request in (else it is refused)."""
         if not allowed:
+            self.services.limits.refused("ws_rate")
             self._refuse(rid, "rate_limited", "too many requests; slow down")
             return False
         user_limit = self.services.user_limit
         if user_limit is not None and not user_limit.allow(self.ident.user_id):
+            self.services.limits.refused("ws_user_rate")
             self._refuse(rid, "rate_limited", "too many requests from this user; slow down")
             return False
         if len(self._tasks) >= MAX_IN_FLIGHT:
+            self.services.limits.refused("ws_in_flight")
             self._refuse(rid, "rate_limited", "too many requests in flight")
             return False
         return True
@@ -268,30 +241,7 @@ class Connection:
     ) -> None:
         self.log.info("refused %s: %s %s", kind or "frame", code, message)
         self.send(P.reply_error(rid, code, message))
-        self._audit(kind or "frame", rid, "error" if code == "internal" else "refused", actor, code)
-
-    def _audit(
-        self, kind: str, rid: Any, outcome: str, actor: str | None, code: str | None = None
-    ) -> None:
-        resource_type, resource_id = resource_of(actor) if actor else (None, None)
-        label = request_label(kind)
-        self.services.metrics.requests.labels(label, outcome).inc()
-        # What the client chose (a type, an id, a user agent) is made storable.
-        self.services.audit.record(
-            AuditRecord(
-                event_type="ws.request",
-                action=kind if label != "other" else storable(kind),
-                outcome=outcome,
-                correlation_id=storable(f"{self.id}/{rid}"),
-                user_id=self.ident.user_id,
-                ip_address=self.remote,
-                user_agent=self.user_agent,
-                resource_type=resource_type,
-                resource_id=storable(resource_id) if resource_id else resource_id,
-                error_code=code,
-                metadata={"role": self.ident.role},
-            )
-        )
+        self.audit.refused(kind or "frame", rid, actor, code)
 
     # -- one request ------------------------------------------------------------
 
@@ -300,7 +250,7 @@ class Connection:
         log_context.connection_id.set(self.id)
         log_context.correlation_id.set(f"{self.id}/{rid}")
         log_context.session_id.set(actor.split(":", 1)[1] if actor.startswith("session:") else None)
-        async with self._locks.setdefault(actor, asyncio.Lock()):
+        async with self.locks.hold(actor):
             paused, created = await self._prepare(spec, actor)
             reply = await self._ask(rid, spec, data, actor)
             if reply is None:
@@ -310,7 +260,7 @@ class Connection:
             self.services.metrics.request_seconds.labels(request_label(spec.name)).observe(
                 time.perf_counter() - started
             )
-            self._audit(spec.name, rid, "ok", actor)
+            self.audit.request(spec.name, rid, "ok", actor)
             if reply.track:
                 self.tracked.add(actor)
             if spec.holds_lease:
@@ -348,9 +298,16 @@ class Connection:
         caller = Caller(
             ident.user_id, ident.role, self.id, str(rid), ident.kyc_verified, ident.claims
         )
+        services = self.services
+        gate: contextlib.AbstractAsyncContextManager[None] = (
+            services.limits.open_request(services.pool, ident, actor)
+            if spec.opens_request
+            else contextlib.nullcontext()
+        )
         try:
             with tracing.span(spec.span, None, type=spec.name, actor=actor):
-                result = await self.services.host.ask(actor, Message(spec.message, data, caller))
+                async with gate:
+                    result = await services.host.ask(actor, Message(spec.message, data, caller))
             return result if isinstance(result, Reply) else Reply(result or {})
         except ProtocolError as exc:
             self._refuse(rid, exc.code, exc.message, spec.name, actor)
@@ -382,6 +339,7 @@ class Connection:
         self.closing = True
         if self._expiry is not None:
             self._expiry.cancel()
+        self.audit.close()
         self.following.close()
         for actor in self.tracked:
             self.services.host.tell(

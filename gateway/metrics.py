@@ -63,6 +63,17 @@ class Metrics:
             "Offers the session refused (it no longer waited): the Matchmaker's queue was stale",
             registry=r,
         )
+        # A request, connection or frame refused by a limit (README "Limits"):
+        # ws_rate, ws_user_rate, ws_in_flight, ws_connections_per_user,
+        # open_requests, http_user_rate, anon_rate.
+        self.limit_refusals = Counter(
+            "enf_limit_refusals", "Refusals by a limit", ["limit"], registry=r
+        )
+        self.audit_refusals_suppressed = Counter(
+            "enf_audit_refusals_suppressed",
+            "Refused frames counted in a summary audit row instead of a row each",
+            registry=r,
+        )
         # Read at scrape time.
         self.sessions = Gauge("enf_sessions", "Sessions by state", ["state"], registry=r)
         self.offers = Gauge("enf_offers", "Offers ever made, by outcome", ["state"], registry=r)

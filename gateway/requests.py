@@ -218,7 +218,12 @@ REQUESTS: dict[str, Spec] = table(
             NotariesAvailable, ("customer", "admin"), matchmaker, message="available"
         ),
         "session.request": Spec(
-            SessionRequest, ("customer",), new_session, needs_kyc=True, follows_target_first=True
+            SessionRequest,
+            ("customer",),
+            new_session,
+            needs_kyc=True,
+            follows_target_first=True,
+            opens_request=True,
         ),
         "offer.accept": Spec(OfferRef, ("enp",), own_notary),
         "offer.decline": Spec(OfferRef, ("enp",), own_notary),

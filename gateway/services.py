@@ -18,6 +18,7 @@ from cluster.redisbus import RedisBus
 from config.settings import Settings
 from delivery.leader import DeliveryLeader
 from delivery.worker import DeliveryWorker
+from gateway.limits import Limits
 from gateway.metrics import Metrics
 from media.recorder import RecorderService
 from media.storage import FileStorage, S3Storage
@@ -59,6 +60,11 @@ class Services:
     user_limit: ClusterRateLimit | None = None
     connections: set[LiveConnection] = field(default_factory=set)
     shutting_down: bool = False
+    # The limits kept per server (gateway.limits), built from the settings.
+    limits: Limits = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limits = Limits(self.settings, self.metrics)
 
 
 SERVICES = web.AppKey("services", Services)

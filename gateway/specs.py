@@ -55,6 +55,9 @@ class Spec:
     # Cluster mode: the connection holds a presence lease on the target's id
     # from before the ask until it closes (or the request fails).
     holds_lease: bool = False
+    # It opens a session that waits for a notary: counted against the
+    # customer's ENF_MAX_OPEN_REQUESTS around the ask (gateway.limits).
+    opens_request: bool = False
     # Answered by the gateway itself, without an actor: the reply's data.
     answer: Callable[[], dict[str, Any]] | None = None
     name: str = ""  # the request type (audit action, metrics label); set by `table`

@@ -12,7 +12,7 @@ from gateway import protocol as P
 from gateway.auth import Identity, bearer, verify_token
 from gateway.codec import Codec, DecodeError, codec_for
 from gateway.connection import Connection
-from gateway.http.errors import error_response
+from gateway.http.errors import error_response, too_many
 from gateway.services import SERVICES, Services
 
 logger = logging.getLogger(__name__)
@@ -24,20 +24,41 @@ def _too_big(msg_data: str | bytes) -> bool:
     return len(msg_data) > P.MAX_FRAME // 4 and len(msg_data.encode()) > P.MAX_FRAME
 
 
+TOO_MANY_CONNECTIONS = "too many open connections for this user"
+TOO_MANY_FAILURES = "too many failed authentications from this address"
+
+
 async def ws_handler(request: web.Request) -> web.StreamResponse:
+    """Authenticate (a header token: before the upgrade), take one of the
+    user's connection slots (ENF_MAX_CONNECTIONS_PER_USER), serve, give it back."""
     services: Services = request.app[SERVICES]
     if services.shutting_down:
         return error_response("unavailable", "server is shutting down")
-    ident: Identity | None = None
-    max_ttl_s = services.settings.max_token_ttl_s
+    limits = services.limits
     token = bearer(request.headers.get("Authorization"))
-    if token is not None:
-        try:
-            ident = verify_token(token, services.jwt_secret, max_ttl_s)
-        except ProtocolError as exc:
-            logger.info("refused header token from %s: %s", request.remote, exc.message)
-            return error_response("unauthorized", exc.message)
+    if token is None:
+        return await _upgraded(request, services, None)
+    try:
+        ident = verify_token(token, services.jwt_secret, services.settings.max_token_ttl_s)
+    except ProtocolError as exc:
+        logger.info("refused header token from %s: %s", request.remote, exc.message)
+        wait = limits.anonymous(request.remote)
+        if wait:
+            return too_many(TOO_MANY_FAILURES, wait)
+        return error_response("unauthorized", exc.message)
+    if not limits.claim_connection(ident.user_id):
+        logger.info("refused a connection of %s: %s", ident.user_id, TOO_MANY_CONNECTIONS)
+        return too_many(TOO_MANY_CONNECTIONS)
+    try:
+        return await _upgraded(request, services, ident)
+    finally:
+        limits.release_connection(ident.user_id)
 
+
+async def _upgraded(
+    request: web.Request, services: Services, ident: Identity | None
+) -> web.StreamResponse:
+    """Upgrade; without `ident`, authenticate by `hello` and take a slot."""
     ws = web.WebSocketResponse(
         protocols=(P.SUBPROTOCOL_JSON, P.SUBPROTOCOL_MSGPACK),
         heartbeat=services.settings.heartbeat_s,
@@ -46,10 +67,31 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     )
     await ws.prepare(request)
     codec = codec_for(ws.ws_protocol)
+    if ident is not None:
+        await _serve(request, services, ws, codec, ident)
+        return ws
+    limits = services.limits
+    ident = await _hello(ws, codec, services, request.remote)
     if ident is None:
-        ident = await _hello(ws, codec, services.jwt_secret, max_ttl_s, request.remote)
-        if ident is None:
-            return ws
+        return ws
+    if not limits.claim_connection(ident.user_id):
+        logger.info("refused a connection of %s: %s", ident.user_id, TOO_MANY_CONNECTIONS)
+        await ws.close(code=P.CLOSE_FLOOD, message=TOO_MANY_CONNECTIONS.encode())
+        return ws
+    try:
+        await _serve(request, services, ws, codec, ident)
+    finally:
+        limits.release_connection(ident.user_id)
+    return ws
+
+
+async def _serve(
+    request: web.Request,
+    services: Services,
+    ws: web.WebSocketResponse,
+    codec: Codec,
+    ident: Identity,
+) -> None:
     conn = Connection(ws, ident, codec, services, request.remote, request.headers.get("User-Agent"))
     services.connections.add(conn)
     services.metrics.connections.labels(ident.role).inc()
@@ -91,12 +133,12 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         services.metrics.connections.labels(ident.role).dec()
         await conn.finish()
         conn.log.info("disconnected (close code %s)", ws.close_code)
-    return ws
 
 
 async def _hello(
-    ws: web.WebSocketResponse, codec: Codec, secret: str, max_ttl_s: float, remote: str | None
+    ws: web.WebSocketResponse, codec: Codec, services: Services, remote: str | None
 ) -> Identity | None:
+    secret, max_ttl_s = services.jwt_secret, services.settings.max_token_ttl_s
     try:
         msg = await ws.receive(timeout=P.HELLO_TIMEOUT_S)
     except TimeoutError:
@@ -121,6 +163,9 @@ async def _hello(
     except (ProtocolError, DecodeError) as exc:
         text = exc.message if isinstance(exc, ProtocolError) else str(exc)
         logger.info("refused hello from %s: %s", remote, text)
+        if services.limits.anonymous(remote):  # a failed authentication, per IP
+            await ws.close(code=P.CLOSE_FLOOD, message=TOO_MANY_FAILURES.encode())
+            return None
         # A close reason is at most 123 bytes of UTF-8: ASCII, cut to 120.
         await ws.close(code=P.CLOSE_BAD_TOKEN, message=text.encode("ascii", "replace")[:120])
         return None

@@ -8,6 +8,12 @@ follows within the flush interval (a crash can lose at most that interval of
 audit rows, never a journal event). If the database is away, rows wait in
 memory (up to `max_pending`, then the oldest are dropped and counted).
 
+Legitimate rows come first: rows of refusals (outcome `refused`: a bad
+frame, a limit, a 4xx) wait in a queue of their own, written after the
+others, and when the backlog is full a refusal row is dropped before any
+other (a new refusal row is dropped rather than an older legitimate one),
+so a flood of refusals cannot push legitimate rows out.
+
 A row Postgres refuses (a value it cannot store) never holds up the others:
 when a batch fails while the database answers, its rows are written one by
 one and the refused ones are dropped, logged and counted (`refused`).
@@ -82,7 +88,8 @@ class AuditLog:
         max_pending: int = 200_000,
     ) -> None:
         self._pool = pool
-        self._pending: deque[AuditRecord] = deque()
+        self._pending: deque[AuditRecord] = deque()  # legitimate rows
+        self._refusals: deque[AuditRecord] = deque()  # outcome "refused"
         self._flush_every = flush_every
         self._max_batch = max_batch
         self._max_pending = max_pending
@@ -92,15 +99,42 @@ class AuditLog:
         self.dropped = 0
         self.refused = 0  # rows Postgres would not store, dropped
 
+    @property
+    def backlog(self) -> int:
+        """Rows waiting to be written."""
+        return len(self._pending) + len(self._refusals)
+
     def record(self, rec: AuditRecord) -> None:
-        if len(self._pending) >= self._max_pending:
-            self._pending.popleft()
+        refusal = rec.outcome == "refused"
+        if self.backlog >= self._max_pending:
             self.dropped += 1
-            if self.dropped % 1000 == 1:
-                logger.error("audit backlog full: %d audit rows dropped so far", self.dropped)
-        self._pending.append(rec)
-        if len(self._pending) >= self._max_batch:
+            if self._refusals or refusal:
+                # A row of a refusal goes (a flood is expected to lose some).
+                if self.dropped % 1000 == 1:
+                    logger.warning("audit backlog full: %d rows dropped so far", self.dropped)
+                if not self._refusals:
+                    return  # only legitimate rows wait: they stay
+                self._refusals.popleft()
+            else:
+                if self.dropped % 1000 == 1:
+                    logger.error("audit backlog full: %d audit rows dropped so far", self.dropped)
+                self._pending.popleft()
+        (self._refusals if refusal else self._pending).append(rec)
+        if self.backlog >= self._max_batch:
             self._wake.set()
+
+    def _take(self) -> list[AuditRecord]:
+        """The next batch: legitimate rows first, then refusals."""
+        batch: list[AuditRecord] = []
+        for queue in (self._pending, self._refusals):
+            while queue and len(batch) < self._max_batch:
+                batch.append(queue.popleft())
+        return batch
+
+    def _requeue(self, batch: list[AuditRecord]) -> None:
+        """Put rows not written back at the head of their queues, in order."""
+        self._refusals.extendleft(reversed([r for r in batch if r.outcome == "refused"]))
+        self._pending.extendleft(reversed([r for r in batch if r.outcome != "refused"]))
 
     async def start(self) -> None:
         self._writer.start()
@@ -109,14 +143,12 @@ class AuditLog:
         await self._writer.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.flush(), 5)
-        if self._pending:
-            logger.error("%d audit rows could not be written at shutdown", len(self._pending))
+        if self.backlog:
+            logger.error("%d audit rows could not be written at shutdown", self.backlog)
 
     async def flush(self) -> None:
-        while self._pending:
-            batch = [
-                self._pending.popleft() for _ in range(min(self._max_batch, len(self._pending)))
-            ]
+        while self.backlog:
+            batch = self._take()
             try:
                 async with self._pool.acquire() as conn:
                     try:
@@ -126,7 +158,7 @@ class AuditLog:
                         await self._one_by_one(conn, batch)
                         continue
             except BaseException:
-                self._pending.extendleft(reversed(batch))
+                self._requeue(batch)
                 raise
             self.written += len(batch)
 
@@ -149,7 +181,7 @@ class AuditLog:
                 )
                 continue
             except BaseException:
-                self._pending.extendleft(reversed(batch[i:]))
+                self._requeue(batch[i:])
                 raise
             self.written += 1
 
@@ -163,9 +195,7 @@ class AuditLog:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                logger.warning(
-                    "audit rows not written yet (%d waiting): %s", len(self._pending), exc
-                )
+                logger.warning("audit rows not written yet (%d waiting): %s", self.backlog, exc)
                 await asyncio.sleep(1.0)
 
 

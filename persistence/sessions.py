@@ -65,3 +65,18 @@ async def latest_snapshots(
             limit,
         )
     return [r["snapshot"] for r in rows]
+
+
+async def open_requests_of(
+    pool: asyncpg.Pool, customer_id: str, session_id: str
+) -> tuple[int, bool]:
+    """How many sessions of `customer_id` are in REQUESTED, and whether
+    `session_id` exists (a repeated `session.request` names an existing one)."""
+    row = await pool.fetchrow(
+        "SELECT (SELECT count(*) FROM sessions WHERE customer_id = $1 AND state = 'REQUESTED')"
+        " AS open, EXISTS (SELECT 1 FROM sessions WHERE session_id = $2) AS known",
+        customer_id,
+        session_id,
+    )
+    assert row is not None
+    return int(row["open"]), bool(row["known"])

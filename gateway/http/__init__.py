@@ -1,5 +1,5 @@
 """The HTTP API (PROTOCOL §6): its routes, one module per subject, and the
-two middlewares every call goes through (audit row, JSON errors).
+middlewares every call goes through (limits, audit row, JSON errors).
 
 Routes are listed in the order they are registered with the router.
 """
@@ -20,6 +20,7 @@ from gateway.http import (
 )
 from gateway.http.auditing import audit_middleware
 from gateway.http.errors import error_response, errors_middleware
+from gateway.http.limiting import limits_middleware
 
 routes: list[web.AbstractRouteDef] = [
     *probes.routes,
@@ -32,4 +33,10 @@ routes: list[web.AbstractRouteDef] = [
     *deliveries.routes,
 ]
 
-__all__ = ["audit_middleware", "error_response", "errors_middleware", "routes"]
+__all__ = [
+    "audit_middleware",
+    "error_response",
+    "errors_middleware",
+    "limits_middleware",
+    "routes",
+]

@@ -4,22 +4,36 @@ that turns a ProtocolError (or an aiohttp HTTP error, or a crash) into it."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from typing import Any
 
 from aiohttp import web
 
 from core.errors import HTTP_STATUS, ErrorCode, ProtocolError
-from persistence.events import Unavailable
-from persistence.journal_writer import CONNECTION_ERRORS
+from persistence.events import CONNECTION_ERRORS, Unavailable
 
 logger = logging.getLogger(__name__)
+
+# What a file lookup from a request's path can end with that is the path's
+# fault, not a dependency's (an OSError otherwise reads as an outage).
+LOCAL_FILE_ERRNOS = frozenset(
+    {errno.ENAMETOOLONG, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EINVAL}
+)
 
 
 def error_response(code: ErrorCode, message: str) -> web.Response:
     return web.json_response(
         {"error": {"code": code, "message": message}}, status=HTTP_STATUS[code]
     )
+
+
+def too_many(message: str, retry_after: int | None = None) -> web.Response:
+    """429 `rate_limited` (a limit of PROTOCOL §8), with Retry-After if given."""
+    response = error_response("rate_limited", message)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 @web.middleware
@@ -40,6 +54,10 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise
     except (Unavailable, *CONNECTION_ERRORS) as exc:
+        if isinstance(exc, OSError) and exc.errno in LOCAL_FILE_ERRNOS:
+            # A file name the caller made up (too long, not a file): no outage.
+            logger.info("%s %s refused: %s", request.method, request.path, exc.strerror)
+            return error_response("not_found", "no such file")
         # The database (or another dependency) is away: the caller may retry.
         logger.warning("%s %s unavailable: %r", request.method, request.path, exc)
         return error_response("unavailable", "a dependency is unavailable, try again")

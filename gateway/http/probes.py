@@ -1,5 +1,7 @@
 """Probes: `/health` (the process answers), `/ready` (its database, Redis and
-Ray answer, and it is not shutting down), `/metrics` (Prometheus)."""
+Ray answer, and it is not shutting down), `/metrics` (Prometheus). None of
+them is rate limited (gateway.http.limiting): orchestrators and Prometheus
+poll them, often from one address."""
 
 from __future__ import annotations
 

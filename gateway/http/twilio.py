@@ -9,6 +9,7 @@ from aiohttp import web
 
 from core.errors import ProtocolError
 from gateway.http.access import services_of
+from gateway.http.errors import too_many
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,9 @@ async def twilio_status(request: web.Request) -> web.Response:
     signature = request.headers.get("X-Twilio-Signature", "")
     if not signature or not video.valid(url, params, signature):
         logger.warning("twilio callback refused: bad signature (%s)", params.get("CallbackSid"))
+        wait = services.limits.anonymous(request.remote)  # a failed authentication
+        if wait:
+            return too_many("too many failed authentications from this address", wait)
         raise ProtocolError("forbidden", "bad X-Twilio-Signature")
     logger.info("twilio %s for room %s", params.get("StatusCallbackEvent"), params.get("RoomName"))
     video.on_callback(params)

@@ -1,0 +1,101 @@
+"""The audit rows of one WebSocket connection: a row per request (allowed or
+refused; `ping` excepted), except that refusals beyond a burst per interval
+are counted into one summary row (`gateway.limits.RefusalAudit`), so that a
+flood of bad frames cannot crowd legitimate rows out of the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.text import storable
+from gateway.auth import Identity
+from gateway.limits import RefusalAudit
+from gateway.metrics import request_label
+from gateway.services import Services
+from persistence.audit import AuditRecord, resource_of
+
+
+class ConnectionAudit:
+    def __init__(
+        self,
+        connection_id: str,
+        ident: Identity,
+        services: Services,
+        remote: str | None,
+        user_agent: str | None,
+    ) -> None:
+        self.connection_id = connection_id
+        self.ident = ident
+        self.services = services
+        self.remote = remote
+        self.user_agent = storable(user_agent) if user_agent else user_agent
+        settings = services.settings
+        self.refusals = RefusalAudit(
+            settings.audit_refusals_burst, settings.audit_refusals_interval_s
+        )
+
+    def refused(self, kind: str, rid: Any, actor: str | None, code: str) -> None:
+        """A refused request (or frame); an internal error is always audited."""
+        if code == "internal":
+            self.request(kind, rid, "error", actor, code)
+            return
+        write, summary = self.refusals.admit(code)
+        if summary is not None:
+            self.summary(summary)
+        if not write:
+            self.services.metrics.audit_refusals_suppressed.inc()
+        self.request(kind, rid, "refused", actor, code, write=write)
+
+    def close(self) -> None:
+        """The connection is gone: the summary of what was not audited yet."""
+        summary = self.refusals.summary()
+        if summary is not None:
+            self.summary(summary)
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        """One row for the refusals not audited one by one."""
+        self.services.audit.record(
+            AuditRecord(
+                event_type="ws.request",
+                action="refusals",
+                outcome="refused",
+                correlation_id=f"{self.connection_id}/refusals",
+                user_id=self.ident.user_id,
+                ip_address=self.remote,
+                user_agent=self.user_agent,
+                error_code="suppressed",
+                metadata={"role": self.ident.role, **summary},
+            )
+        )
+
+    def request(
+        self,
+        kind: str,
+        rid: Any,
+        outcome: str,
+        actor: str | None,
+        code: str | None = None,
+        *,
+        write: bool = True,
+    ) -> None:
+        resource_type, resource_id = resource_of(actor) if actor else (None, None)
+        label = request_label(kind)
+        self.services.metrics.requests.labels(label, outcome).inc()
+        if not write:
+            return
+        # What the client chose (a type, an id, a user agent) is made storable.
+        self.services.audit.record(
+            AuditRecord(
+                event_type="ws.request",
+                action=kind if label != "other" else storable(kind),
+                outcome=outcome,
+                correlation_id=storable(f"{self.connection_id}/{rid}"),
+                user_id=self.ident.user_id,
+                ip_address=self.remote,
+                user_agent=self.user_agent,
+                resource_type=resource_type,
+                resource_id=storable(resource_id) if resource_id else resource_id,
+                error_code=code,
+                metadata={"role": self.ident.role},
+            )
+        )
