@@ -356,6 +356,10 @@ class Shard:
             await c.passivate()
         return len(idle)
 
+    def start(self) -> None:
+        """Take messages again (after a `stop`: a shard passivated before it moves)."""
+        self._stopping = False
+
     async def stop(self) -> None:
         self._stopping = True
         for c in list(self.cells.values()):

@@ -99,6 +99,8 @@ class LocalHost:
         return shard is not None and actor_id in shard.cells
 
     async def start(self) -> None:
+        for shard in self.shards:
+            shard.start()
         self._sweeper.start()
 
     async def _sweep(self) -> None:
