@@ -7,6 +7,9 @@ python run.py token --sub ID --type customer|enp|admin [--kyc]
 python run.py cluster status  nodes, shards, actors per shard, gateways (ENF_CLUSTER=ray)
 python run.py cluster rebalance
                               spread the shards over the cluster's nodes
+python run.py cluster stop    once the gateways are stopped: every shard snapshotted
+                              and ended, the recorders ended (nothing keeps a connection)
+python run.py --env-file F …  read the ENF_* settings from F
 """
 
 from __future__ import annotations
@@ -209,6 +212,19 @@ async def cluster_cmd(settings: Settings, action: str, as_json: bool) -> int:
             report = await clusterops.status(settings, pool)
             print(json.dumps(report, indent=2) if as_json else format_status(report))
             return 0
+        if action == "stop":
+            stopped = await clusterops.stop_cluster(settings, pool)
+            if as_json:
+                print(json.dumps(stopped))
+            for s in [] if as_json else stopped["shards"]:
+                done = s["snapshotted"]
+                print(
+                    f"shard {s['shard']}: "
+                    + ("not running" if done is None else f"stopped, {done} actors snapshotted")
+                )
+            for r in [] if as_json else stopped["recorders"]:
+                print(f"recorder {r['recorder']}: stopped")
+            return 0
         moves = await clusterops.rebalance(settings, pool, dsn)
         if as_json:
             print(json.dumps(moves))
@@ -278,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     ve.add_argument("file", help="the signed envelope (JSON from GET /v1/envelopes/{id})")
     ve.add_argument("--public-key", help="PEM file, or the JSON of GET /v1/keys")
     cl = sub.add_parser("cluster", help="operate a Ray cluster (ENF_CLUSTER=ray settings)")
-    cl.add_argument("action", choices=["status", "rebalance"])
+    cl.add_argument("action", choices=["status", "rebalance", "stop"])
     cl.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
 

@@ -19,7 +19,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from cluster.raycluster import connect_ray, settings_payload, shard_name, shard_options
+from cluster.raycluster import (
+    connect_ray,
+    recorder_name,
+    settings_payload,
+    shard_name,
+    shard_options,
+)
 from cluster.registry import live_gateways
 from cluster.shard import shard_actor_class
 from config.settings import Settings
@@ -133,27 +139,54 @@ def plan_moves(current: dict[int, str | None], nodes: list[str]) -> list[tuple[i
     return moves
 
 
-async def stop_shard(settings: Settings, shard: int) -> None:
-    """Passivate the shard (every actor snapshotted) and end its actor for good."""
+async def stop_shard(settings: Settings, shard: int) -> int | None:
+    """Passivate the shard (every actor snapshotted) and end its actor for
+    good: how many actors it snapshotted (None: it was not running, or could
+    not passivate)."""
+    return await _stop_actor(settings, shard_name(shard), "passivate_all")
+
+
+async def _stop_actor(settings: Settings, name: str, method: str) -> int | None:
+    """`method` of the named actor (up to 30 s), then the actor ended for good
+    (its process, and with it its database connections); once its name is free."""
     import ray
 
-    name = shard_name(shard)
     try:
         old = ray.get_actor(name, namespace=settings.ray_namespace)
     except ValueError:
-        return
+        return None
+    n: int | None = None
     try:
-        n: int = await asyncio.wait_for(old.passivate_all.remote(), 30)
-        logger.info("shard %d passivated %d actors", shard, n)
+        n = await asyncio.wait_for(getattr(old, method).remote(), 30)
+        logger.info("%s: %s done (%s)", name, method, n)
     except Exception as exc:
-        logger.warning("shard %d could not passivate (%s): moving it anyway", shard, exc)
+        logger.warning("%s could not %s (%s): ending it anyway", name, method, exc)
     ray.kill(old, no_restart=True)
     for _ in range(100):  # the name is free once the old actor is gone
         try:
             ray.get_actor(name, namespace=settings.ray_namespace)
         except ValueError:
-            return
+            break
         await asyncio.sleep(0.1)
+    return n
+
+
+async def stop_cluster(settings: Settings, pool: Any) -> dict[str, Any]:
+    """`cluster stop`, once the gateways are stopped: every shard passivated
+    (each actor snapshotted) and ended, then every recorder ended after its
+    recordings are final; no process of the cluster keeps a database
+    connection. The next gateway starts the shards again, and every session
+    resumes from its snapshot."""
+    await asyncio.to_thread(connect_ray, settings)  # blocking: off the event loop
+    shard_map = await load_map(pool)
+    shards = [
+        {"shard": k, "snapshotted": await stop_shard(settings, k)} for k in range(shard_map.count)
+    ]
+    recorders = [
+        {"recorder": i, "stopped": await _stop_actor(settings, recorder_name(i), "shutdown")}
+        for i in range(settings.recorders)
+    ]
+    return {"shards": shards, "recorders": recorders}
 
 
 async def move_shard(

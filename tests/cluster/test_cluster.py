@@ -464,3 +464,53 @@ async def test_every_process_holds_the_clusters_keys_or_refuses_to_start(
     # Refused before claiming the shard: the running shard 0 was not fenced.
     after = await cluster.shard_info(0)
     assert (after["epoch"], after["fenced"]) == (before["epoch"], False)
+
+
+async def test_cluster_stop_leaves_nothing_behind_and_a_restart_resumes(
+    cluster: Cluster,
+) -> None:
+    """Issue 18 item 4: `cluster stop` (once the gateways are stopped)
+    snapshots every actor, ends every shard and recorder, and leaves no
+    database connection; the next gateway resumes the session from its snapshot."""
+    gw = await cluster.gateway()
+    customer, notary, sid = await assigned_session(gw)
+    await gw.close(timeout=30)
+    cluster.gateways.remove(gw)
+
+    stopped = await run_cli(cluster, "stop")
+    assert [s["shard"] for s in stopped["shards"]] == list(range(SHARDS))
+    assert all(s["snapshotted"] is not None for s in stopped["shards"]), stopped
+    assert sum(s["snapshotted"] for s in stopped["shards"]) >= 3  # session, notary, matchmaker
+    for k in range(SHARDS):
+        with pytest.raises(ValueError):
+            await asyncio.to_thread(cluster.shard, k)
+    conn = await asyncpg.connect(cluster.database)
+    try:
+        others = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        for _ in range(100):  # a killed process's backends end on their own, soon
+            left = await conn.fetchval(others)
+            if not left:
+                break
+            await asyncio.sleep(0.1)
+        assert left == 0, f"{left} connections still held"
+        snapshot = await conn.fetchval(
+            "SELECT state->'state'->>'state' FROM snapshots WHERE actor_id = $1",
+            f"session:{sid}",
+        )
+        assert snapshot == "ENP_ASSIGNED"
+    finally:
+        await conn.close()
+
+    again = await cluster.gateway()
+    customer = await again.client("c1", "customer")
+    notary = await again.client("n1", "enp")
+    joined = await customer.call(
+        "session.join",
+        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
+    )
+    assert joined["session"]["state"] == "ENP_ASSIGNED"
+    await notary.call("session.join", {"session_id": sid, "location": PH})
+    await run_video_to_completion(customer, notary, sid)
