@@ -67,6 +67,11 @@ class ActorHost(Messenger, Protocol):
         """Messages waiting per actor hosted in this process."""
         ...
 
+    def shard_figures(self) -> dict[int, dict[str, Any]]:
+        """Cluster mode: each shard's figures (actors, mailboxes, journal) as
+        of the last look at the shards, by shard; {} when the actors are here."""
+        ...
+
     async def health(self) -> str:
         """ "ok", or why the actors cannot be reached."""
         ...

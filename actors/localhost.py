@@ -88,6 +88,9 @@ class LocalHost:
     def actor_count(self) -> int:
         return sum(len(s.cells) for s in self.shards)
 
+    def shard_figures(self) -> dict[int, dict[str, Any]]:
+        return {}
+
     def mailbox_depths(self) -> list[int]:
         return [c.depth for s in self.shards for c in s.cells.values()]
 

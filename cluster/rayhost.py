@@ -50,6 +50,7 @@ class RayHost:
         self.gateway_id = f"gw-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.router = ShardRouter(settings, pool, self.gateway_id)
         self.shard_info: list[dict[str, Any]] = []
+        self.shards_down: dict[int, str] = {}  # shard -> why it did not answer the last look
         self._watch = BackgroundLoop("shard-map-watch", self._follow_map)
 
     async def ask(self, actor_id: str, msg: Message, timeout: float = ASK_TIMEOUT_S) -> Any:
@@ -64,6 +65,16 @@ class RayHost:
     def mailbox_depths(self) -> list[int]:
         return []  # the mailboxes are in the shard processes
 
+    def shard_figures(self) -> dict[int, dict[str, Any]]:
+        """Each shard's last answer; a shard that did not answer the last
+        look is {"up": False}."""
+        figures: dict[int, dict[str, Any]] = {
+            i["shard"]: {**i, "up": True} for i in self.shard_info
+        }
+        for k in self.shards_down:
+            figures[k] = {"shard": k, "up": False}
+        return figures
+
     async def start(self) -> None:
         # Importing Ray, probing the head and ray.init block: off the event loop.
         await asyncio.to_thread(connect_ray, self.settings)
@@ -75,6 +86,7 @@ class RayHost:
     async def health(self) -> str:
         """ "ok" when every shard answers within 2 s; else which do not."""
         infos, down = await self._shards("info", 2.0)
+        self.shards_down = down
         if down:
             return "unavailable: " + "; ".join(f"shard {k}: {why}" for k, why in down.items())
         self.shard_info = infos
@@ -118,10 +130,11 @@ class RayHost:
             # and keeps the shards' figures (actors hosted) for /metrics. A
             # dead handle (ActorDiedError after a rebalance) is dropped.
             infos, down = await self._shards("ready", 4.0)
+            self.shards_down = down
             if down:
                 logger.warning("shards not answering: %s", down)
-            else:
-                self.shard_info = infos
+            answered = {i["shard"] for i in infos}
+            self.shard_info = infos + [i for i in self.shard_info if i["shard"] not in answered]
 
     async def stop(self) -> None:
         await self._watch.stop()

@@ -64,6 +64,7 @@ class ShardServer:
         self.key_ids: dict[str, str] = {}
         self.started_at = 0.0
         self.host: LocalHost | None = None
+        self.journal: Journal | None = None
         self._starting: asyncio.Task[None] | None = None
         self._expected: dict[str, int] = {}
         self._order = asyncio.Condition()
@@ -95,6 +96,7 @@ class ShardServer:
             "fenced": self.fenced,
             "keys": self.key_ids,
             "actors": host.actor_count() if host else 0,
+            **self._figures(),
             "uptime_s": round(time.monotonic() - self.started_at, 1) if self.started_at else 0,
         }
 
@@ -118,7 +120,7 @@ class ShardServer:
         self.key_ids = keys.ids()
         shard_map = await load_map(pool)
         self.epoch = await claim_shard(pool, self.index, self.owner)
-        journal = Journal(pool, writers=1, max_batch=settings.journal_max_batch)
+        journal = self.journal = Journal(pool, writers=1, max_batch=settings.journal_max_batch)
         journal.fence = (self.index, self.epoch)
         journal.on_fenced = self._on_fenced
         await journal.start()
@@ -245,6 +247,19 @@ class ShardServer:
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._order.wait(), left)
+
+    def _figures(self) -> dict[str, Any]:
+        """Mailboxes and journal figures, for the gateways' /metrics."""
+        host, journal = self.host, self.journal
+        depths = host.mailbox_depths() if host else []
+        stats = journal.stats if journal else None
+        return {
+            "mailbox_max": max(depths, default=0),
+            "mailbox_total": sum(depths),
+            "journal_batches": stats.batches if stats else 0,
+            "journal_appends": stats.appends if stats else 0,
+            "journal_write_seconds": round(stats.write_seconds, 6) if stats else 0.0,
+        }
 
     async def passivate_all(self) -> int:
         """Snapshot and drop every actor (before the shard moves)."""

@@ -11,6 +11,7 @@ or user id.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -24,6 +25,19 @@ LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 def request_label(kind: str) -> str:
     """Request types are a closed set; anything else is `other` (bounded labels)."""
     return kind if kind in REQUESTS or kind == "frame" else "other"
+
+
+# The per-shard gauges of cluster mode (label `shard`), from each shard's info.
+SHARD_FIGURES = {
+    "up": "1 when the shard answered the gateway's last look",
+    "fenced": "1 when a newer incarnation owns the shard",
+    "actors": "Actors the shard hosts",
+    "mailbox_max": "Deepest mailbox of the shard",
+    "mailbox_total": "Messages queued in the shard",
+    "journal_batches": "Group commits of the shard since it started",
+    "journal_appends": "Appends committed by the shard since it started",
+    "journal_write_seconds": "Seconds the shard's journal spent committing since it started",
+}
 
 
 class Metrics:
@@ -93,6 +107,21 @@ class Metrics:
         )
         self.outbox = Gauge("enf_outbox", "Outbox rows by status", ["status"], registry=r)
         self.pool = Gauge("enf_db_pool_connections", "Postgres pool", ["state"], registry=r)
+        # Cluster mode: each shard's figures, as of the gateway's last look
+        # at the shards (every 5 s, and at each /ready).
+        self.shard = {
+            name: Gauge(f"enf_shard_{name}", text, ["shard"], registry=r)
+            for name, text in SHARD_FIGURES.items()
+        }
+
+    def set_shards(self, figures: dict[int, dict[str, Any]]) -> None:
+        for k, f in figures.items():
+            label = str(k)
+            self.shard["up"].labels(label).set(1 if f.get("up") else 0)
+            self.shard["fenced"].labels(label).set(1 if f.get("fenced") else 0)
+            for name in SHARD_FIGURES.keys() - {"up", "fenced"}:
+                if name in f:
+                    self.shard[name].labels(label).set(float(f[name]))
 
     def observe_batch(self, appends: int, seconds: float) -> None:
         self.journal_batch.observe(appends)

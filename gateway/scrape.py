@@ -38,6 +38,7 @@ async def refresh_metrics(services: Services) -> None:
     m.actors.set(len(depths) or services.host.actor_count())
     m.mailbox_max.set(max(depths, default=0))
     m.mailbox_total.set(sum(depths))
+    m.set_shards(services.host.shard_figures())
     m.recorder_streams.set(len(services.media.sessions) if services.media else 0)
     counters = services.deliveries.stats
     for kind in ("attempts", "delivered", "failures", "dead"):

@@ -46,6 +46,7 @@ from tests.flows import (
     assigned_session,
     distribute_to_completion,
     end_and_notarize,
+    http_call,
     join_both,
     online_notary,
     passed_checks,
@@ -53,6 +54,7 @@ from tests.flows import (
     run_video_to_completion,
     session_events,
 )
+from tests.functional.test_ops import scrape, value
 from tests.served import Served
 from tests.server_process import ServerProcess, run_py_async, server_env
 
@@ -514,3 +516,35 @@ async def test_cluster_stop_leaves_nothing_behind_and_a_restart_resumes(
     assert joined["session"]["state"] == "ENP_ASSIGNED"
     await notary.call("session.join", {"session_id": sid, "location": PH})
     await run_video_to_completion(customer, notary, sid)
+
+
+async def test_metrics_carry_each_shards_figures_and_ready_names_a_dead_shard(
+    make_cluster_server: MakeServer,
+) -> None:
+    """Issue 18 item 5: in cluster mode the work happens in the shards; the
+    gateway's /metrics carries each one's actors, mailboxes and journal with a
+    `shard` label, and /ready's 503 names the shard that does not answer."""
+    h = await make_cluster_server()
+    _, _, sid = await assigned_session(h)
+    status, body = await http_call(h, "GET", "/ready")  # a fresh look at the shards
+    assert status == 200, body
+    m = await scrape(h)
+    shards = [str(k) for k in range(2)]
+    assert all(value(m, "enf_shard_up", shard=k) == 1 for k in shards)
+    assert sum(value(m, "enf_shard_actors", shard=k) for k in shards) >= 3
+    assert sum(value(m, "enf_shard_journal_appends", shard=k) for k in shards) >= 3
+    assert all(("enf_shard_mailbox_max", (("shard", k),)) in m for k in shards)
+
+    # One shard is ended for good: /ready says which.
+    namespace = h.settings.ray_namespace
+    dead = shard_of(f"session:{sid}", 2)
+    handle = await asyncio.to_thread(ray.get_actor, shard_name(dead), namespace=namespace)
+    ray.kill(handle, no_restart=True)
+    for _ in range(50):  # polled: the kill takes effect on its own time
+        status, body = await http_call(h, "GET", "/ready")
+        if status == 503:
+            break
+        await asyncio.sleep(0.2)
+    assert status == 503 and f"shard {dead}" in body["checks"]["ray"], body
+    m = await scrape(h)
+    assert value(m, "enf_shard_up", shard=str(dead)) == 0
