@@ -49,6 +49,9 @@ def cluster_env(ray_address: str, redis_url: str, **extra: str) -> dict[str, str
         "ENF_RAY_NAMESPACE": f"bench-{uuid.uuid4().hex[:8]}",
         "ENF_REDIS_URL": redis_url,
         "ENF_USER_RATE_LIMIT": "1000000",
+        "ENF_MAX_OPEN_REQUESTS": "1000000",
+        "ENF_MAX_CONNECTIONS_PER_USER": "1000000",
+        "ENF_HTTP_USER_RATE_LIMIT": "1000000",
         **extra,
     }
 

@@ -173,7 +173,14 @@ class Server:
             "ENF_PORT": str(self.port),
             "ENF_JWT_SECRET": SECRET,
             "ENF_RECORDING": "off",
+            # The load generator is one client per role asking as fast as it can,
+            # many sessions per customer: the per-client limits would measure
+            # themselves, not the server.
             "ENF_RATE_LIMIT": "1000000",
+            "ENF_MAX_OPEN_REQUESTS": "1000000",
+            "ENF_MAX_CONNECTIONS_PER_USER": "1000000",
+            "ENF_HTTP_USER_RATE_LIMIT": "1000000",
+            "ENF_ANON_RATE_LIMIT": "1000000",
             "ENF_LOG_LEVEL": os.environ.get("ENF_BENCH_LOG_LEVEL", "WARNING"),
             "ENF_DATA_DIR": str(ROOT / ".enf-data" / "bench"),
             **(extra_env or {}),
