@@ -100,6 +100,8 @@ class InternalMessages(DeliveryOutcomes):
         p = self.state["participants"].get(uid)
         if self.conns.get(uid) or not p or not p["present"]:
             return
+        if self.state["state"] in L.TERMINAL:
+            return  # ended during the grace: a finished session's journal is closed
         await self.commit([("participant.left", {"user_id": uid, "role": p["role"]})])
 
     async def on_activate(self) -> None:

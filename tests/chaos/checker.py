@@ -381,14 +381,17 @@ def broken_chains(journal: Journal) -> list[Violation]:
 
 
 async def load_journal(dsn: str) -> Journal:
-    """The whole journal and the sessions projection of the database at `dsn`."""
+    """The whole journal and the sessions projection of the database at `dsn`,
+    as of one moment (one repeatable-read transaction: a server still running
+    cannot write between the two reads)."""
     pool = await create_pool(dsn, min_size=1, max_size=1)
     try:
-        rows = await pool.fetch(
-            "SELECT actor_id, seq, name, data, at, prev_hash, hash FROM journal"
-            " ORDER BY actor_id, seq"
-        )
-        sessions = await pool.fetch("SELECT session_id, state, enp_id, seq FROM sessions")
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            rows = await conn.fetch(
+                "SELECT actor_id, seq, name, data, at, prev_hash, hash FROM journal"
+                " ORDER BY actor_id, seq"
+            )
+            sessions = await conn.fetch("SELECT session_id, state, enp_id, seq FROM sessions")
     finally:
         await pool.close()
     return Journal(
