@@ -107,7 +107,15 @@ class Matchmaker(Actor):
     # -- messages --------------------------------------------------------------
 
     async def on_enqueue(self, msg: Message) -> None:
-        await self._add_pending(msg.data["session_id"], msg.data)
+        session_id = msg.data["session_id"]
+        if session_id not in self.pending and not await sessions.is_waiting(
+            self.ctx.pool, session_id
+        ):
+            # A late enqueue (sent again after a shard restart, say) of a
+            # session that has its notary or ended: the session is the truth.
+            logger.info("enqueue of %s ignored: it no longer waits", session_id)
+            return
+        await self._add_pending(session_id, msg.data)
         await self._match()
 
     async def on_session_closed(self, msg: Message) -> None:

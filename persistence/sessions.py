@@ -24,6 +24,15 @@ async def waiting_requests(pool: asyncpg.Pool) -> list[asyncpg.Record]:
     return rows
 
 
+async def is_waiting(pool: asyncpg.Pool, session_id: str) -> bool:
+    """Whether the session is still REQUESTED (its projection, written with
+    its events)."""
+    state: str | None = await pool.fetchval(
+        "SELECT state FROM sessions WHERE session_id = $1", session_id
+    )
+    return state == "REQUESTED"
+
+
 async def active_session_of(pool: asyncpg.Pool, enp_id: str, released: Iterable[str]) -> str | None:
     """A session assigned to this notary and not in one of the `released` states."""
     session_id: str | None = await pool.fetchval(

@@ -81,6 +81,8 @@ def _state(s: SessionState, e: StoredEvent) -> None:
     entered = _ENTERED.get(d["state"])
     if entered is not None:
         entered(s, d, e.at)
+    if d["state"] == L.ENP_ASSIGNED:
+        s["assigned_seq"] = e.seq
 
 
 def _joined(s: SessionState, e: StoredEvent) -> None:

@@ -20,6 +20,15 @@ class InternalMessages(DeliveryOutcomes):
     async def on_assign(self, msg: Message) -> dict[str, Any]:
         """From the NotaryActor that holds the accepted offer."""
         d = msg.data
+        if (
+            self.exists
+            and self.state["state"] != L.REQUESTED
+            and (self.state.get("enp_id"), self.state.get("offer_id"))
+            == (d["enp_id"], d["offer_id"])
+        ):
+            # This very assignment, asked again (its answer was lost with a
+            # shard or a connection): the same answer, not a refusal.
+            return {"session_id": self.session_id, "seq": self.state.get("assigned_seq", self.seq)}
         if not self.exists or self.state["state"] != L.REQUESTED:
             raise ProtocolError("conflict", "the session is no longer waiting for a notary")
         amount = round(float(d.get("tariff") or 0.0), 2)

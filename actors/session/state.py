@@ -129,6 +129,7 @@ class SessionState(_Always, total=False):
     enp_fee: float | None
     offer_id: str | None
     assigned_at: str
+    assigned_seq: int  # the seq of the ENP_ASSIGNED event
     enp_name: str | None
     enp_license: str | None
     video_started_at: str

@@ -23,16 +23,21 @@ MAILBOX = 8
 
 async def test_a_full_mailbox_refuses_asks_but_never_a_tell(make_rig: StartRig) -> None:
     rig = await make_rig(mailbox_size=MAILBOX)
+    # A session that waits for a notary, and that the matchmaker does not know
+    # of (its enqueue is what this test sends, below).
+    sid = await rig.request("c-full")
+    rig.host.tell(MATCHMAKER, Message("session_closed", {"session_id": sid}))
     await rig.online("n1")
+    assert await rig.offers("n1") == []
     cell = rig.host._cell(MATCHMAKER)
     # Fill the matchmaker's mailbox before it runs anything (no await in between).
     asks = [cell.post(Message("presence_list")) for _ in range(MAILBOX - cell.depth)]
     with pytest.raises(ProtocolError) as refused:
         cell.post(Message("presence_list"))
     assert refused.value.code == "unavailable"
-    # A session's enqueue arrives now: it must not be dropped.
+    # The session's enqueue arrives now: it must not be dropped.
     request: dict[str, Any] = {
-        "session_id": "s-full",
+        "session_id": sid,
         "customer_id": "c-full",
         "created_at": now_iso(),
         "document_type": "affidavit",
@@ -41,7 +46,7 @@ async def test_a_full_mailbox_refuses_asks_but_never_a_tell(make_rig: StartRig) 
     assert cell.depth == MAILBOX + 1
     for ask in asks:
         assert "notaries" in await ask
-    await rig.inbox.wait(notary_address("n1"), "offer", session_id="s-full")
+    await rig.inbox.wait(notary_address("n1"), "offer", session_id=sid)
 
 
 async def test_an_ask_that_timed_out_before_it_started_never_runs(make_rig: StartRig) -> None:
