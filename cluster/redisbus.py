@@ -185,6 +185,7 @@ class RedisBus:
                     await self._pubsub.subscribe(*(PREFIX + t for t in topics))
                 if not self.subscribe_ok and attempt:
                     logger.info("Redis is back: resubscribed to %d topics", len(topics))
+                    self._missed(topics)
                 self.subscribe_ok, attempt = True, 0
                 while True:
                     msg = await self._pubsub.get_message(
@@ -204,6 +205,19 @@ class RedisBus:
                 self._pubsub = None
                 await asyncio.sleep(backoff(attempt))
                 attempt += 1
+
+    def _missed(self, topics: list[str]) -> None:
+        """Redis was away: whatever was published meanwhile is lost. Each
+        subscriber that can (`missed(topic)`) reads it back from the journal
+        now, instead of at the topic's next event (which may never come)."""
+        for topic in topics:
+            for sub in tuple(self._subs.get(topic, ())):
+                missed = getattr(sub, "missed", None)
+                if missed is not None:
+                    try:
+                        missed(topic)
+                    except Exception:
+                        logger.exception("subscriber failed on %s", topic)
 
     def _on_message(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")

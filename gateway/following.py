@@ -87,6 +87,15 @@ class Following:
         else:
             f.buffer.append(d)
 
+    def missed(self, topic: str) -> None:
+        """The bus lost what it carried for a while (Redis away): read the
+        journal after the last seq sent, as for a gap."""
+        f = self.follows.get(topic)
+        if f is None or not f.flowing:
+            return  # not followed, or a catch-up or a request will read it anyway
+        f.catching_up = True
+        self.out.spawn(self._catch_up(topic, f))
+
     def _emit(self, topic: str, f: Follow, d: Delivery) -> None:
         assert f.last_seq is not None and d.seq is not None
         if d.seq <= f.last_seq:

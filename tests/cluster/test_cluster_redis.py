@@ -17,7 +17,9 @@ from gateway.client import EnfClient
 from tests.cluster.conftest import redis_server_command
 from tests.conftest import Harness, MakeServer
 from tests.flows import (
+    PH,
     assert_gapless,
+    assigned_session,
     online_notary,
     request_session,
     run_video_to_completion,
@@ -141,3 +143,25 @@ async def test_user_limit_holds_across_gateways(make_cluster_server: MakeServer)
     assert "rate_limited" in a + b
     assert (a + b).count("ok") < 80
     assert c == ["ok"] * 15  # another user is not affected
+
+
+@pytest.mark.expects_server_errors("Redis is killed under a live session: what fails is logged")
+async def test_events_committed_while_redis_was_away_arrive_when_it_is_back(
+    make_cluster_server: MakeServer, own_redis: OwnRedis
+) -> None:
+    """Found by the cluster chaos run: pub/sub drops what is published while
+    Redis is away, and a follower only noticed at the topic's next event
+    (which may never come). Once resubscribed, each follower reads the journal."""
+    h = await make_cluster_server(redis_url=own_redis.url)
+    customer, notary, sid = await assigned_session(h)
+    await own_redis.kill()
+    # Committed while Redis is away: the notary's connection misses it on the bus.
+    await customer.call(
+        "session.join",
+        {"session_id": sid, "consent": {"recording": True, "privacy": True}, "location": PH},
+    )
+    await own_redis.start()
+    # No later event on the topic: the resubscription alone brings it.
+    joined = await notary.expect("participant.joined", user_id="c1", timeout=30)
+    assert joined["topic"] == f"session:{sid}"
+    assert_gapless(session_events(notary, sid), first=session_events(notary, sid)[0]["seq"])
