@@ -26,6 +26,7 @@ import itertools
 import logging
 import os
 import random
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -90,6 +91,10 @@ class Run:
     rng: random.Random
     # SIGKILL the server and start it again on the same port (a child process).
     kill: Callable[[], Awaitable[None]] | None = None
+    # More faults, by name (a Ray shard killed, Redis restarted: the cluster's
+    # run); with any, the rotation alternates one of these with a database fault.
+    hooks: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
+    gap: tuple[float, float] = (4.0, 12.0)  # seconds between two faults
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     customers_done: asyncio.Event = field(default_factory=asyncio.Event)
     # session id -> (its customer, set once its act is over or given up)
@@ -100,7 +105,12 @@ class Run:
     failures: list[str] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
     faults: Counter[str] = field(default_factory=Counter)
+    timeline: list[tuple[float, str]] = field(default_factory=list)  # (history time, fault)
     clients: list[ResilientClient] = field(default_factory=list)
+
+    def now(self) -> float:
+        """Seconds since the history began (its records' clock)."""
+        return time.monotonic() - self.history._t0
 
     def slot(self, sid: str) -> asyncio.Future[tuple[ResilientClient, asyncio.Event]]:
         if sid not in self.sessions:
@@ -183,12 +193,22 @@ class Run:
         except TimeoutError:
             pass
 
-    def kinds(self) -> Iterator[str]:
-        """Each kind of fault, in a shuffled order, round after round."""
-        kinds = ["accept", "cut", "latency", "down"] + (["kill"] if self.kill else [])
+    def rounds(self, kinds: list[str]) -> Iterator[str]:
+        """Each of `kinds`, in a shuffled order, round after round."""
         while True:
             self.rng.shuffle(kinds)
             yield from kinds
+
+    def kinds(self) -> Iterator[str]:
+        """Each kind of fault in turn; with `hooks`, one of theirs, then a
+        database fault (or a kill), and so on."""
+        database = ["accept", "cut", "latency", "down"] + (["kill"] if self.kill else [])
+        if not self.hooks:
+            yield from self.rounds(database)
+            return
+        for hook, other in zip(self.rounds(list(self.hooks)), self.rounds(database), strict=True):
+            yield hook
+            yield other
 
     async def inject(self) -> None:
         await self.pause(self.rng.uniform(2, 6))
@@ -196,6 +216,7 @@ class Run:
             if self.stop.is_set():
                 break
             self.faults[kind] += 1
+            self.timeline.append((self.now(), kind))
             if kind == "cut":
                 self.proxy.cut_all()
             elif kind == "accept":
@@ -204,11 +225,13 @@ class Run:
                 self.proxy.down(self.rng.uniform(0.5, 2.0))
             elif kind == "kill" and self.kill is not None:
                 await self.kill()
+            elif kind in self.hooks:
+                await self.hooks[kind]()
             else:
                 self.proxy.latency(self.rng.uniform(0.005, 0.05))
                 await self.pause(self.rng.uniform(1, 3))
                 self.proxy.latency(0)
-            await self.pause(self.rng.uniform(4, 12))
+            await self.pause(self.rng.uniform(*self.gap))
         self.proxy.disarm()
         self.proxy.latency(0)
 
