@@ -41,6 +41,10 @@ async def local_resources(
             storage,
             lambda actor, msg: host.tell(actor, msg),
         )
+        # The worker process starts now (its imports take a second or two,
+        # which the first call would otherwise wait for); a worker that dies
+        # is started again at the next call.
+        await media.start()
     video: TwilioVideo | None = None
     if settings.video_provider == "twilio":
         video = TwilioVideo(
