@@ -13,6 +13,7 @@ from gateway.http import (
     deliveries,
     directory,
     legal_record,
+    openapi,
     probes,
     recordings,
     sessions,
@@ -31,6 +32,7 @@ routes: list[web.AbstractRouteDef] = [
     *recordings.routes,
     *twilio.routes,
     *deliveries.routes,
+    *openapi.routes,  # GET /openapi.json: the document of every route here
 ]
 
 __all__ = [
