@@ -145,7 +145,7 @@ class ClusterRateLimit:
         self._flusher.start()
 
     async def stop(self) -> None:
-        await self._flusher.stop()
+        await self._flusher.stop(1.0)  # a flush lost at shutdown loses nothing
 
     async def _run(self) -> None:
         while True:

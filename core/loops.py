@@ -17,6 +17,9 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+# How long a stop waits for a cancelled loop to end (the shutdown has 10 s).
+STOP_TIMEOUT_S = 5.0
+
 
 class BackgroundLoop:
     """A named task around `body()`. `start()` is idempotent while it runs;
@@ -44,9 +47,15 @@ class BackgroundLoop:
         except Exception:
             logger.exception("background loop %s ended with an error", self.name)
 
-    async def stop(self, stop_timeout_s: float | None = None) -> None:
+    async def stop(self, stop_timeout_s: float | None = STOP_TIMEOUT_S) -> None:
+        """Cancel the loop and wait (at most `stop_timeout_s`) for it to end:
+        one stuck past the bound (a client library that holds on to a
+        cancelled call) is named and left to end on its own, so that it
+        cannot hold the process's shutdown."""
         task, self._task = self._task, None
         await stop_task(task, stop_timeout_s)
+        if task is not None and not task.done():
+            logger.warning("background loop %s did not stop within %s s", self.name, stop_timeout_s)
 
 
 async def stop_task(task: asyncio.Task[Any] | None, timeout_s: float | None = None) -> None:
@@ -61,7 +70,9 @@ async def stop_task(task: asyncio.Task[Any] | None, timeout_s: float | None = No
             await asyncio.wait_for(asyncio.shield(task), timeout_s)
 
 
-async def stop_loops(loops: Iterable[BackgroundLoop], stop_timeout_s: float | None = None) -> None:
+async def stop_loops(
+    loops: Iterable[BackgroundLoop], stop_timeout_s: float | None = STOP_TIMEOUT_S
+) -> None:
     """Stop several loops at once: all are cancelled before any is waited for."""
     await asyncio.gather(*(loop.stop(stop_timeout_s) for loop in loops))
 
