@@ -102,6 +102,10 @@ class EndingRequests(DeliveryOutcomes):
         caller = self._require(msg.caller, "customer", "enp", "admin")
         if self.state["state"] not in L.CANCELLABLE:
             raise ProtocolError("conflict", f"cannot cancel in state {self.state['state']}")
+        if self.state.get("sealed"):
+            # PROTOCOL §5: once the seal is applied the act is done; it ends
+            # notarized (or FAILED, with its record), never cancelled.
+            raise ProtocolError("conflict", "the act is sealed: it can no longer be cancelled")
         reason = msg.data["reason"]
         await self.commit(
             [self._move(L.CANCELLED, caller.user_id, reason=reason)],

@@ -121,12 +121,6 @@ async def test_cancel_by_an_admin_or_the_notary(server: Harness, who: str) -> No
     assert status == 200 and snap["state"] == "CANCELLED"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server defect: session.cancel is accepted after act.seal (VIDEO_IN_PROGRESS is"
-    " in lifecycle.CANCELLABLE whatever the act); PROTOCOL §5 says a cancel after the seal"
-    " answers conflict",
-)
 async def test_cancel_after_the_seal_conflicts(server: Harness) -> None:
     customer, notary, sid = await assigned_session(server)
     await in_the_call(customer, notary, sid)

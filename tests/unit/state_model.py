@@ -37,9 +37,7 @@ ALLOWED_COUNTRIES = frozenset({"PH"})
 # outcome at exactly that point and follows the server, to keep exploring;
 # drop an entry once its regression passes. ENF_SM_STRICT=1 tolerates none.
 KNOWN_BUGS = (
-    frozenset()
-    if os.environ.get("ENF_SM_STRICT") == "1"
-    else frozenset({"full_view_presence", "cancel_after_seal"})
+    frozenset() if os.environ.get("ENF_SM_STRICT") == "1" else frozenset({"full_view_presence"})
 )
 
 
@@ -193,7 +191,7 @@ def expect_cancel(s: SessionModel) -> Expected:
     if s.state not in CANCELLABLE:
         return "conflict"
     # PROTOCOL §5: cancelled "before act.seal was accepted"; after it, conflict.
-    return _bug("conflict", "cancel_after_seal") if s.sealed else None
+    return "conflict" if s.sealed else None
 
 
 # Who may send a session request (PROTOCOL §4 "who"); outside the session, not_found.

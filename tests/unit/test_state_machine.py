@@ -383,12 +383,6 @@ async def test_act_refused_while_a_party_is_away(make_rig: StartRig, away: str) 
     await refused("conflict", lambda: rig.session(sid, "act.sign", C, "customer", signed))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,  # "DID NOT RAISE": accepted where the contract refuses
-    reason="a session is cancelled after act.seal was accepted (PROTOCOL §5: a cancel"
-    " after the seal answers conflict)",
-)
 async def test_no_cancel_after_the_seal(make_rig: StartRig) -> None:
     rig: Rig = await make_rig()
     sid = await rig.assigned(C, N)
