@@ -12,7 +12,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -325,17 +325,6 @@ class MessagesStandIn:
             },
             status=201,
         )
-
-
-@pytest.fixture
-async def messages_api(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MessagesStandIn]:
-    stand_in = MessagesStandIn()
-    await stand_in.server.start_server()
-    monkeypatch.setenv("TWILIO_ACCOUNT_SID", TW_SID)
-    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TW_TOKEN)
-    monkeypatch.setenv("TWILIO_FROM_NUMBER", "+15005550006")
-    yield stand_in
-    await stand_in.server.close()
 
 
 async def test_sms_distribution_through_twilio(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -17,10 +17,6 @@ import pytest
 from tests.conftest import MakeServer
 from tests.flows import assigned_session, join_both, sign_and_seal
 from tests.functional.test_twilio import (
-    API_KEY,
-    API_SECRET,
-    SID,
-    TOKEN,
     TwilioStandIn,
     post_callback,
 )
@@ -36,22 +32,6 @@ def usual_umask() -> Iterator[None]:
         yield
     finally:
         os.umask(old)
-
-
-@pytest.fixture
-async def twilio_stand_in(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TwilioStandIn]:
-    """Twilio's REST API on loopback (tests/functional/test_twilio.py's)."""
-    stand_in = TwilioStandIn()
-    await stand_in.server.start_server()
-    for name, value in (
-        ("TWILIO_ACCOUNT_SID", SID),
-        ("TWILIO_AUTH_TOKEN", TOKEN),
-        ("TWILIO_API_KEY", API_KEY),
-        ("TWILIO_API_SECRET", API_SECRET),
-    ):
-        monkeypatch.setenv(name, value)
-    yield stand_in
-    await stand_in.server.close()
 
 
 def modes(root: Path) -> dict[str, int]:
@@ -92,12 +72,12 @@ async def test_a_webrtc_recording_and_the_recorders_files_are_private(
 
 
 async def test_a_twilio_recording_is_private_as_downloaded_and_as_stored(
-    make_server: MakeServer, twilio_stand_in: TwilioStandIn, tmp_path: Path, usual_umask: None
+    make_server: MakeServer, twilio_api: TwilioStandIn, tmp_path: Path, usual_umask: None
 ) -> None:
     h = await make_server(
         recording="required",
         video_provider="twilio",
-        twilio_api_base=str(twilio_stand_in.server.make_url("/")),
+        twilio_api_base=str(twilio_api.server.make_url("/")),
     )
     video = h.services.video
     assert video is not None

@@ -6,35 +6,19 @@ wait to send it, not in what admins read of them (`/v1/deliveries`)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import asyncpg
-import pytest
 
 from core.links import withhold_signatures
 from tests.conftest import MakeServer
 from tests.flows import assigned_session, bearer, run_to_notarized
 from tests.functional.test_deliveries import (
-    TW_SID,
-    TW_TOKEN,
     MessagesStandIn,
     Receiver,
     fast_retries,
 )
-
-
-@pytest.fixture
-async def sms_api(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MessagesStandIn]:
-    """Twilio's Messages API on loopback (tests/functional/test_deliveries.py's)."""
-    stand_in = MessagesStandIn()
-    await stand_in.server.start_server()
-    monkeypatch.setenv("TWILIO_ACCOUNT_SID", TW_SID)
-    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TW_TOKEN)
-    monkeypatch.setenv("TWILIO_FROM_NUMBER", "+15005550006")
-    yield stand_in
-    await stand_in.server.close()
 
 
 async def outbox_dump(database: str) -> list[str]:
@@ -48,12 +32,12 @@ async def outbox_dump(database: str) -> list[str]:
 
 
 async def test_the_share_link_reaches_recipients_but_stays_out_of_the_outbox(
-    make_server: MakeServer, sms_api: MessagesStandIn, database: str
+    make_server: MakeServer, messages_api: MessagesStandIn, database: str
 ) -> None:
     async with Receiver() as rx:
         h = await make_server(
             webhook_url=rx.url,
-            twilio_api_base=str(sms_api.server.make_url("/")),
+            twilio_api_base=str(messages_api.server.make_url("/")),
             **fast_retries(),
         )
         h.services.settings.public_url = h.base_url
@@ -66,7 +50,7 @@ async def test_the_share_link_reaches_recipients_but_stays_out_of_the_outbox(
         await customer.call("session.distribute", {"session_id": sid, "recipients": recipients})
         await customer.expect("session.state", state="COMPLETED", timeout=30)
         await rx.wait_for(lambda: any(e["type"] == "document.distributed" for e in rx.accepted))
-    [sms] = sms_api.messages
+    [sms] = messages_api.messages
     envelope_id = f"ENF-{sid}"
     prefix = f"Your notarized document {envelope_id} is ready: "
     assert sms["Body"].startswith(prefix)  # the text recipients always got

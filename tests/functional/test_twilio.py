@@ -8,13 +8,11 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlparse
 
 import aiohttp
 import jwt
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from twilio.request_validator import RequestValidator
@@ -72,21 +70,6 @@ class TwilioStandIn:
 
     async def media(self, request: web.Request) -> web.Response:
         return web.Response(body=MEDIA, content_type="video/x-matroska")
-
-
-@pytest.fixture
-async def twilio_api(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TwilioStandIn]:
-    stand_in = TwilioStandIn()
-    await stand_in.server.start_server()
-    for name, value in (
-        ("TWILIO_ACCOUNT_SID", SID),
-        ("TWILIO_AUTH_TOKEN", TOKEN),
-        ("TWILIO_API_KEY", API_KEY),
-        ("TWILIO_API_SECRET", API_SECRET),
-    ):
-        monkeypatch.setenv(name, value)
-    yield stand_in
-    await stand_in.server.close()
 
 
 async def post_callback(h: Served, params: dict[str, str], *, signature: str | None = None) -> int:

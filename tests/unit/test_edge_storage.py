@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +19,6 @@ from gateway.requests import parse
 from media.recorder import RecorderService, partial_files
 from media.storage import FileStorage, S3Storage, contained
 from persistence.audit import AuditLog, AuditRecord
-from persistence.migrate import apply_migrations
-from persistence.pool import create_pool
-
-
-@pytest.fixture
-async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await create_pool(database, min_size=1, max_size=2)
-    async with p.acquire() as conn:
-        await apply_migrations(conn)
-    yield p
-    await p.close()
-
 
 BAD_ROWS: list[dict[str, Any]] = [
     {"user_agent": "nul\x00"},

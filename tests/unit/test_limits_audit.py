@@ -4,23 +4,11 @@ refusals cannot push them out)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from persistence.audit import AuditLog, AuditRecord
-from persistence.migrate import apply_migrations
-from persistence.pool import create_pool
-
-
-@pytest.fixture
-async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await create_pool(database, min_size=1, max_size=2)
-    async with p.acquire() as conn:
-        await apply_migrations(conn)
-    yield p
-    await p.close()
 
 
 def _row(action: str, outcome: str) -> AuditRecord:
