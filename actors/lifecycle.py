@@ -33,8 +33,17 @@ TERMINAL: Final = frozenset({COMPLETED, CANCELLED, FAILED})
 CANCELLABLE: Final = frozenset({REQUESTED, ENP_ASSIGNED, VIDEO_IN_PROGRESS, VIDEO_COMPLETED})
 # From these on, the notary is free to take the next session (PROTOCOL §8 Busy notaries).
 RELEASES_NOTARY: Final = frozenset({NOTARIZED, DISTRIBUTING, COMPLETED, CANCELLED, FAILED})
-# Sessions the server must pick up by itself after a restart (timers, finalisation).
-RECOVER_ON_START: Final = (REQUESTED, VIDEO_COMPLETED, NOTARIZING, DISTRIBUTING)
+# Sessions the server must pick up by itself after a restart: timers (request
+# expiry, the join window, the reconnect grace and the pause timeout, the wait
+# for the recording), finalisation and distribution.
+RECOVER_ON_START: Final = (
+    REQUESTED,
+    ENP_ASSIGNED,
+    VIDEO_IN_PROGRESS,
+    VIDEO_COMPLETED,
+    NOTARIZING,
+    DISTRIBUTING,
+)
 
 TRANSITIONS: Final[dict[str | None, frozenset[str]]] = {
     None: frozenset({REQUESTED}),

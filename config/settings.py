@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     offer_timeout_s: float = Field(30.0, gt=0)
     request_ttl_s: float = Field(900.0, gt=0)
     reconnect_grace_s: float = Field(20.0, ge=0)
+    # PROTOCOL §5: the unhappy half of the act. A call not started this long
+    # after the assignment is cancelled (join_window); a pause this long fails
+    # the act (party_lost); with ENF_RECORDING=required, no recording.ready this
+    # long after video.end fails it too (recording_failed).
+    join_window_s: float = Field(900.0, gt=0)
+    pause_timeout_s: float = Field(600.0, gt=0)
+    recording_ready_timeout_s: float = Field(600.0, gt=0)
     video_provider: Literal["webrtc", "twilio"] = "webrtc"
     # The server's public base URL (for Twilio's status callbacks and their
     # signature check); unset: http://ENF_HOST:ENF_PORT.

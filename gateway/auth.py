@@ -49,7 +49,12 @@ def verify_token(token: str, secret: str, max_ttl_s: float = DEFAULT_MAX_TOKEN_T
             token,
             secret,
             algorithms=["HS256"],
-            options={"require": ["sub", "type", "kyc_verified", "exp", "iat"]},
+            # `iat` is checked below: up to MAX_IAT_SKEW_S ahead is a clock's
+            # skew, not a refusal (PROTOCOL §8); PyJWT would refuse any.
+            options={
+                "require": ["sub", "type", "kyc_verified", "exp", "iat"],
+                "verify_iat": False,
+            },
             leeway=0,
         )
     except jwt.ExpiredSignatureError:
@@ -75,6 +80,9 @@ def verify_token(token: str, secret: str, max_ttl_s: float = DEFAULT_MAX_TOKEN_T
     if exp - iat > max_ttl_s:
         raise ProtocolError("unauthorized", "invalid token: lifetime over ENF_MAX_TOKEN_TTL_S")
     extra = {k: claims[k] for k in OPTIONAL_CLAIMS if k in claims}
+    # When the identity was proven: a party whose absence paused an act must
+    # come back with a token issued after the pause (PROTOCOL §5).
+    extra["iat"] = float(iat)
     return Identity(sub, cast(Role, role), kyc, extra, float(exp))
 
 

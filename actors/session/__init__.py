@@ -11,7 +11,8 @@ The package: `state` (the typed state), `fold` (events into state),
 matching request), `base` (checks, moves, commits), and the handlers:
 `membership`, `call` and `ending` (client requests), `deliveries` and
 `internal` (messages from other actors and timers), `recording` (the
-recorder's reports).
+recorder's reports), and `interruptions` (the unhappy half of the act: in
+full view, pause and resume, the timeouts that end an act).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from actors.session.recording import RecordingReports
 
 
 class SessionActor(
-    MembershipRequests, CallRequests, EndingRequests, InternalMessages, RecordingReports
+    MembershipRequests, CallRequests, InternalMessages, RecordingReports, EndingRequests
 ):
     """The session's handlers, each group from its module, on one actor."""
 

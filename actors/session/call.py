@@ -6,15 +6,18 @@ and `video.end`.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from typing import Any
 
 from actors import lifecycle as L
-from actors.session.base import SessionBase, logger
+from actors.session.base import logger
+from actors.session.interruptions import Interruptions
 from core.errors import ProtocolError
 from core.messages import Caller, Message, Reply
+from persistence.directory import notary_profile
 
 
-class CallRequests(SessionBase):
+class CallRequests(Interruptions):
     async def on_video_start(self, msg: Message) -> Reply:
         caller = self._require(msg.caller, "enp")
         if self.state["state"] == L.VIDEO_IN_PROGRESS:
@@ -36,6 +39,7 @@ class CallRequests(SessionBase):
             stored_reply,
         )
         self._notify(L.VIDEO_IN_PROGRESS)
+        self._arm_timers()  # the join window is met
         # The customer learns how to take part (ICE servers, whether the recorder
         # is on, its own Twilio token): an ephemeral event to it alone, since it
         # may carry credentials that must not be journaled.
@@ -114,7 +118,7 @@ class CallRequests(SessionBase):
 
     async def on_checks_record(self, msg: Message) -> Reply:
         caller = self._require(msg.caller, "enp")
-        self._in_state(L.VIDEO_IN_PROGRESS)
+        self._full_view(caller)
         d = msg.data
         checks = {
             "comprehension_confirmed": d["comprehension_confirmed"],
@@ -165,6 +169,7 @@ class CallRequests(SessionBase):
         if self.state["signed"] is not None:
             raise ProtocolError("conflict", "the act is already signed")
         self._check_all_locations(caller)
+        self._full_view(caller)
         await self._commit_request(
             msg,
             [("act.signed", {"user_id": caller.user_id, "signature": msg.data["signature"]})],
@@ -175,6 +180,7 @@ class CallRequests(SessionBase):
     async def on_act_seal(self, msg: Message) -> Reply:
         caller = self._require(msg.caller, "enp")
         self._check_location(caller)
+        await self._check_commission(caller)
         self._in_state(L.VIDEO_IN_PROGRESS)
         checks = self.state["checks"]
         if not (checks.get("comprehension_confirmed") and checks.get("duress_check_passed")):
@@ -186,15 +192,43 @@ class CallRequests(SessionBase):
         if self.state["sealed"] is not None:
             raise ProtocolError("conflict", "the act is already sealed")
         self._check_all_locations(caller)
+        self._full_view(caller)
         d = msg.data
         sealed = {"user_id": caller.user_id, "signature": d["signature"], "seal": d["seal"]}
         await self._commit_request(msg, [("act.sealed", sealed)], {})
         return Reply({})
 
+    async def _check_commission(self, caller: Caller) -> None:
+        """The notary's commission, checked again at the seal: the token's
+        claim and the profile (PROTOCOL §5)."""
+        profile = await notary_profile(self.ctx.pool, caller.user_id)
+        today = datetime.now(UTC).date()
+        for value in (
+            caller.claims.get("commission_expires"),
+            (profile["profile"] or {}).get("commission_expires") if profile else None,
+        ):
+            if not value:
+                continue
+            try:
+                expired = date.fromisoformat(str(value)[:10]) < today
+            except ValueError:
+                expired = True
+            if expired:
+                raise ProtocolError(
+                    "forbidden", f"your notarial commission has expired ({str(value)[:10]})"
+                )
+
     async def on_video_end(self, msg: Message) -> Reply:
         caller = self._require(msg.caller, "enp")
         self._in_state(L.VIDEO_IN_PROGRESS)
+        if self.state.get("paused") and self.state["sealed"] is None:
+            raise ProtocolError(
+                "conflict",
+                f"the act is paused ({self._pause_cause()}) and not sealed: wait for the"
+                " parties or cancel the session",
+            )
         await self._commit_request(msg, [self._move(L.VIDEO_COMPLETED, caller.user_id)], {})
+        self._arm_timers()  # the wait for the recording
         if self.ctx.media is not None:
             self.ctx.media.finish(self.session_id)
         if self.ctx.video is not None:

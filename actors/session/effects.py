@@ -57,13 +57,14 @@ def _state_rows(
 
 def _payment(s: SessionState, state: str, d: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """The payment event a move causes: hold on assignment; release on
-    completion and refund on cancellation, once a notary held the amount."""
+    completion and refund on cancellation or failure, once a notary held the
+    amount."""
     held = s.get("enp_id") is not None and s.get("amount") is not None
     if state == L.ENP_ASSIGNED:
         return "payment.hold", _money(s)
     if state == L.COMPLETED and held:
         return "payment.release", _money(s)
-    if state == L.CANCELLED and held:
+    if state in (L.CANCELLED, L.FAILED) and held:
         return "payment.refund", {**_money(s), "reason": d.get("reason")}
     return None
 
@@ -107,6 +108,7 @@ NOTIFICATIONS: dict[str, tuple[str, str]] = {
     L.VIDEO_IN_PROGRESS: ("video_starting", "The video session is starting."),
     L.NOTARIZED: ("notarization_complete", "The document is notarized."),
     L.CANCELLED: ("request_cancelled", "The notarization request was cancelled."),
+    L.FAILED: ("act_failed", "The notarization could not be completed."),
     L.COMPLETED: ("session_completed", "The notarized document has been distributed."),
 }
 

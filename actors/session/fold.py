@@ -89,6 +89,7 @@ def _joined(s: SessionState, e: StoredEvent) -> None:
     d = e.data
     p = s["participants"][d["user_id"]]
     p["present"] = True
+    s.get("lost", {}).pop(d["user_id"], None)
     if "consent" in d:
         p["consent"] = d["consent"]
     if "location" in d:
@@ -96,7 +97,21 @@ def _joined(s: SessionState, e: StoredEvent) -> None:
 
 
 def _left(s: SessionState, e: StoredEvent) -> None:
-    s["participants"][e.data["user_id"]]["present"] = False
+    uid = e.data["user_id"]
+    s["participants"][uid]["present"] = False
+    if s["state"] == L.VIDEO_IN_PROGRESS:
+        # Gone from the call: the act pauses, and this party's identity is
+        # verified again when it comes back (PROTOCOL §5).
+        s.setdefault("lost", {})[uid] = e.at
+
+
+def _paused(s: SessionState, e: StoredEvent) -> None:
+    d = e.data
+    s["paused"] = {"reason": d["reason"], "user_id": d.get("user_id"), "at": e.at}
+
+
+def _resumed(s: SessionState, e: StoredEvent) -> None:
+    s["paused"] = None
 
 
 def _checks(s: SessionState, e: StoredEvent) -> None:
@@ -130,6 +145,16 @@ def _delivery(s: SessionState, e: StoredEvent) -> None:
 
 def _recording_started(s: SessionState, e: StoredEvent) -> None:
     s["recording_started"] = True
+    s.pop("recording_failed", None)  # recording again (a new worker, a new video)
+    uid = e.data.get("user_id")
+    users = s.setdefault("recording_users", [])
+    if uid and uid not in users:
+        users.append(uid)
+
+
+def _recording_stopped(s: SessionState, e: StoredEvent) -> None:
+    users = s.get("recording_users") or []
+    s["recording_users"] = [u for u in users if u != e.data.get("user_id")]
 
 
 def _recording_ready(s: SessionState, e: StoredEvent) -> None:
@@ -146,6 +171,7 @@ def _recording_ready(s: SessionState, e: StoredEvent) -> None:
 def _recording_failed(s: SessionState, e: StoredEvent) -> None:
     s["recording_failed"] = {"reason": e.data["reason"], "at": e.at}
     s["recording_started"] = False  # a restarted video records anew
+    s["recording_users"] = []
 
 
 def _notarized(s: SessionState, e: StoredEvent) -> None:
@@ -162,6 +188,9 @@ _FOLD: dict[str, Callable[[SessionState, StoredEvent], None]] = {
     "act.sealed": _sealed,
     "delivery.status": _delivery,
     "recording.started": _recording_started,
+    "recording.stopped": _recording_stopped,
+    "session.paused": _paused,
+    "session.resumed": _resumed,
     "recording.ready": _recording_ready,
     "recording.failed": _recording_failed,
     "session.notarized": _notarized,

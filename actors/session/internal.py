@@ -9,14 +9,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from actors import lifecycle as L
-from actors.session.deliveries import DeliveryOutcomes
+from actors.session.interruptions import Interruptions
+from actors.session.state import Event
 from core.clock import parse_iso
 from core.errors import ProtocolError
 from core.messages import Message
 from persistence import offers
 
 
-class InternalMessages(DeliveryOutcomes):
+class InternalMessages(Interruptions):
     async def on_assign(self, msg: Message) -> dict[str, Any]:
         """From the NotaryActor that holds the accepted offer."""
         d = msg.data
@@ -111,7 +112,12 @@ class InternalMessages(DeliveryOutcomes):
             return
         if self.state["state"] in L.TERMINAL:
             return  # ended during the grace: a finished session's journal is closed
-        await self.commit([("participant.left", {"user_id": uid, "role": p["role"]})])
+        # Away past the grace during the call: the act pauses (PROTOCOL §5).
+        events: list[Event] = [
+            ("participant.left", {"user_id": uid, "role": p["role"]}),
+            *self._pause("party_left", uid),
+        ]
+        await self._commit_with_pause(events)
 
     async def on_activate(self) -> None:
         await super().on_activate()
@@ -120,3 +126,5 @@ class InternalMessages(DeliveryOutcomes):
         for uid, p in self.state["participants"].items():
             if p["present"] and self.state["state"] not in L.TERMINAL:
                 self._start_grace(uid)
+        if self.exists:
+            self._arm_timers()

@@ -9,15 +9,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from actors import lifecycle as L
-from actors.session.base import SessionBase
-from actors.session.state import Participant, Request
+from actors.session.interruptions import Interruptions
+from actors.session.state import Event, Participant, Request
 from actors.session.view import SessionView
 from core.clock import iso
 from core.errors import ProtocolError
 from core.messages import Caller, Message, Reply
 
 
-class MembershipRequests(SessionBase):
+class MembershipRequests(Interruptions):
     async def on_session_request(self, msg: Message) -> Reply:
         caller = msg.caller
         assert caller is not None
@@ -29,6 +29,7 @@ class MembershipRequests(SessionBase):
             if self.state["document"] != d["document"]:
                 raise ProtocolError("conflict", "idempotency key already used for another document")
             self._track(caller)
+            await self._maybe_resume()  # the customer's connection is back
             return Reply(
                 {"session_id": self.session_id, "state": self.state["state"]},
                 follow=topic,
@@ -80,6 +81,7 @@ class MembershipRequests(SessionBase):
         p = self.state["participants"][caller.user_id]
         consent = d.get("consent")
         _no_withdrawal(p, consent)
+        self._check_reverified(caller)
         self._track(caller)
         self.cancel_timer(f"grace:{caller.user_id}")
         view = self.snapshot_view()
@@ -90,6 +92,7 @@ class MembershipRequests(SessionBase):
             data["location"] = d["location"]
         if not p["present"] or len(data) > 2:
             await self.commit([("participant.joined", data)])
+        await self._maybe_resume()
         out: dict[str, Any] = {"session": view}
         if self.state["state"] == L.VIDEO_IN_PROGRESS:
             # Back in the call (a reconnect): how to take part, afresh.
@@ -107,9 +110,12 @@ class MembershipRequests(SessionBase):
         self.cancel_timer(f"grace:{caller.user_id}")
         p = self.state["participants"][caller.user_id]
         if p["present"] and self.state["state"] not in L.TERMINAL:
-            await self.commit(
-                [("participant.left", {"user_id": caller.user_id, "role": p["role"]})]
-            )
+            # Leaving the call under way pauses the act, as being away does.
+            events: list[Event] = [
+                ("participant.left", {"user_id": caller.user_id, "role": p["role"]}),
+                *self._pause("party_left", caller.user_id),
+            ]
+            await self._commit_with_pause(events)
         return Reply({})
 
     async def on_snapshot(self, msg: Message) -> SessionView:

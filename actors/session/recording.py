@@ -1,21 +1,54 @@
 """Reports of the recorder (tells from media.recorder and media.twilio_video):
-recording started, finished (its files stored and hashed) or failed.
+recording started (per party), finished (its files stored and hashed) or
+failed.
+
+With `ENF_RECORDING=required` a failure pauses the act under way (it resumes
+when the parties' media reach the recorder again), and after `video.end` a
+failure with nothing usable ends the act `FAILED recording_failed`
+(PROTOCOL §5). A finished session's journal is closed: reports that arrive
+after it ended (the recorder keeping what it had of a failed act) are logged.
 """
 
 from __future__ import annotations
 
-from actors.session.base import SessionBase, logger
+from typing import Any
+
+from actors import lifecycle as L
+from actors.session.base import logger
+from actors.session.interruptions import Interruptions
+from actors.session.state import Event
 from core.messages import Message
 
 
-class RecordingReports(SessionBase):
+class RecordingReports(Interruptions):
+    def _closed(self, what: str, data: dict[str, Any]) -> bool:
+        """True (and logged) when the session cannot take this report."""
+        if not self.exists:
+            return True
+        if self.state["state"] in L.TERMINAL:
+            urls = [t.get("url") for t in data.get("tracks") or []]
+            logger.info(
+                "session %s is %s: recording %s not journaled (files: %s)",
+                self.session_id,
+                self.state["state"],
+                what,
+                urls,
+            )
+            return True
+        return False
+
     async def on_recording_started(self, msg: Message) -> None:
-        if not self.exists or self.state.get("recording_started"):
+        if self._closed("start", msg.data):
             return
-        await self.commit([("recording.started", {"user_id": msg.data.get("user_id")})])
+        uid = msg.data.get("user_id")
+        users = self.state.get("recording_users") or []
+        if self.state.get("recording_started") and (uid is None or uid in users):
+            return  # known already (a hosted room reports once)
+        await self.commit([("recording.started", {"user_id": uid})])
+        await self._maybe_resume()
 
     async def on_recording_finished(self, msg: Message) -> None:
-        if not self.exists:
+        if self._closed("result", msg.data):
             return
         tracks = msg.data["tracks"]
         customer = self.state.get("customer_id")
@@ -29,15 +62,24 @@ class RecordingReports(SessionBase):
             "tracks": tracks,
         }
         await self.commit([("recording.ready", ready)])
+        self._arm_timers()  # no longer waiting for it
         logger.info("session %s recording ready (%d files)", self.session_id, len(tracks))
 
     async def on_recording_failed(self, msg: Message) -> None:
-        if not self.exists:
+        if self._closed("failure", msg.data):
             return
         reason = msg.data.get("reason") or "unknown"
+        tracks = msg.data.get("tracks") or []
         if self.ctx.metrics is not None:
             self.ctx.metrics.recorder_failures.inc()
-        await self.commit(
-            [("recording.failed", {"reason": reason, "tracks": msg.data.get("tracks") or []})]
-        )
         logger.warning("session %s recording failed: %s", self.session_id, reason)
+        events: list[Event] = [("recording.failed", {"reason": reason, "tracks": tracks})]
+        if not self._recording_required():
+            await self.commit(events)
+        elif self.state["state"] == L.VIDEO_IN_PROGRESS:
+            await self._commit_with_pause([*events, *self._pause("recording")])
+        elif self._awaits_recording() and not any(t.get("bytes") for t in tracks):
+            # After video.end, nothing usable: the act cannot be completed.
+            await self._end_unfinished(L.FAILED, "recording_failed", events)
+        else:
+            await self.commit(events)

@@ -96,6 +96,15 @@ class RecordingFailed(TypedDict):
     at: str
 
 
+class Paused(TypedDict):
+    """Why the act is paused (PROTOCOL §5): `party_left` (a party away past
+    the grace, or gone by `session.leave`) or `recording`."""
+
+    reason: str
+    user_id: str | None
+    at: str
+
+
 class Recipient(TypedDict):
     """Where the notarized document goes; `to` is sealed, `hint` masked."""
 
@@ -136,10 +145,18 @@ class SessionState(_Always, total=False):
     # The hosted provider's room (Twilio's room SID), when there is one.
     video_room: str | None
     video_ended_at: str
+    # The act is paused while set (session.paused → session.resumed).
+    paused: Paused | None
+    # Parties gone from the call (since when): their identity is verified
+    # again, by a token issued after that moment, when they re-join.
+    lost: dict[str, str]
     reason: str | None
     recipients: list[Recipient]
     deliveries: dict[str, str]  # recipient index -> final status
     recording_started: bool
+    # Parties whose media the recorder receives now (webrtc; `recording.started`
+    # per party, cleared by `recording.failed` / `recording.stopped`).
+    recording_users: list[str]
     recording_tracks: list[Track]
     recording_failed: RecordingFailed
     notarized_at: str

@@ -193,15 +193,6 @@ async def test_the_act_events_carry_what_was_recorded(server: Harness) -> None:
     assert snap["checks"]["comprehension_confirmed"] and snap["checks"]["duress_check_passed"]
 
 
-NO_PAUSE = (
-    "server defect: pause and resume (PROTOCOL §5) are not built: a party away longer than"
-    " ENF_RECONNECT_GRACE_S in VIDEO_IN_PROGRESS gives `participant.left` and no"
-    " `session.paused`; nothing emits `session.resumed`; a re-join needs no token issued"
-    " after the pause"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=NO_PAUSE)
 async def test_a_party_away_past_the_grace_pauses_the_act_until_it_is_back(
     make_server: MakeServer,
 ) -> None:
@@ -228,16 +219,10 @@ async def test_a_party_away_past_the_grace_pauses_the_act_until_it_is_back(
     await fresh.expect("act.sealed")
 
 
-# The timers of §5 that end a session by themselves. Their settings
-# (ENF_JOIN_WINDOW_S, ENF_PAUSE_TIMEOUT_S, ENF_RECORDING_READY_TIMEOUT_S) do not
-# exist yet: Settings ignores unknown fields, so each test runs and waits in vain.
+# The timers of §5 that end a session by themselves (ENF_JOIN_WINDOW_S,
+# ENF_PAUSE_TIMEOUT_S, ENF_RECORDING_READY_TIMEOUT_S).
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server defect: ENF_JOIN_WINDOW_S is not built: a session whose call has not"
-    " started within the window after the assignment is never CANCELLED (join_window)",
-)
 async def test_a_call_not_started_within_the_join_window_is_cancelled(
     make_server: MakeServer,
 ) -> None:
@@ -248,11 +233,6 @@ async def test_a_call_not_started_within_the_join_window_is_cancelled(
         assert (state["data"]["reason"], state["data"]["by"]) == ("join_window", "system")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server defect: ENF_PAUSE_TIMEOUT_S is not built (nor the pause itself): a party"
-    " away for longer never makes the session FAILED (party_lost)",
-)
 async def test_a_pause_longer_than_the_pause_timeout_fails_the_session(
     make_server: MakeServer,
 ) -> None:

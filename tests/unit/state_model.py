@@ -6,7 +6,6 @@ known server bug (KNOWN_BUGS, each with a strict xfail regression) differs."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,9 +35,7 @@ ALLOWED_COUNTRIES = frozenset({"PH"})
 # regression in test_state_machine.py. While listed, the machine accepts either
 # outcome at exactly that point and follows the server, to keep exploring;
 # drop an entry once its regression passes. ENF_SM_STRICT=1 tolerates none.
-KNOWN_BUGS = (
-    frozenset() if os.environ.get("ENF_SM_STRICT") == "1" else frozenset({"full_view_presence"})
-)
+KNOWN_BUGS: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -71,6 +68,9 @@ class SessionModel:
     checks_ok: bool = False
     signed: bool = False
     sealed: bool = False
+    # PROTOCOL §5: a party gone during the call pauses the act until every
+    # party is back and connected.
+    paused: bool = False
 
     def role_of(self, user: str, role: str) -> str | None:
         if user == self.customer and role == "customer":
@@ -131,11 +131,27 @@ def _all_places(s: SessionModel) -> str | None:
 
 
 def _full_view(s: SessionModel, caller: str) -> Expected:
-    """The act's steps need both parties joined and (the other one) connected."""
+    """The act's steps need the act not paused, both parties joined and (the
+    other one: the caller is on the line) connected."""
     whole = all(s.present.get(u) for u in s.parties()) and all(
         u == caller or u in s.connected for u in s.parties()
     )
-    return None if whole else _bug("conflict", "full_view_presence")
+    return None if whole and not s.paused else "conflict"
+
+
+def left_the_call(s: SessionModel, user: str) -> None:
+    """participant.left: during the call, the act pauses."""
+    if s.state in TERMINAL or not s.present.get(user):
+        return
+    s.present[user] = False
+    if s.state == "VIDEO_IN_PROGRESS":
+        s.paused = True
+
+
+def back_in_the_call(s: SessionModel) -> None:
+    """session.resumed once every party is joined and connected again."""
+    if s.paused and all(s.present.get(u) and u in s.connected for u in s.parties()):
+        s.paused = False
 
 
 def _in(s: SessionModel, *states: str) -> str | None:
@@ -225,7 +241,9 @@ def expect(
         "checks.record": lambda: first(_in(s, "VIDEO_IN_PROGRESS"), _full_view(s, user)),
         "act.sign": lambda: expect_sign(s, user),
         "act.seal": lambda: expect_seal(s, user),
-        "video.end": lambda: _in(s, "VIDEO_IN_PROGRESS"),
+        "video.end": lambda: first(
+            _in(s, "VIDEO_IN_PROGRESS"), "conflict" if s.paused and not s.sealed else None
+        ),
         "session.notarize": lambda: first(
             _in(s, "VIDEO_COMPLETED"), None if s.signed and s.sealed else "conflict"
         ),
@@ -266,12 +284,12 @@ def _joined(s: SessionModel, user: str, role: str, data: dict[str, Any]) -> None
         s.consent[user] = {**s.consent.get(user, {}), **data["consent"]}
     if data.get("location") is not None:
         s.country[user] = data["location"]["country"]
+    back_in_the_call(s)
 
 
 def _left(s: SessionModel, user: str) -> None:
     s.connected.discard(user)
-    if s.state not in TERMINAL:
-        s.present[user] = False
+    left_the_call(s, user)
 
 
 def apply(kind: str, s: SessionModel, user: str, role: str, data: dict[str, Any]) -> None:
