@@ -10,23 +10,60 @@ for the notary whose book it is, or an admin.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
+
+import asyncpg
 
 from core.clock import iso, parse_iso
 from core.text import csv_line
 from persistence.keys import PiiCipher
 
-# Entry numbers come from a per-notary counter row, locked by the upsert, so
-# concurrent entries of one notary are numbered one after the other.
-BOOK_ENTRY_SQL = (
-    "WITH c AS (INSERT INTO notarial_book_counters (notary_id, last_entry_no) VALUES ($1, 1)"
+# Entry numbers come from a per-notary counter row, locked by its upsert, so
+# concurrent entries of one notary are numbered one after the other. Every
+# number taken goes to one session in `notarial_book_reservations`; a session
+# that holds a reservation keeps it (the counter is not touched again).
+_RESERVED = (
+    "WITH prior AS (SELECT entry_no FROM notarial_book_reservations WHERE session_id = $2),"
+    " c AS (INSERT INTO notarial_book_counters (notary_id, last_entry_no)"
+    " SELECT $1, 1 WHERE NOT EXISTS (SELECT 1 FROM prior)"
     " ON CONFLICT (notary_id) DO UPDATE"
-    " SET last_entry_no = notarial_book_counters.last_entry_no + 1 RETURNING last_entry_no)"
-    " INSERT INTO notarial_book (notary_id, entry_no, session_id, complete, act_at, entry)"
-    " SELECT $1, c.last_entry_no, $2, $3, $4, $5 FROM c"
+    " SET last_entry_no = notarial_book_counters.last_entry_no + 1 RETURNING last_entry_no),"
+    " r AS (INSERT INTO notarial_book_reservations (session_id, notary_id, entry_no)"
+    " SELECT $2, $1, last_entry_no FROM c RETURNING entry_no),"
+    " n AS (SELECT entry_no FROM r UNION ALL SELECT entry_no FROM prior)"
 )
+# The session's number ($1 notary, $2 session): reserved now, or the one it has.
+RESERVE_SQL = _RESERVED + " SELECT entry_no FROM n"
+# An entry under the session's number, reserved in the same statement when it
+# has none (an incomplete act, written within another commit's statements).
+BOOK_ENTRY_SQL = (
+    _RESERVED + " INSERT INTO notarial_book (notary_id, entry_no, session_id, complete, act_at,"
+    " entry) SELECT $1, n.entry_no, $2, $3, $4, $5 FROM n"
+)
+# An entry under the number reserved beforehand ($6; the foreign key to the
+# reservations refuses any other).
+RESERVED_ENTRY_SQL = (
+    "INSERT INTO notarial_book (notary_id, entry_no, session_id, complete, act_at, entry)"
+    " VALUES ($1, $6, $2, $3, $4, $5)"
+)
+
+
+async def reserve_entry_no(pool: asyncpg.Pool, notary_id: str, session_id: str) -> int:
+    """The number of `session_id`'s entry in `notary_id`'s book, reserved in
+    a statement of its own (before the envelope that carries it is signed):
+    the next one of the notary's counter, or the one the session already has.
+    Raises on an outage (the caller's timer runs again)."""
+    try:
+        entry_no = await pool.fetchval(RESERVE_SQL, notary_id, session_id)
+    except asyncpg.UniqueViolationError:
+        # Another activation of the session reserved at the same moment (its
+        # counter step was undone with the refused row): its number stands.
+        entry_no = await pool.fetchval(RESERVE_SQL, notary_id, session_id)
+    return int(entry_no)
+
 
 MODE = "REN"  # remote electronic notarization
 
@@ -51,6 +88,9 @@ EXTRA_FIELDS = (
     "recording_url",
     "recording_sha256",
     "incomplete_reason",
+    "signature_sha256",
+    "signed_at",
+    "sealed_at",
 )
 
 
@@ -70,8 +110,11 @@ def book_entry(
     complete: bool,
     reason: str | None,
     pii: PiiCipher,
+    entry_no: int | None = None,
 ) -> tuple[str, tuple[Any, ...]]:
-    """The statement that writes this session's entry, with its arguments."""
+    """The statement that writes this session's entry, with its arguments:
+    under `entry_no` when it was reserved beforehand (`reserve_entry_no`),
+    else under the session's reservation, made by the statement if need be."""
     request = state.get("request") or {}
     document = state.get("document") or {}
     principal_sealed = request.get("principal")
@@ -113,9 +156,25 @@ def book_entry(
         "recording_sha256": recording.get("sha256"),
         "incomplete_reason": None if complete else reason,
         "enp": {"name": state.get("enp_name"), "license_number": state.get("enp_license")},
+        "principal_signature": signature_reference(state),
+        "sealed_at": (state.get("sealed") or {}).get("at"),
     }
     del pii  # the principal is already sealed in the session's request
-    return BOOK_ENTRY_SQL, (state["enp_id"], session_id, complete, parse_iso(at), entry)
+    args = (state["enp_id"], session_id, complete, parse_iso(at), entry)
+    if entry_no is None:
+        return BOOK_ENTRY_SQL, args
+    return RESERVED_ENTRY_SQL, (*args, entry_no)
+
+
+def signature_reference(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The principal's signature as the book refers to it: the SHA-256 (hex)
+    of the `act.sign` signature (the string as given, UTF-8) and when it was
+    given (the `act.signed` event's time); None before the act was signed."""
+    signed = state.get("signed")
+    if not signed:
+        return None
+    digest = hashlib.sha256(str(signed["signature"]).encode("utf-8", "surrogatepass"))
+    return {"sha256": digest.hexdigest(), "signed_at": signed.get("at")}
 
 
 def export_entry(row: Any, pii: PiiCipher) -> dict[str, Any]:
@@ -132,6 +191,7 @@ def export_entry(row: Any, pii: PiiCipher) -> dict[str, Any]:
         **(e.get("kyc") or {}),
     }
     act_at: datetime = row["act_at"]
+    signature = e.get("principal_signature") or {}  # entries before issue 14 have none
     return {
         "entry_no": row["entry_no"],
         "act": e.get("act"),
@@ -150,6 +210,9 @@ def export_entry(row: Any, pii: PiiCipher) -> dict[str, Any]:
         "recording_url": e.get("recording_url"),
         "recording_sha256": e.get("recording_sha256"),
         "incomplete_reason": e.get("incomplete_reason"),
+        "signature_sha256": signature.get("sha256"),
+        "signed_at": signature.get("signed_at"),
+        "sealed_at": e.get("sealed_at"),
     }
 
 

@@ -1,8 +1,9 @@
 """The TRUTH envelope: the signed statement of a notarial act, after the
-platform design's `generateTruthEnvelope`, plus the recording's SHA-256 and the
-journal head it attests. Signed with Ed25519 over canonical JSON
-(`persistence.keys`); stored sealed with the PII key (it names the principal)
-in the same transaction as `NOTARIZED`.
+platform design's `generateTruthEnvelope`, plus the recording's SHA-256, the
+journal head it attests, the times of the principal's signature and of the
+seal (as journaled) and the number of the act's notarial book entry. Signed
+with Ed25519 over canonical JSON (`persistence.keys`); stored sealed with the
+PII key (it names the principal) in the same transaction as `NOTARIZED`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,11 @@ def build_envelope(
     journal_head: str,
     keys: Keys,
     retention_years: int,
+    entry_no: int,
 ) -> dict[str, Any]:
+    """The envelope of the act at `at`: what the session's state holds, the
+    journal head it attests and the number of its notarial book entry
+    (reserved before signing: `persistence.book.reserve_entry_no`)."""
     request = state.get("request") or {}
     document = state.get("document") or {}
     principal = keys.pii.open_or_none(request.get("principal"), session_id) or {}
@@ -73,6 +78,7 @@ def build_envelope(
             "id_type": principal.get("id_type"),
             "id_number": principal.get("id_number"),
             "digital_signature": signed.get("signature"),
+            "signed_at": signed.get("at"),
         },
         "enp": {
             "user_id": state.get("enp_id"),
@@ -80,6 +86,7 @@ def build_envelope(
             "name": state.get("enp_name"),
             "digital_signature": sealed.get("signature"),
             "notarization_seal": sealed.get("seal"),
+            "sealed_at": sealed.get("at"),
         },
         "session": {
             "video_recording_url": recording.get("url"),
@@ -97,7 +104,11 @@ def build_envelope(
         "compliance": {
             "rules": RULES,
             "mode": "REN",
-            "notarial_book": {"notary_id": state.get("enp_id"), "session_id": session_id},
+            "notarial_book": {
+                "notary_id": state.get("enp_id"),
+                "session_id": session_id,
+                "entry_no": entry_no,
+            },
             "supreme_court_reported": False,
             "reported_at": None,
             "retention_until": iso(retention),

@@ -15,7 +15,7 @@ from actors.session.state import Event, Recipient, as_record
 from core.clock import now_iso
 from core.errors import ProtocolError
 from core.messages import Message, Reply
-from persistence.book import book_entry
+from persistence.book import book_entry, reserve_entry_no
 from persistence.envelopes import build_envelope, envelope_statement
 from persistence.keys import mask
 
@@ -33,9 +33,16 @@ class EndingRequests(DeliveryOutcomes):
         return Reply({})
 
     async def on_finalize(self, msg: Message) -> None:
-        """NOTARIZING → NOTARIZED: the record of the act is issued."""
+        """NOTARIZING → NOTARIZED: the record of the act is issued. The book
+        entry's number is reserved first, in a statement of its own, so the
+        signed envelope can carry it; a finalisation run again (an outage, a
+        crash before the commit) gets the same number."""
         if self.state["state"] != L.NOTARIZING:
             return
+        enp_id = self.state["enp_id"]
+        if enp_id is None:  # a bug: NOTARIZING comes after the assignment
+            raise RuntimeError(f"session {self.session_id} is notarizing without a notary")
+        entry_no = await reserve_entry_no(self.ctx.pool, enp_id, self.session_id)
         at = now_iso()
         keys = self.ctx.keys
         envelope = build_envelope(
@@ -46,6 +53,7 @@ class EndingRequests(DeliveryOutcomes):
             journal_head=self.head_hash,
             keys=keys,
             retention_years=self.ctx.settings.retention_years,
+            entry_no=entry_no,
         )
         signed = keys.signer.sign(envelope)
         envelope_id = envelope["uid"]
@@ -56,16 +64,18 @@ class EndingRequests(DeliveryOutcomes):
             ],
             statements=[
                 envelope_statement(signed, self.session_id, keys),
-                self._book_entry(at, complete=True, reason=None),
+                self._book_entry(at, complete=True, reason=None, entry_no=entry_no),
             ],
         )
         logger.info("session %s notarized: envelope %s issued", self.session_id, envelope_id)
         self._after_move()
 
     def _book_entry(
-        self, at: str, *, complete: bool, reason: str | None
+        self, at: str, *, complete: bool, reason: str | None, entry_no: int | None = None
     ) -> tuple[str, tuple[Any, ...]]:
-        """This session's entry in its notary's book (the act, or its absence)."""
+        """This session's entry in its notary's book (the act, or its absence):
+        under `entry_no` when it was reserved beforehand, else under a number
+        reserved by the statement itself (one statement, within the commit)."""
         return book_entry(
             as_record(self.state),
             self.session_id,
@@ -73,6 +83,7 @@ class EndingRequests(DeliveryOutcomes):
             complete=complete,
             reason=reason,
             pii=self.ctx.keys.pii,
+            entry_no=entry_no,
         )
 
     async def on_session_distribute(self, msg: Message) -> Reply:
