@@ -60,7 +60,9 @@ class SessionBase(EventSourced[SessionState]):
         return out
 
     def snapshot_view(self) -> SessionView:
-        return public_view(self.session_id, self.state, self.seq, self.conns)
+        return public_view(
+            self.session_id, self.state, self.seq, self.conns, self.ctx.settings.join_window_s
+        )
 
     # -- checks -------------------------------------------------------------------
 

@@ -6,10 +6,12 @@ Matchmaker needs to match it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import TypedDict
 
-from actors.session.state import Document, LatLng, Recording, SessionState
-from core.clock import parse_iso
+from actors import lifecycle as L
+from actors.session.state import Document, LatLng, Paused, Recording, SessionState
+from core.clock import iso, parse_iso
 from persistence.journal import StoredEvent
 from persistence.projections import SESSIONS, Projection
 
@@ -39,6 +41,12 @@ class SessionView(TypedDict):
     envelope_id: str | None
     created_at: str | None
     seq: int
+    # Beyond §4's list, for the apps: why the act is paused (else null), why
+    # the session ended (CANCELLED, FAILED), and until when the call may start
+    # (ENP_ASSIGNED: the join window).
+    paused: Paused | None
+    reason: str | None
+    join_window_ends_at: str | None
 
 
 class MatchingRequest(TypedDict):
@@ -53,10 +61,17 @@ class MatchingRequest(TypedDict):
 
 
 def public_view(
-    session_id: str, s: SessionState, seq: int, conns: Mapping[str, set[str]] | None
+    session_id: str,
+    s: SessionState,
+    seq: int,
+    conns: Mapping[str, set[str]] | None,
+    join_window_s: float | None = None,
 ) -> SessionView:
     """The snapshot at `seq`. With `conns` (live connections per user), a
     participant is online when connected; without, when present (as journaled)."""
+    join_ends = None
+    if join_window_s is not None and s["state"] == L.ENP_ASSIGNED and s.get("assigned_at"):
+        join_ends = iso(parse_iso(s["assigned_at"]) + timedelta(seconds=join_window_s))
     participants: list[ParticipantView] = [
         {
             "user_id": uid,
@@ -83,6 +98,9 @@ def public_view(
         "envelope_id": s["envelope_id"],
         "created_at": s.get("created_at"),
         "seq": seq,
+        "paused": s.get("paused") if s["state"] == L.VIDEO_IN_PROGRESS else None,
+        "reason": s.get("reason"),
+        "join_window_ends_at": join_ends,
     }
 
 

@@ -3,11 +3,9 @@
 Schema where a route validates its body with one), and responses, the JSON
 error body `{"error": {"code", "message"}}` with its statuses included.
 
-Kept next to the routes and checked against the app's route table by
-tests/unit/test_fuzz_openapi_routes.py; schemathesis fuzzes the server from
-it (tests/functional/test_fuzz_http.py). `routes` serves it at
-`/openapi.json` once gateway/http/__init__.py lists them.
-"""
+Checked against the app's routes (tests/unit/test_fuzz_openapi_routes.py),
+fuzzed by schemathesis (tests/functional/test_fuzz_http.py), served at
+`/openapi.json`."""
 
 from __future__ import annotations
 
@@ -111,6 +109,9 @@ SCHEMAS: Json = {
         envelope_id=NULLABLE_STRING,
         created_at=NULLABLE_STRING,
         seq={"type": "integer", "minimum": 0},
+        paused={"type": ["object", "null"]},
+        reason=NULLABLE_STRING,
+        join_window_ends_at=NULLABLE_STRING,
     ),
     "SignedEnvelope": _obj(
         ["envelope", "signature", "key_id"],

@@ -29,7 +29,6 @@ from tests.flows import (
     online_notary,
     passed_checks,
     request_session,
-    sign_and_seal,
 )
 
 
@@ -167,14 +166,22 @@ async def test_consent_and_every_partys_location_are_required_for_the_act(
     await notary.call("act.seal", {"session_id": sid, "signature": "s", "seal": "t"})
 
 
-async def test_recording_required_blocks_notarize(make_server: MakeServer) -> None:
+async def test_recording_required_blocks_the_act_and_notarize(make_server: MakeServer) -> None:
+    # PROTOCOL §5 "in full view": with ENF_RECORDING=required, no act step
+    # while the recorder does not receive both parties; nor a notarize after.
     server = await make_server(recording="required")
     customer, notary, sid = await assigned_session(server)
     await in_the_call(customer, notary, sid)
-    await sign_and_seal(customer, notary, sid, signature="s", enp_signature="s", seal="t")
+    for who, kind, data in (
+        (notary, "checks.record", passed_checks(sid)),
+        (customer, "act.sign", {"session_id": sid, "signature": "s"}),
+    ):
+        r = await who.request(kind, data)
+        assert r["error"]["code"] == "conflict", r
+        assert "recording is not running for the customer and the notary" in r["error"]["message"]
     await notary.call("video.end", {"session_id": sid})
     r = await notary.request("session.notarize", {"session_id": sid})
-    assert r["error"]["code"] == "conflict" and "recording" in r["error"]["message"]
+    assert r["error"]["code"] == "conflict", r
 
 
 async def test_expired_or_withdrawn_offer_conflicts(make_server: MakeServer) -> None:

@@ -181,10 +181,13 @@ async def test_a_failed_twilio_recording_is_reported(
     assert await post_callback(h, {**room, "StatusCallbackEvent": "room-ended"}) == 204
     failed = (await customer.expect("recording.failed", timeout=20))["data"]
     assert "failed" in failed["reason"]
+    # PROTOCOL §5: with ENF_RECORDING=required, nothing usable after
+    # video.end ends the act FAILED (recording_failed), and both parties hear it.
+    for c in (customer, notary):
+        state = await c.expect("session.state", state="FAILED", timeout=20)
+        assert (state["data"]["reason"], state["data"]["by"]) == ("recording_failed", "system")
     r = await notary.request("session.notarize", {"session_id": sid})
     assert r["error"]["code"] == "conflict"  # no recording, the gate holds
-    # The session can still be cancelled.
-    await customer.call("session.cancel", {"session_id": sid, "reason": "recording failed"})
 
 
 async def test_video_start_again_gives_the_same_settings_with_a_fresh_token(
