@@ -91,6 +91,12 @@ def build_envelope(
         "session": {
             "video_recording_url": recording.get("url"),
             "recording_sha256": recording.get("sha256"),
+            # Every stored file of the call (each party's, in parts when the
+            # recorder was restarted), each with its SHA-256.
+            "recording_tracks": [
+                {k: t.get(k) for k in ("user_id", "url", "sha256", "bytes")}
+                for t in state.get("recording_tracks") or []
+            ],
             "duration_seconds": _duration(state),
             "comprehension_confirmed": bool(checks.get("comprehension_confirmed")),
             "duress_check_passed": bool(checks.get("duress_check_passed")),

@@ -139,13 +139,20 @@ async def record_then_end(
     timeout: float = 20,
     meanwhile: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """The recorder starts (the customer is told); `meanwhile()`, if given;
-    `seconds` more of the call; then the notary ends it."""
-    await customer.expect("recording.started", timeout=timeout)
+    """The recorder receives both parties (the customer is told); `meanwhile()`,
+    if given; `seconds` more of the call; then the notary ends it."""
+    await recording_both(customer, timeout=timeout)
     if meanwhile is not None:
         await meanwhile()
     await asyncio.sleep(seconds)
     await notary.call("video.end", {"session_id": sid})
+
+
+async def recording_both(client: EnfClient, timeout: float = 20) -> None:
+    """Until `recording.started` for each party (c1 and n1): the act may go on
+    in full view with ENF_RECORDING=required (PROTOCOL §5)."""
+    for uid in ("c1", "n1"):
+        await client.expect("recording.started", user_id=uid, timeout=timeout)
 
 
 def media_seconds(path: Path) -> float:

@@ -17,14 +17,23 @@ import pytest
 
 from core.links import sign_path
 from tests.conftest import MakeServer
-from tests.flows import assigned_session, http_call, in_the_call, sign_and_seal, user_id
+from tests.flows import (
+    assigned_session,
+    http_call,
+    in_the_call,
+    passed_checks,
+    sign_and_seal,
+    user_id,
+)
 from tests.media_peers import (
     Party,
     media_seconds,
     parties_closed,
     record_then_end,
+    recording_both,
     video_session,
 )
+from tests.served import Served
 
 
 def started(p: Party) -> float:
@@ -38,7 +47,7 @@ async def test_two_peers_and_the_recorder_produce_a_recording(
     h = await make_server(recording="required")
     customer, notary, sid, c, n = await video_session(h)
     async with parties_closed(c, n):
-        await customer.expect("recording.started", timeout=20)
+        await recording_both(customer)
         assert "video" in c.received and "video" in n.received  # peer to peer, both ways
         await sign_and_seal(customer, notary, sid)
         reply = await notary.request("session.notarize", {"session_id": sid})
@@ -120,30 +129,88 @@ async def test_signaling_bad_input(make_server: MakeServer) -> None:
 
 
 @pytest.mark.expects_server_errors("the recorder worker is SIGKILLed: its exit is logged")
-async def test_killing_the_recorder_mid_call_keeps_what_was_recorded(
+async def test_a_recorder_killed_mid_call_pauses_the_act_until_both_are_recorded_again(
     make_server: MakeServer,
 ) -> None:
     h = await make_server(recording="required")
     customer, notary, sid, c, n = await video_session(h)
-    async with parties_closed(c, n):
-        await customer.expect("recording.started", timeout=20)
-        await asyncio.sleep(3.5)
+    c2, n2 = Party(customer, sid), Party(notary, sid)
+    async with parties_closed(c, n, c2, n2):
+        await recording_both(customer)
+        await notary.call("checks.record", passed_checks(sid))
+        await asyncio.sleep(3.5)  # seconds of media for the first files
         media = h.services.media
         assert media is not None and media.pid is not None
         os.kill(media.pid, signal.SIGKILL)
         failed = (await customer.expect("recording.failed", timeout=20))["data"]
+        paused = await notary.expect("session.paused", timeout=20)
+        assert paused["data"] == {"reason": "recording"}
+        r = await customer.request("act.sign", {"session_id": sid, "signature": "c2ln"})
+        assert r["error"]["code"] == "conflict" and "recording stopped" in r["error"]["message"]
+        # The parties offer their media to the new worker: the act resumes.
+        await asyncio.gather(c2.call_recorder(), n2.call_recorder())
+        await recording_both(customer)
+        await notary.expect("session.resumed", timeout=20)
+        await sign_and_seal(customer, notary, sid)
+        await asyncio.sleep(1)
+        await notary.call("video.end", {"session_id": sid})
     assert "died" in failed["reason"]
     assert failed["tracks"], "the partial recording was not kept"
     for t in failed["tracks"]:
-        path = Path(urlparse(t["url"]).path)
-        assert media_seconds(path) > 1.0  # readable, with what was recorded
-    # The session is not stuck: the video can be restarted with a new recorder.
-    c2, n2 = Party(customer, sid), Party(notary, sid)
-    async with parties_closed(c2, n2):
-        await asyncio.gather(c2.call_recorder(), n2.call_recorder())
-        await record_then_end(customer, notary, sid, 1)
+        assert media_seconds(Path(urlparse(t["url"]).path)) > 1.0  # readable, as recorded
     ready = (await customer.expect("recording.ready", timeout=60))["data"]
-    assert ready["bytes"] > 0
+    # Both workers' files, each party's in two parts.
+    assert sorted(Path(urlparse(t["url"]).path).name for t in ready["tracks"]) == [
+        "c1.mkv",
+        "c1.part1.mkv",
+        "n1.mkv",
+        "n1.part1.mkv",
+    ]
+    await notary.call("session.notarize", {"session_id": sid})
+    notarized = await customer.expect("session.notarized", timeout=30)
+    await _envelope_attests_the_stored_files(h, sid, notarized["data"]["envelope_id"], ready)
+    await _recording_download_is_audited(h, sid)
+
+
+async def _envelope_attests_the_stored_files(
+    h: Served, sid: str, envelope_id: str, ready: dict[str, Any]
+) -> None:
+    """The envelope's recording hashes are the SHA-256 of the stored files."""
+    status, signed = await http_call(
+        h, "GET", f"/v1/envelopes/{envelope_id}", h.token("c1", "customer")
+    )
+    assert status == 200, signed
+    session = signed["envelope"]["session"]
+
+    def sha256_of(url: str) -> str:
+        return hashlib.sha256(Path(urlparse(url).path).read_bytes()).hexdigest()
+
+    assert session["recording_sha256"] == ready["sha256"]
+    assert session["recording_sha256"] == await asyncio.to_thread(sha256_of, ready["url"])
+    attested = {t["url"]: t["sha256"] for t in session["recording_tracks"]}
+    assert attested == {t["url"]: t["sha256"] for t in ready["tracks"]}
+    for url, digest in attested.items():
+        assert digest == await asyncio.to_thread(sha256_of, url)
+
+
+async def _recording_download_is_audited(h: Served, sid: str) -> None:
+    status, link = await http_call(
+        h, "GET", f"/v1/sessions/{sid}/recording", h.token("c1", "customer")
+    )
+    assert status == 200, link
+    async with aiohttp.ClientSession() as s, s.get(link["url"]) as r:
+        assert r.status == 200 and await r.read()
+    admin = h.token("admin-1", "admin")
+    wanted = {"GET /v1/sessions/{id}/recording", "GET /v1/recordings/{session_id}/{name}"}
+    deadline = time.monotonic() + 10
+    while True:
+        status, body = await http_call(h, "GET", "/v1/audit?format=json", admin)
+        assert status == 200, body
+        seen = {e["action"] for e in body["entries"] if e.get("resource_id") == sid}
+        if wanted <= seen or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert wanted <= seen, seen
 
 
 def s3_client(endpoint: str) -> Any:
