@@ -2,8 +2,10 @@
 (`media/recorder_worker.py`), relays participants' offers and candidates to it,
 and reports back to the session actors.
 
-Reports reach a session as messages to its actor: `recording_started`,
-`recording_finished {files}` and `recording_failed {reason, files}`. If the
+Reports reach a session as messages to its actor: `recording_started
+{user_id}`, `recording_finished {files}`, `recording_failed {reason, files}`,
+and `recording_failed {reason, user_id}` when one participant's media stops
+arriving (its track ended, its connection failed). If the
 worker dies, every session it was recording gets `recording_failed` (with the
 partial files, which stay readable), and the next offer starts a new worker.
 """
@@ -211,6 +213,16 @@ class RecorderService:
                 self._tell(
                     session_address(msg["session_id"]),
                     Message("recording_started", {"user_id": msg["user_id"]}),
+                )
+            elif msg.get("op") == "lost":
+                # One participant's media no longer reaches the recorder.
+                user = msg["user_id"]
+                self._tell(
+                    session_address(msg["session_id"]),
+                    Message(
+                        "recording_failed",
+                        {"reason": f"no media from {user}", "user_id": user, "tracks": []},
+                    ),
                 )
             elif msg.get("op") == "error":
                 logger.warning("recorder error: %s", msg.get("message"))

@@ -39,6 +39,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.contrib.media import MediaRecorder
+from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
 from config.logging import RedactingFilter
@@ -60,17 +61,23 @@ CRASH_SAFE = {
 
 
 class Watched(MediaStreamTrack):
-    """Passes frames through; calls `on_first` when the first one arrives."""
+    """Passes frames through; calls `on_first` when the first one arrives and
+    `on_end` when the participant's track ends (its media no longer arrives)."""
 
-    def __init__(self, track: MediaStreamTrack, on_first: Any) -> None:
+    def __init__(self, track: MediaStreamTrack, on_first: Any, on_end: Any) -> None:
         super().__init__()
         self.kind = track.kind
         self._track = track
         self._on_first = on_first
+        self._on_end = on_end
         self.frames = 0
 
     async def recv(self) -> Any:
-        frame = await self._track.recv()
+        try:
+            frame = await self._track.recv()
+        except MediaStreamError:
+            self._on_end()
+            raise
         self.frames += 1
         if self.frames == 1:
             self._on_first()
@@ -84,6 +91,7 @@ class Peer:
     path: Path
     tracks: list[Watched] = field(default_factory=list)
     started: bool = False
+    lost: bool = False
 
 
 class Worker:
@@ -142,9 +150,21 @@ class Worker:
                 peer.started = True
                 self.emit({"op": "started", "session_id": session_id, "user_id": user_id})
 
+        def media_lost() -> None:
+            # Only for the participant's current peer: one replaced by a new
+            # offer, or closed by `stop`, has left `peers` already.
+            if not peer.lost and self.peers.get((session_id, user_id)) is peer:
+                peer.lost = True
+                self.emit({"op": "lost", "session_id": session_id, "user_id": user_id})
+
+        @pc.on("connectionstatechange")
+        def state_changed() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                media_lost()
+
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            watched = Watched(track, first_frame)
+            watched = Watched(track, first_frame, media_lost)
             peer.tracks.append(watched)
             peer.recorder.addTrack(watched)
 

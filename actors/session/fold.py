@@ -152,11 +152,6 @@ def _recording_started(s: SessionState, e: StoredEvent) -> None:
         users.append(uid)
 
 
-def _recording_stopped(s: SessionState, e: StoredEvent) -> None:
-    users = s.get("recording_users") or []
-    s["recording_users"] = [u for u in users if u != e.data.get("user_id")]
-
-
 def _recording_ready(s: SessionState, e: StoredEvent) -> None:
     d = e.data
     s["recording"] = {
@@ -169,6 +164,10 @@ def _recording_ready(s: SessionState, e: StoredEvent) -> None:
 
 
 def _recording_failed(s: SessionState, e: StoredEvent) -> None:
+    uid = e.data.get("user_id")
+    if uid is not None:  # one party's media stopped reaching the recorder
+        s["recording_users"] = [u for u in s.get("recording_users") or [] if u != uid]
+        return
     s["recording_failed"] = {"reason": e.data["reason"], "at": e.at}
     s["recording_started"] = False  # a restarted video records anew
     s["recording_users"] = []
@@ -188,7 +187,6 @@ _FOLD: dict[str, Callable[[SessionState, StoredEvent], None]] = {
     "act.sealed": _sealed,
     "delivery.status": _delivery,
     "recording.started": _recording_started,
-    "recording.stopped": _recording_stopped,
     "session.paused": _paused,
     "session.resumed": _resumed,
     "recording.ready": _recording_ready,

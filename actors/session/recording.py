@@ -70,14 +70,23 @@ class RecordingReports(Interruptions):
             return
         reason = msg.data.get("reason") or "unknown"
         tracks = msg.data.get("tracks") or []
+        uid = msg.data.get("user_id")
+        if uid is not None and (
+            self.state["state"] != L.VIDEO_IN_PROGRESS
+            or uid not in (self.state.get("recording_users") or [])
+        ):
+            return  # one party's media lost outside the call, or not recorded anyway
         if self.ctx.metrics is not None:
             self.ctx.metrics.recorder_failures.inc()
         logger.warning("session %s recording failed: %s", self.session_id, reason)
-        events: list[Event] = [("recording.failed", {"reason": reason, "tracks": tracks})]
+        failed: dict[str, Any] = {"reason": reason, "tracks": tracks}
+        if uid is not None:
+            failed["user_id"] = uid
+        events: list[Event] = [("recording.failed", failed)]
         if not self._recording_required():
             await self.commit(events)
         elif self.state["state"] == L.VIDEO_IN_PROGRESS:
-            await self._commit_with_pause([*events, *self._pause("recording")])
+            await self._commit_with_pause([*events, *self._pause("recording", uid)])
         elif self._awaits_recording() and not any(t.get("bytes") for t in tracks):
             # After video.end, nothing usable: the act cannot be completed.
             await self._end_unfinished(L.FAILED, "recording_failed", events)

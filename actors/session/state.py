@@ -155,7 +155,7 @@ class SessionState(_Always, total=False):
     deliveries: dict[str, str]  # recipient index -> final status
     recording_started: bool
     # Parties whose media the recorder receives now (webrtc; `recording.started`
-    # per party, cleared by `recording.failed` / `recording.stopped`).
+    # per party; `recording.failed` takes out its `user_id`, or everyone).
     recording_users: list[str]
     recording_tracks: list[Track]
     recording_failed: RecordingFailed

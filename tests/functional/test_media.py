@@ -277,3 +277,25 @@ async def test_large_recordings_go_to_s3_in_parts(s3_endpoint: str, tmp_path: Pa
     assert head["ContentLength"] == len(data)
     assert head["ETag"].strip('"').endswith("-3")  # three parts
     assert head["ServerSideEncryption"] == "AES256"
+
+
+async def test_a_party_whose_media_stops_reaching_the_recorder_pauses_the_act(
+    make_server: MakeServer,
+) -> None:
+    h = await make_server(recording="required")
+    customer, notary, sid, c, n = await video_session(h)
+    c2 = Party(customer, sid)
+    async with parties_closed(c, n, c2):
+        await recording_both(customer)
+        assert c.to_recorder is not None
+        await c.to_recorder.close()  # the customer's media to the recorder ends
+        failed = await notary.expect("recording.failed", user_id="c1", timeout=40)
+        assert failed["data"]["reason"] == "no media from c1"
+        paused = await notary.expect("session.paused")
+        assert paused["data"] == {"reason": "recording", "user_id": "c1"}
+        r = await notary.request("checks.record", passed_checks(sid))
+        assert r["error"]["code"] == "conflict", r
+        await c2.call_recorder()
+        await customer.expect("recording.started", user_id="c1", timeout=20)
+        await notary.expect("session.resumed", timeout=20)
+        await sign_and_seal(customer, notary, sid)
