@@ -190,6 +190,34 @@ async def test_a_failed_twilio_recording_is_reported(
     assert r["error"]["code"] == "conflict"  # no recording, the gate holds
 
 
+async def test_no_recording_within_the_ready_timeout_fails_the_act(
+    make_server: MakeServer, twilio_api: TwilioStandIn
+) -> None:
+    # PROTOCOL §5: with ENF_RECORDING=required, no recording.ready within
+    # ENF_RECORDING_READY_TIMEOUT_S after video.end: FAILED recording_failed.
+    h = await make_server(
+        recording="required",
+        video_provider="twilio",
+        twilio_api_base=str(twilio_api.server.make_url("/")),
+        recording_ready_timeout_s=1.0,
+    )
+    customer, notary, sid = await assigned_session(h)
+    await in_the_call(customer, notary, sid)
+    await notary.call("video.end", {"session_id": sid})  # and Twilio never calls back
+    for c in (customer, notary):
+        state = await c.expect("session.state", state="FAILED", timeout=10)
+        assert (state["data"]["prev"], state["data"]["reason"]) == (
+            "VIDEO_COMPLETED",
+            "recording_failed",
+        )
+    snap = (await notary.call("session.join", {"session_id": sid}))["session"]
+    assert (snap["state"], snap["reason"], snap["recording"]) == (
+        "FAILED",
+        "recording_failed",
+        None,
+    )
+
+
 async def test_video_start_again_gives_the_same_settings_with_a_fresh_token(
     make_server: MakeServer, twilio_api: TwilioStandIn
 ) -> None:

@@ -34,7 +34,7 @@ ALLOWED_COUNTRIES = frozenset({"PH"})
 # Server behaviour that breaks the contract, each pinned by a strict xfail
 # regression in test_state_machine.py. While listed, the machine accepts either
 # outcome at exactly that point and follows the server, to keep exploring;
-# drop an entry once its regression passes. ENF_SM_STRICT=1 tolerates none.
+# drop an entry once its regression passes (none is known today).
 KNOWN_BUGS: frozenset[str] = frozenset()
 
 
