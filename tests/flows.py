@@ -271,6 +271,13 @@ async def assigned_session(h: Served) -> tuple[EnfClient, EnfClient, str]:
     return customer, notary, sid
 
 
+async def call_under_way(h: Served) -> tuple[EnfClient, EnfClient, str]:
+    """`assigned_session`, then `in_the_call`: the video is on, both joined."""
+    customer, notary, sid = await assigned_session(h)
+    await in_the_call(customer, notary, sid)
+    return customer, notary, sid
+
+
 async def assert_token_refused(server: Served, token: str) -> None:
     """Refused in the header (401 before the upgrade) and in `hello` (4401)."""
     async with aiohttp.ClientSession() as http:

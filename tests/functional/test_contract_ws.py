@@ -18,6 +18,7 @@ from tests.flows import (
     PH,
     assigned_session,
     bearer,
+    call_under_way,
     http_call,
     in_the_call,
     online_notary,
@@ -197,8 +198,7 @@ async def test_a_party_away_past_the_grace_pauses_the_act_until_it_is_back(
     make_server: MakeServer,
 ) -> None:
     h = await make_server(reconnect_grace_s=0.3)
-    customer, notary, sid = await assigned_session(h)
-    await in_the_call(customer, notary, sid)
+    customer, notary, sid = await call_under_way(h)
     await customer.call("act.sign", {"session_id": sid, "signature": "c2ln"})
     await customer.close()
     paused = await notary.expect("session.paused", timeout=10)
@@ -237,8 +237,7 @@ async def test_a_pause_longer_than_the_pause_timeout_fails_the_session(
     make_server: MakeServer,
 ) -> None:
     h = await make_server(reconnect_grace_s=0.2, pause_timeout_s=0.5)
-    customer, notary, sid = await assigned_session(h)
-    await in_the_call(customer, notary, sid)
+    customer, notary, _sid = await call_under_way(h)
     await customer.close()
     state = await notary.expect("session.state", state="FAILED", timeout=8)
     assert (state["data"]["reason"], state["data"]["by"]) == ("party_lost", "system")

@@ -9,6 +9,7 @@ import hashlib
 import os
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import aiohttp
@@ -17,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from twilio.request_validator import RequestValidator
 
-from tests.conftest import MakeServer
+from tests.conftest import Harness, MakeServer
 from tests.flows import assigned_session, in_the_call, join_both, sign_and_seal
 from tests.served import Served
 
@@ -80,14 +81,22 @@ async def post_callback(h: Served, params: dict[str, str], *, signature: str | N
         return r.status
 
 
-async def test_twilio_rooms_tokens_callbacks_and_recordings(
-    make_server: MakeServer, twilio_api: TwilioStandIn, tmp_path: Path
-) -> None:
-    h = await make_server(
+async def twilio_server(
+    make_server: MakeServer, twilio_api: TwilioStandIn, **settings: Any
+) -> Harness:
+    """A server whose video is Twilio's (the stand-in), recording required."""
+    return await make_server(
         recording="required",
         video_provider="twilio",
         twilio_api_base=str(twilio_api.server.make_url("/")),
+        **settings,
     )
+
+
+async def test_twilio_rooms_tokens_callbacks_and_recordings(
+    make_server: MakeServer, twilio_api: TwilioStandIn, tmp_path: Path
+) -> None:
+    h = await twilio_server(make_server, twilio_api)
     # The callback URL the server registers must be the one it checks against.
     video = h.services.video
     assert video is not None
@@ -165,11 +174,7 @@ async def test_twilio_rooms_tokens_callbacks_and_recordings(
 async def test_a_failed_twilio_recording_is_reported(
     make_server: MakeServer, twilio_api: TwilioStandIn
 ) -> None:
-    h = await make_server(
-        recording="required",
-        video_provider="twilio",
-        twilio_api_base=str(twilio_api.server.make_url("/")),
-    )
+    h = await twilio_server(make_server, twilio_api)
     customer, notary, sid = await assigned_session(h)
     await join_both(customer, notary, sid)
     await notary.call("video.start", {"session_id": sid})
@@ -195,12 +200,7 @@ async def test_no_recording_within_the_ready_timeout_fails_the_act(
 ) -> None:
     # PROTOCOL §5: with ENF_RECORDING=required, no recording.ready within
     # ENF_RECORDING_READY_TIMEOUT_S after video.end: FAILED recording_failed.
-    h = await make_server(
-        recording="required",
-        video_provider="twilio",
-        twilio_api_base=str(twilio_api.server.make_url("/")),
-        recording_ready_timeout_s=1.0,
-    )
+    h = await twilio_server(make_server, twilio_api, recording_ready_timeout_s=1.0)
     customer, notary, sid = await assigned_session(h)
     await in_the_call(customer, notary, sid)
     await notary.call("video.end", {"session_id": sid})  # and Twilio never calls back
@@ -221,11 +221,7 @@ async def test_no_recording_within_the_ready_timeout_fails_the_act(
 async def test_video_start_again_gives_the_same_settings_with_a_fresh_token(
     make_server: MakeServer, twilio_api: TwilioStandIn
 ) -> None:
-    h = await make_server(
-        recording="required",
-        video_provider="twilio",
-        twilio_api_base=str(twilio_api.server.make_url("/")),
-    )
+    h = await twilio_server(make_server, twilio_api)
     customer, notary, sid = await assigned_session(h)
     started = await in_the_call(customer, notary, sid)
     again = await notary.call("video.start", {"session_id": sid})

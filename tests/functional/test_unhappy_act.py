@@ -19,6 +19,7 @@ from tests.flows import (
     PH,
     assert_gapless,
     assigned_session,
+    call_under_way,
     days_from_now,
     distribute_to_completion,
     end_and_notarize,
@@ -63,8 +64,7 @@ async def test_a_customer_lost_after_signing_pauses_the_act_until_it_proves_who_
     make_server: MakeServer,
 ) -> None:
     h = await make_server(reconnect_grace_s=0.5)
-    customer, notary, sid = await assigned_session(h)
-    await in_the_call(customer, notary, sid)
+    customer, notary, sid = await call_under_way(h)
     await notary.call("checks.record", passed_checks(sid))
     await customer.call("act.sign", {"session_id": sid, "signature": "c2ln"})
     await notary.expect("act.signed")
@@ -126,8 +126,7 @@ async def test_a_party_that_never_comes_back_fails_the_act_with_its_record(
     make_server: MakeServer,
 ) -> None:
     h = await make_server(reconnect_grace_s=0.2, pause_timeout_s=1.0)
-    customer, notary, sid = await assigned_session(h)
-    await in_the_call(customer, notary, sid)
+    customer, notary, sid = await call_under_way(h)
     await customer.close()
     await notary.expect("session.paused", reason="party_left")
     failed = await notary.expect("session.state", state="FAILED", timeout=10)
@@ -158,8 +157,7 @@ async def _assert_incomplete_act_and_refund(h: Served, sid: str, reason: str, mo
 
 async def test_refusals_of_the_unhappy_half(make_server: MakeServer) -> None:
     h = await make_server(reconnect_grace_s=0.2)
-    customer, notary, sid = await assigned_session(h)
-    await in_the_call(customer, notary, sid)
+    customer, notary, sid = await call_under_way(h)
     await notary.call("checks.record", passed_checks(sid))
     # The notary dropped: the customer may not sign (not in full view).
     await notary.close()
@@ -188,8 +186,7 @@ async def test_video_end_is_refused_while_an_unsealed_act_is_paused(
     make_server: MakeServer,
 ) -> None:
     h = await make_server(reconnect_grace_s=0.2)
-    customer, notary, sid = await assigned_session(h)
-    await in_the_call(customer, notary, sid)
+    customer, notary, sid = await call_under_way(h)
     await customer.call("session.leave", {"session_id": sid})
     await notary.expect("session.paused", user_id="c1")  # leaving pauses at once
     assert "paused" in await refused(notary, "video.end", {"session_id": sid}, "conflict")
