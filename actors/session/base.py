@@ -161,6 +161,14 @@ class SessionBase(EventSourced[SessionState]):
         if caller.connection_id and caller.role != "admin":
             self.conns.setdefault(caller.user_id, set()).add(caller.connection_id)
 
+    async def _stop_media(self) -> None:
+        """The call is over (`video.end`, or the session ended during it): the
+        recorder finalises what it has, a hosted room is closed."""
+        if self.ctx.media is not None:
+            self.ctx.media.finish(self.session_id)
+        if self.ctx.video is not None:
+            await self.ctx.video.end_room(self.session_id)
+
     def _video_config(self, user_id: str, room: str | None = None) -> dict[str, Any]:
         """How `user_id` takes part in the call: provider, ICE servers, whether
         the recorder is on, and with a hosted provider its room (`room`, when

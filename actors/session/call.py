@@ -229,8 +229,5 @@ class CallRequests(Interruptions):
             )
         await self._commit_request(msg, [self._move(L.VIDEO_COMPLETED, caller.user_id)], {})
         self._arm_timers()  # the wait for the recording
-        if self.ctx.media is not None:
-            self.ctx.media.finish(self.session_id)
-        if self.ctx.video is not None:
-            await self.ctx.video.end_room(self.session_id)
+        await self._stop_media()
         return Reply({})

@@ -118,6 +118,7 @@ class EndingRequests(DeliveryOutcomes):
             # notarized (or FAILED, with its record), never cancelled.
             raise ProtocolError("conflict", "the act is sealed: it can no longer be cancelled")
         reason = msg.data["reason"]
+        in_call = self.state["state"] == L.VIDEO_IN_PROGRESS
         await self.commit(
             [self._move(L.CANCELLED, caller.user_id, reason=reason)],
             caller=msg.caller,
@@ -126,6 +127,8 @@ class EndingRequests(DeliveryOutcomes):
             statements=self._incomplete_act(reason),
         )
         self._after_move()
+        if in_call:
+            await self._stop_media()
         return Reply({})
 
     def _incomplete_act(self, reason: str) -> list[tuple[str, tuple[Any, ...]]]:

@@ -248,13 +248,6 @@ class Interruptions(EndingRequests):
         if in_call:
             await self._stop_media()
 
-    async def _stop_media(self) -> None:
-        """The call is over without `video.end`: the recorder keeps what it has."""
-        if self.ctx.media is not None:
-            self.ctx.media.finish(self.session_id)
-        if self.ctx.video is not None:
-            await self.ctx.video.end_room(self.session_id)
-
 
 def _is(roles: list[str]) -> str:
     return "is" if len(roles) == 1 else "are"

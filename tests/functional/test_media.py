@@ -19,6 +19,7 @@ from core.links import sign_path
 from tests.conftest import MakeServer
 from tests.flows import (
     assigned_session,
+    eventually,
     http_call,
     in_the_call,
     passed_checks,
@@ -299,3 +300,17 @@ async def test_a_party_whose_media_stops_reaching_the_recorder_pauses_the_act(
         await customer.expect("recording.started", user_id="c1", timeout=20)
         await notary.expect("session.resumed", timeout=20)
         await sign_and_seal(customer, notary, sid)
+
+
+async def test_a_call_cancelled_midway_stops_its_recording(make_server: MakeServer) -> None:
+    h = await make_server(recording="required")
+    customer, notary, sid, c, n = await video_session(h)
+    media = h.services.media
+    assert media is not None
+    async with parties_closed(c, n):
+        await recording_both(customer)
+        assert sid in media.sessions
+        await customer.call("session.cancel", {"session_id": sid, "reason": "changed my mind"})
+        await notary.expect("session.state", state="CANCELLED")
+        # The recorder lets go of the session (its files are stored, not journaled).
+        await eventually(lambda: sid not in media.sessions, 20)
