@@ -1,7 +1,9 @@
 """Deliveries with real HTTP receivers on loopback and real Postgres: the
 outbox, signed webhooks, retries, dead letters and replay, a crash between
-commit and delivery, payment events, SMS through Twilio's own client against
-a local stand-in, and a dead receiver that does not slow sessions down."""
+commit and delivery, a dead receiver that does not slow sessions down and a
+lost delivery report; with the stand-ins the delivery tests share (a webhook
+`Receiver`, Twilio's Messages API). Payment events: test_payments.py; SMS
+through Twilio's own client: test_sms.py."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -18,17 +19,14 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import Harness, MakeServer
+from tests.conftest import MakeServer
 from tests.flows import (
-    accept_next_offer,
     assigned_session,
     eventually,
     http_call,
-    put_notary,
     request_session,
     run_to_notarized,
     run_video_to_completion,
@@ -257,42 +255,46 @@ async def test_killed_between_commit_and_delivery_nothing_is_lost(
     assert {e["id"] for e in got} == {r["id"] for r in pending}
 
 
-async def test_payments_for_completed_and_cancelled_sessions(
+async def test_a_hung_receiver_does_not_slow_sessions(make_server: MakeServer) -> None:
+    # Answers after 5 s, always past the sender's 1 s timeout (and short enough
+    # for the receiver to close at the end of the test).
+    async with Receiver(lambda n: 5.0) as rx:
+        h = await make_server(webhook_url=rx.url, **fast_retries(delivery_timeout_s=1))
+        customer, notary, sid = await assigned_session(h)
+        # The whole session runs with every request's usual timeout (10 s)
+        # while the delivery worker waits on the receiver.
+        await run_video_to_completion(customer, notary, sid)
+        assert len(rx.requests) >= 1 and not rx.accepted
+
+
+async def test_a_lost_delivery_report_is_picked_up_from_the_outbox(
     make_server: MakeServer, database: str
 ) -> None:
-    h = await make_server(platform_fee_share=0.2)
-    customer, notary, sid = await assigned_session(h)  # tariff 100 by default
-    await run_video_to_completion(customer, notary, sid)
-    c2 = await h.client("c2", "customer")
-    sid2 = await request_session(c2, "k2", 2)
-    await accept_next_offer(notary, c2, timeout=20)
-    await c2.call("session.cancel", {"session_id": sid2, "reason": "no longer needed"})
-    c3 = await h.client("c3", "customer")
-    sid3 = await request_session(c3, "k3", 3)
-    await c3.call("session.cancel", {"session_id": sid3, "reason": "too slow"})
-
-    def payments(rows: list[asyncpg.Record]) -> dict[str, dict[str, Any]]:
-        return {
-            r["type"]: json.loads(r["payload"])["data"]
-            for r in rows
-            if r["type"].startswith("payment.")
-        }
-
-    done = payments(await outbox_rows(database, sid))
-    assert set(done) == {"payment.hold", "payment.release"}
-    amount = done["payment.hold"]["amount"]
-    assert amount > 0
-    assert done["payment.hold"]["platform_fee"] == pytest.approx(amount * 0.2)
-    assert done["payment.hold"]["enp_fee"] == pytest.approx(amount * 0.8)
-    assert done["payment.release"]["amount"] == amount
-    cancelled = payments(await outbox_rows(database, sid2))
-    assert set(cancelled) == {"payment.hold", "payment.refund"}
-    assert cancelled["payment.refund"]["amount"] == cancelled["payment.hold"]["amount"]
-    assert cancelled["payment.refund"]["reason"] == "no longer needed"
-    assert payments(await outbox_rows(database, sid3)) == {}  # nothing was held
+    # No webhook URL: the delivery waits; then it is marked delivered behind the
+    # session's back, as a worker whose report to the session got lost would.
+    h = await make_server(delivery_resync_s=0.2)
+    customer, notary, sid = await assigned_session(h)
+    await run_to_notarized(customer, notary, sid)
+    await customer.call(
+        "session.distribute",
+        {"session_id": sid, "recipients": [{"channel": "webhook", "to": "archive"}]},
+    )
+    conn = await asyncpg.connect(database)
+    try:
+        await conn.execute(
+            "UPDATE outbox SET status = 'delivered', delivered_at = now()"
+            " WHERE session_id = $1 AND recipient = 0",
+            sid,
+        )
+    finally:
+        await conn.close()
+    done = await customer.expect("session.state", state="COMPLETED", timeout=10)
+    assert done["data"]["by"] == "system"
+    status = next(e for e in customer.events if e.get("name") == "delivery.status")
+    assert status["data"]["status"] == "delivered"
 
 
-# -- SMS through Twilio's own client -------------------------------------------------------
+# -- Twilio's Messages API on loopback (conftest.py's `messages_api`; the SMS tests: test_sms.py)
 
 TW_SID, TW_TOKEN = "AC" + "9" * 32, "twilio-token-for-sms-tests"
 
@@ -325,162 +327,3 @@ class MessagesStandIn:
             },
             status=201,
         )
-
-
-async def test_sms_distribution_through_twilio(
-    make_server: MakeServer, messages_api: MessagesStandIn
-) -> None:
-    async with Receiver() as rx:
-        h = await make_server(
-            webhook_url=rx.url,
-            twilio_api_base=str(messages_api.server.make_url("/")),
-            **fast_retries(),
-        )
-        h.services.settings.public_url = h.base_url
-        customer, notary, sid = await assigned_session(h)
-        await run_to_notarized(customer, notary, sid)
-        await customer.call(
-            "session.distribute",
-            {
-                "session_id": sid,
-                "recipients": [
-                    {"channel": "sms", "to": "+639171234567"},
-                    {"channel": "sms", "to": "+639170000000"},  # refused by Twilio
-                    {"channel": "webhook", "to": "records-office"},
-                ],
-            },
-        )
-        completed = await customer.expect("session.state", state="COMPLETED", timeout=30)
-        statuses = {
-            e["data"]["recipient"]: e["data"]
-            for e in customer.events
-            if e.get("name") == "delivery.status"
-        }
-        await rx.wait_for(lambda: any(e["type"] == "document.distributed" for e in rx.accepted))
-    assert completed["data"]["by"] == "system"
-    assert statuses[0]["status"] == "delivered" and statuses[2]["status"] == "delivered"
-    assert statuses[1]["status"] == "dead_letter"
-    assert statuses[1]["reason"] == "Twilio 400"  # Twilio's own text stays out of the journal
-    assert statuses[0]["to"] == "+63*******567"  # only a hint in the event
-    [sms] = messages_api.messages
-    assert sms["To"] == "+639171234567" and sms["From"] == "+15005550006"
-    link = sms["Body"].split(": ", 1)[1]
-    status, signed = await http_call(h, "GET", link)
-    assert status == 200 and signed["envelope"]["session_id"] == sid
-    assert await http_call(h, "POST", "/v1/envelopes/verify", json=signed) == (200, {"valid": True})
-    assert (await http_call(h, "GET", link.replace("sig=", "sig=0")))[0] == 403
-    distributed = next(e for e in rx.accepted if e["type"] == "document.distributed")
-    assert distributed["data"]["to"] == "records-office"
-
-
-async def test_sms_waits_with_a_reason_without_twilio(
-    make_server: MakeServer, database: str
-) -> None:
-    for k in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER"):
-        assert not os.environ.get(k)
-    h = await make_server()
-    customer, notary, sid = await assigned_session(h)
-    await run_to_notarized(customer, notary, sid)
-    await customer.call(
-        "session.distribute",
-        {"session_id": sid, "recipients": [{"channel": "sms", "to": "+639171234567"}]},
-    )
-    r = await customer.request(
-        "session.distribute", {"session_id": sid, "recipients": [{"channel": "fax", "to": "1"}]}
-    )
-    assert r["error"]["code"] == "bad_request"
-    async with asyncio.timeout(10):
-        while True:
-            rows = [r for r in await outbox_rows(database, sid) if r["type"] == "sms"]
-            if rows and rows[0]["last_error"]:
-                break
-            await asyncio.sleep(0.1)
-    assert rows[0]["status"] == "pending" and "SMS not configured" in rows[0]["last_error"]
-    assert rows[0]["attempts"] == 0
-
-
-async def test_a_hung_receiver_does_not_slow_sessions(make_server: MakeServer) -> None:
-    # Answers after 5 s, always past the sender's 1 s timeout (and short enough
-    # for the receiver to close at the end of the test).
-    async with Receiver(lambda n: 5.0) as rx:
-        h = await make_server(webhook_url=rx.url, **fast_retries(delivery_timeout_s=1))
-        customer, notary, sid = await assigned_session(h)
-        # The whole session runs with every request's usual timeout (10 s)
-        # while the delivery worker waits on the receiver.
-        await run_video_to_completion(customer, notary, sid)
-        assert len(rx.requests) >= 1 and not rx.accepted
-
-
-async def test_bad_recipients_are_refused(server: Harness) -> None:
-    customer, _, sid = await assigned_session(server)
-    for recipients in (
-        [{"channel": "sms", "to": "0917-123"}],
-        [{"channel": "pigeon", "to": "x"}],
-    ):
-        r = await customer.request(
-            "session.distribute", {"session_id": sid, "recipients": recipients}
-        )
-        assert r["error"]["code"] == "bad_request", r
-
-
-async def test_notifications_and_an_sms_offer_to_a_notary_who_is_away(
-    make_server: MakeServer, messages_api: MessagesStandIn, database: str
-) -> None:
-    h = await make_server(
-        twilio_api_base=str(messages_api.server.make_url("/")),
-        reconnect_grace_s=30,
-        **fast_retries(),
-    )
-    await put_notary(h, "n1", notify_sms="+639175550123")
-    n = await h.client("n1", "enp")
-    await n.call("presence.online")
-    await n.close()  # away, but within its reconnect grace: still offered
-    customer = await h.client("c1", "customer")
-    sid = await request_session(customer)
-    await eventually(lambda: bool(messages_api.messages), 20)
-    [sms] = messages_api.messages
-    assert sms["To"] == "+639175550123" and "New notarization request" in sms["Body"]
-    # Back in time: the offer is there, accepting it notifies the customer.
-    n = await h.client("n1", "enp")
-    await n.call("presence.online", {"since_seq": 0})
-    offer = await n.expect("offer")
-    await n.call("offer.accept", {"offer_id": offer["data"]["offer_id"]})
-    note = await customer.expect("notification", kind="enp_assigned")
-    assert note["data"]["session_id"] == sid and "seq" not in note
-    await customer.call("session.cancel", {"session_id": sid, "reason": "test"})
-    await customer.expect("notification", kind="request_cancelled")
-    # The phone number is sealed at rest.
-    conn = await asyncpg.connect(database)
-    try:
-        dump = await conn.fetchval("SELECT string_agg(t::text, ' ') FROM notaries t")
-        dump += await conn.fetchval("SELECT string_agg(t::text, ' ') FROM outbox t")
-    finally:
-        await conn.close()
-    assert "9175550123" not in dump and "pii:v1:" in dump
-
-
-async def test_a_lost_delivery_report_is_picked_up_from_the_outbox(
-    make_server: MakeServer, database: str
-) -> None:
-    # No webhook URL: the delivery waits; then it is marked delivered behind the
-    # session's back, as a worker whose report to the session got lost would.
-    h = await make_server(delivery_resync_s=0.2)
-    customer, notary, sid = await assigned_session(h)
-    await run_to_notarized(customer, notary, sid)
-    await customer.call(
-        "session.distribute",
-        {"session_id": sid, "recipients": [{"channel": "webhook", "to": "archive"}]},
-    )
-    conn = await asyncpg.connect(database)
-    try:
-        await conn.execute(
-            "UPDATE outbox SET status = 'delivered', delivered_at = now()"
-            " WHERE session_id = $1 AND recipient = 0",
-            sid,
-        )
-    finally:
-        await conn.close()
-    done = await customer.expect("session.state", state="COMPLETED", timeout=10)
-    assert done["data"]["by"] == "system"
-    status = next(e for e in customer.events if e.get("name") == "delivery.status")
-    assert status["data"]["status"] == "delivered"

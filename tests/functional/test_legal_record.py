@@ -1,16 +1,15 @@
 """The legal record against the real server and Postgres: journal
-verification, the signed TRUTH envelope, the notarial book, the audit trail
-and personal data at rest (issue 4's done-when)."""
+verification, the signed TRUTH envelope and the audit trail (issue 4's
+done-when; the notarial book: test_notarial_book.py; personal data at rest:
+test_personal_data.py, both on `notarized_session` here)."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
 import csv
 import io
 import json
-import logging
 import os
 import subprocess
 from pathlib import Path
@@ -21,23 +20,20 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.client import EnfClient
-from persistence.book import TEN_FIELDS
 from persistence.keys import Signer, load_public_keys, verify_signed
 from persistence.pool import create_pool
 from persistence.verify import verify_journal
-from tests.conftest import Harness, MakeServer
+from tests.conftest import Harness
 from tests.flows import (
     ADDRESS,
     ID_NUMBER,
     NAME,
     PHONE,
-    accept_next_offer,
     doc,
     end_and_notarize,
     http_call,
     in_the_call,
     online_notary,
-    request_session,
     sign_and_seal,
 )
 from tests.served import Served
@@ -293,58 +289,7 @@ async def test_the_envelope_verifies_offline_and_any_change_fails(
         assert verify_signed(junk, keys)[0] is False
 
 
-# -- 3. the notarial book ------------------------------------------------------------------
-
-
-async def test_the_book_has_complete_and_incomplete_entries(server: Harness) -> None:
-    _, notary, sid = await notarized_session(server)
-    # A second session, cancelled after the notary was assigned.
-    customer2 = await server.client("c2", "customer")
-    sid2 = await request_session(customer2, "k2", 8)
-    await accept_next_offer(notary, customer2, timeout=20)
-    await customer2.call("session.cancel", {"session_id": sid2, "reason": "customer unavailable"})
-
-    month = (await customer2.call("session.join", {"session_id": sid2}))["session"]["created_at"][
-        :7
-    ]
-    n1 = server.token("n1", "enp")
-    book = "/v1/notaries/n1/book"
-    status, body = await http_call(server, "GET", f"{book}?month={month}&format=json", n1)
-    assert status == 200
-    entries = body["entries"]
-    status, text = await http_call(
-        server, "GET", f"{book}?month={month}&format=csv", n1, content_type="text/csv"
-    )
-    assert status == 200
-    rows = list(csv.DictReader(io.StringIO(text)))
-    # Someone else's book, a bad month, an empty month.
-    status, body = await http_call(server, "GET", book, server.token("n2", "enp"))
-    assert status == 403 and body["error"]["code"] == "forbidden"
-    assert (await http_call(server, "GET", f"{book}?month=2026-13", n1))[0] == 400
-    status, text = await http_call(
-        server, "GET", f"{book}?month=2001-01&format=csv", server.token("root", "admin")
-    )
-    empty = list(csv.reader(io.StringIO(text)))
-    assert "No entries" in empty[1][1]
-    status, body = await http_call(server, "GET", f"{book}?month=2001-01", n1)
-    assert body["statement"].startswith("No entries")
-
-    assert [e["entry_no"] for e in entries] == [1, 2]
-    complete, incomplete = entries
-    assert complete["session_id"] == sid and complete["complete"] is True
-    assert complete["principals"] == [{"name": NAME, "address": ADDRESS}]
-    assert complete["competent_evidence_of_identity"]["id_number"] == ID_NUMBER
-    assert complete["parties_in_philippines"] is True and complete["mode"] == "REN"
-    assert complete["document_sha256"] == doc(7)["sha256"]
-    assert complete["fee"]["amount"] is not None
-    assert incomplete["session_id"] == sid2 and incomplete["complete"] is False
-    assert incomplete["incomplete_reason"] == "customer unavailable"
-    assert "Incomplete act" in incomplete["other_circumstances"]
-    assert all(f in rows[0] for f in TEN_FIELDS) and len(rows) == 2
-    assert NAME in rows[0]["principals"] and rows[1]["complete"] == "no"
-
-
-# -- 4. the audit trail ---------------------------------------------------------------------
+# -- 3. the audit trail ---------------------------------------------------------------------
 
 
 async def test_the_audit_export_covers_every_request_of_a_session(
@@ -387,61 +332,3 @@ async def test_the_audit_export_covers_every_request_of_a_session(
             await conn.execute("DELETE FROM audit_log")
     finally:
         await conn.close()
-
-
-# -- 5. personal data at rest and in logs ---------------------------------------------------------
-
-
-async def test_no_plaintext_personal_data_in_the_database_or_the_logs(
-    server: Harness, database: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    await notarized_session(server)
-    await server.services.audit.flush()
-    conn = await asyncpg.connect(database)
-    try:
-        tables = [
-            r["table_name"]
-            for r in await conn.fetch(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
-            )
-        ]
-        dump = "\n".join(
-            [
-                str(await conn.fetchval(f"SELECT string_agg(t::text, E'\\n') FROM \"{t}\" t"))
-                for t in tables
-            ]
-        )
-    finally:
-        await conn.close()
-    assert "journal" in tables and len(dump) > 1000
-    for secret in (NAME, ADDRESS, ID_NUMBER, PHONE, PHONE[1:]):
-        assert secret not in dump, f"{secret!r} stored in plaintext"
-    assert "pii:v1:" in dump  # it is there, sealed
-    logs = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
-    assert len(caplog.records) > 10
-    for secret in (NAME, ADDRESS, ID_NUMBER, PHONE):
-        assert secret not in logs, f"{secret!r} in the logs"
-
-
-@pytest.mark.expects_server_errors("a mismatched PII key is logged as the clear error it is")
-async def test_a_pii_key_that_does_not_match_is_a_clear_error(
-    make_server: MakeServer, tmp_path: Path
-) -> None:
-    first = await make_server()
-    customer, _, sid = await notarized_session(first)
-    envelope_id = f"ENF-{sid}"
-    month = (await customer.call("session.join", {"session_id": sid}))["session"]["created_at"][:7]
-    await first.close_clients()
-    await first.server.close()
-
-    other_key = tmp_path / "other-pii.key"
-    await asyncio.to_thread(other_key.write_bytes, base64.b64encode(os.urandom(32)))
-    second = await make_server(pii_key_file=other_key)
-    admin = second.token("root", "admin")
-    for path in (f"/v1/envelopes/{envelope_id}", f"/v1/notaries/n1/book?month={month}"):
-        status, body = await http_call(second, "GET", path, admin)
-        assert status == 503, (path, body)
-        assert "configured key is" in body["error"]["message"], body
-    # Verification of the journal needs no key at all.
-    assert (await http_call(second, "GET", f"/v1/sessions/{sid}/journal", admin))[0] == 200

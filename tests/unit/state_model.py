@@ -1,12 +1,11 @@
-"""The contract's model of sessions and notaries (PROTOCOL §4, §5, §8) for
-test_state_machine.py: `expect(...)` is a request's outcome by the contract,
+"""The contract's model of sessions (PROTOCOL §4, §5, §8; notaries: notary_model.py)
+for test_state_machine.py: `expect(...)` is a request's outcome by the contract,
 `None` (accepted) or the code of its refusal, in the contract's order
 (`not_found`, `forbidden` for places, `conflict` for state); `Either` where a
 known server bug (KNOWN_BUGS, each with a strict xfail regression) differs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,9 +31,9 @@ CODES = ("bad_request", "forbidden", "not_found", "conflict")
 ALLOWED_COUNTRIES = frozenset({"PH"})
 
 # Server behaviour that breaks the contract, each pinned by a strict xfail
-# regression in test_state_machine.py. While listed, the machine accepts either
-# outcome at exactly that point and follows the server, to keep exploring;
-# drop an entry once its regression passes (none is known today).
+# regression in test_state_machine_regressions.py. While listed, the machine
+# accepts either outcome at exactly that point and follows the server, to keep
+# exploring; drop an entry once its regression passes (none is known today).
 KNOWN_BUGS: frozenset[str] = frozenset()
 
 
@@ -81,38 +80,6 @@ class SessionModel:
 
     def parties(self) -> list[str]:
         return [self.customer] + ([self.enp] if self.enp else [])
-
-
-@dataclass
-class NotaryModel:
-    nid: str
-    online: bool = False
-    preference: str = "available"
-    connected: bool = False
-    offer: dict[str, Any] | None = None  # the open offer, from its topic's events
-    active: str | None = None
-    accepted: dict[str, str] = field(default_factory=dict)
-
-    def offer_id(self) -> str | None:
-        return None if self.offer is None else str(self.offer["offer_id"])
-
-    def status(self) -> str:
-        if not self.online:
-            return "offline"
-        if self.offer is not None or self.active is not None:
-            return "busy"
-        return self.preference
-
-
-def holds(n: NotaryModel, sid: str) -> bool:
-    return n.offer is not None and n.offer["session_id"] == sid
-
-
-def free_for(s: SessionModel, notaries: Iterable[NotaryModel], excluded: set[str]) -> list[str]:
-    """Notaries free to take REQUESTED `s` while it has no offer (none, by §5)."""
-    if s.state != "REQUESTED" or any(holds(n, s.sid) for n in notaries):
-        return []
-    return [n.nid for n in notaries if n.status() == "available" and n.nid not in excluded]
 
 
 # -- what the contract expects of each session request ---------------------------------
@@ -252,24 +219,6 @@ def expect(
     }
     outcome: Expected = rules[kind]()
     return outcome
-
-
-def expect_notary(
-    kind: str, n: NotaryModel, data: dict[str, Any]
-) -> tuple[Expected, dict[str, Any] | None]:
-    """A notary's request to its own actor: the outcome, and the offer it takes."""
-    if kind == "presence.set":
-        return (None if n.online else "conflict"), None
-    if kind not in ("offer.accept", "offer.decline"):
-        if kind == "presence.online" and not n.online:
-            n.preference = "available"
-        return None, None
-    oid = data["offer_id"]
-    if kind == "offer.accept" and n.accepted.get(oid) == n.active and n.active:
-        return None, None  # a retried accept: the same answer
-    if n.offer is not None and n.offer["offer_id"] == oid:
-        return None, n.offer
-    return "conflict", None
 
 
 # -- what an accepted request does to the model ---------------------------------------------

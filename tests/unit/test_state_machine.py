@@ -1,11 +1,12 @@
 """A rule-based state machine over the session, notary and matchmaker actors
 (issue 17): every request by every role (customers, notaries, admin, strangers),
 drops, re-joins, timers; after every step, against the contract's model
-(state_model.py): one outcome per request, with the code the model names;
-accepted only where the model allows (state, full view, seal); journals gapless
-and hash-chained; one notary per session, one active session and one open offer
-per notary, offers only to available notaries for REQUESTED sessions, none
-waiting while a notary is free; snapshots as modelled; only §5's moves; no ERROR.
+(state_model.py, notary_model.py): one outcome per request, with the code the
+model names; accepted only where the model allows (state, full view, seal);
+journals gapless and hash-chained; one notary per session, one active session
+and one open offer per notary, offers only to available notaries for REQUESTED
+sessions, none waiting while a notary is free; snapshots as modelled; only §5's
+moves; no ERROR. What it found: test_state_machine_regressions.py.
 
 Own loop and database per run; fixed budget, printed seed; `ENF_SM_SEED=<seed>`
 reproduces a run (a failure prints `@reproduce_failure` too), ENF_SM_EXAMPLES=<n>
@@ -26,7 +27,6 @@ from logging.handlers import BufferingHandler
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, Phase, event, seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
@@ -44,13 +44,13 @@ from persistence.migrate import apply_migrations
 from persistence.pool import create_pool
 from tests.conftest import _admin, _with_database
 from tests.unit import state_model as M
-from tests.unit.conftest import Rig, StartRig, document, refused, unit_settings
+from tests.unit.conftest import Rig, document, unit_settings
+from tests.unit.notary_model import NotaryModel, expect_notary, free_for, holds
 from tests.unit.state_model import ADMIN, CUSTOMERS, NOTARIES, ROLE, SENDERS, SLOTS, session_data
 
 SEED = int(os.environ.get("ENF_SM_SEED", "20261202"))
 EXAMPLES = int(os.environ.get("ENF_SM_EXAMPLES", "30"))
 STEP_S = 10.0
-C, N = CUSTOMERS[0], NOTARIES[0]  # in the regressions
 
 
 class ActorsMachine(RuleBasedStateMachine):
@@ -63,7 +63,7 @@ class ActorsMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.db = f"enf_sm_{uuid.uuid4().hex[:12]}"
         self.sessions: dict[tuple[str, str], M.SessionModel] = {}
-        self.notaries = {n: M.NotaryModel(n) for n in NOTARIES}
+        self.notaries = {n: NotaryModel(n) for n in NOTARIES}
         self.excluded: dict[str, set[str]] = {}
         self.seen_offers: list[str] = []
         self.read = 0  # deliveries of the inbox already replayed
@@ -177,7 +177,7 @@ class ActorsMachine(RuleBasedStateMachine):
 
     def do_notary(self, kind: str, nid: str, data: dict[str, Any]) -> None:
         n = self.notaries[nid]
-        expected, offer = M.expect_notary(kind, n, data)
+        expected, offer = expect_notary(kind, n, data)
         out = self.run(self._ask(notary_address(nid), kind, data, nid))
         if not self._judge(f"{kind} by {nid} ({data})", expected, out):
             return
@@ -296,7 +296,7 @@ class ActorsMachine(RuleBasedStateMachine):
                 self.do_session(kind, slot, user, data)
 
     def _find_notary(self, s: M.SessionModel) -> None:
-        holder = next((n for n in self.notaries.values() if M.holds(n, s.sid)), None)
+        holder = next((n for n in self.notaries.values() if holds(n, s.sid)), None)
         if holder is not None:
             self.do_notary("offer.accept", holder.nid, {"offer_id": holder.offer_id()})
             return
@@ -326,7 +326,7 @@ class ActorsMachine(RuleBasedStateMachine):
             got_n = (actor.online, actor.offer and actor.offer["offer_id"], actor.active_session)
             assert got_n == (n.online, n.offer_id(), n.active), (got_n, n)
         for s in self.sessions.values():
-            free = M.free_for(s, self.notaries.values(), self.excluded.get(s.sid, set()))
+            free = free_for(s, self.notaries.values(), self.excluded.get(s.sid, set()))
             assert not free, f"{s.sid} waits for a notary while {free} are available"
 
     def _replay(self) -> None:
@@ -342,7 +342,7 @@ class ActorsMachine(RuleBasedStateMachine):
             s = n.offer and self._by_sid(n.offer["session_id"])
             assert not s or s.state == "REQUESTED", f"{n.nid} holds an offer for {s}"
 
-    def _offer_event(self, n: M.NotaryModel, name: str, data: dict[str, Any]) -> None:
+    def _offer_event(self, n: NotaryModel, name: str, data: dict[str, Any]) -> None:
         if name == "offer":
             assert n.status() == "available", f"offer to {n} not available: {data}"
             assert self._by_sid(data["session_id"]).state == "REQUESTED", data
@@ -375,26 +375,3 @@ def test_actors_keep_the_contract(pg_admin_dsn: str) -> None:
             phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
         ),
     )
-
-
-@pytest.mark.parametrize("away", ["leaves", "drops"])
-async def test_act_refused_while_a_party_is_away(make_rig: StartRig, away: str) -> None:
-    rig: Rig = await make_rig()
-    sid = await rig.assigned(C, N)
-    await rig.in_video(sid, C, N)
-    if away == "leaves":
-        await rig.session(sid, "session.leave", N, "enp")
-    else:  # found by the machine: the connection closed, within the reconnect grace
-        drop = {"user_id": N, "connection_id": f"conn-{N}"}
-        await rig.ask(session_address(sid), "conn_closed", drop)
-    signed = {"signature": "c2ln"}
-    await refused("conflict", lambda: rig.session(sid, "act.sign", C, "customer", signed))
-
-
-async def test_no_cancel_after_the_seal(make_rig: StartRig) -> None:
-    rig: Rig = await make_rig()
-    sid = await rig.assigned(C, N)
-    await rig.in_video(sid, C, N)
-    await rig.act(sid, C, N)
-    cancel = {"reason": "changed_mind"}
-    await refused("conflict", lambda: rig.session(sid, "session.cancel", C, "customer", cancel))
