@@ -4,6 +4,10 @@ python run.py                 serve on ENF_HOST:ENF_PORT (default)
 python run.py migrate         apply database migrations
 python run.py token --sub ID --type customer|enp|admin [--kyc]
                               print a token signed with ENF_JWT_SECRET
+python run.py verify-journal SESSION_ID | --file JOURNAL.json --envelope ENVELOPE.json
+                              recompute a session's hash chain (database, or offline)
+python run.py verify-envelope FILE [--public-key KEY]
+python run.py verify-audit    recompute the audit log's hash chain
 python run.py cluster status  nodes, shards, actors per shard, gateways (ENF_CLUSTER=ray)
 python run.py cluster rebalance
                               spread the shards over the cluster's nodes
@@ -18,10 +22,12 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from config.logging import setup_logging
@@ -172,26 +178,72 @@ async def verify_journal_cmd(settings: Settings, target: str) -> int:
     return 0 if report.valid else 1
 
 
+def verify_journal_file_cmd(journal_path: str, envelope_path: str, public_key: str | None) -> int:
+    """Offline: an exported journal against the head its signed envelope
+    attests (and, with --public-key, the envelope's signature)."""
+    from persistence.verify import ExportError, verify_export
+
+    try:
+        journal, signed = _read_json(journal_path), _read_json(envelope_path)
+        keys = _public_keys(public_key) if public_key else None
+        report = verify_export(journal, signed, keys)
+    except ExportError as exc:
+        print(exc)
+        return 2
+    print(report.describe())
+    if keys is None:
+        print("(the envelope's signature was not checked: --public-key KEY checks it)")
+    return 0 if report.valid else 1
+
+
+def _read_json(path: str) -> Any:
+    """The JSON in `path`; ExportError (one line) when it cannot be read."""
+    from persistence.verify import ExportError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"cannot read {path}: {exc}") from None
+
+
+def _public_keys(path: str) -> Any:
+    """The keys in a PEM file or the JSON of GET /v1/keys; ExportError (one line)."""
+    from persistence.keys import load_public_keys
+    from persistence.verify import ExportError
+
+    try:
+        return load_public_keys(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"cannot read the public key {path}: {exc}") from None
+
+
+async def verify_audit_cmd(settings: Settings) -> int:
+    from persistence.audit_chain import verify_audit
+    from persistence.pool import create_pool
+
+    dsn, _embedded = resolve_database(settings)
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    try:
+        report = await verify_audit(pool)
+    finally:
+        await pool.close()
+    print(report.describe())
+    return 0 if report.valid else 1
+
+
 def verify_envelope_cmd(settings: Settings, path: str, public_key: str | None) -> int:
     """Offline: only the envelope file and a public key (PEM, or the JSON of
     GET /v1/keys); without --public-key, this server's own key."""
-    import json
-    from pathlib import Path
-
-    from persistence.keys import Signer, load_public_keys, verify_signed
+    from persistence.keys import Signer, verify_signed
+    from persistence.verify import ExportError
 
     try:
-        signed = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        print(f"cannot read {path}: {exc}")
+        signed = _read_json(path)
+        keys = _public_keys(public_key) if public_key else None
+    except ExportError as exc:
+        print(exc)
         return 2
-    if public_key:
-        try:
-            keys = load_public_keys(Path(public_key).read_text())
-        except (OSError, ValueError) as exc:
-            print(f"cannot read the public key {public_key}: {exc}")
-            return 2
-    else:
+    if keys is None:
         keys = [Signer.load(settings.signing_key_file, settings.data_dir).public]
     valid, reason = verify_signed(signed, keys)
     uid = signed.get("envelope", {}).get("uid") if isinstance(signed, dict) else None
@@ -200,8 +252,6 @@ def verify_envelope_cmd(settings: Settings, path: str, public_key: str | None) -
 
 
 async def cluster_cmd(settings: Settings, action: str, as_json: bool) -> int:
-    import json
-
     from cluster import ops as clusterops
     from persistence.pool import create_pool
 
@@ -289,7 +339,11 @@ def main(argv: list[str] | None = None) -> int:
         "--ttl", type=int, help="seconds (default 1 day, or ENF_MAX_TOKEN_TTL_S if shorter)"
     )
     vj = sub.add_parser("verify-journal", help="recompute a session's hash chain")
-    vj.add_argument("session_id", help="session id (or any actor id)")
+    vj.add_argument("session_id", nargs="?", help="session id (or any actor id): from the database")
+    vj.add_argument("--file", help="offline: the JSON of GET /v1/sessions/{id}/journal")
+    vj.add_argument("--envelope", help="with --file: the JSON of GET /v1/envelopes/{id}")
+    vj.add_argument("--public-key", help="with --file: check the envelope's signature too")
+    sub.add_parser("verify-audit", help="recompute the audit log's hash chain")
     ve = sub.add_parser("verify-envelope", help="verify a signed TRUTH envelope offline")
     ve.add_argument("file", help="the signed envelope (JSON from GET /v1/envelopes/{id})")
     ve.add_argument("--public-key", help="PEM file, or the JSON of GET /v1/keys")
@@ -318,10 +372,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "verify-envelope":
         return verify_envelope_cmd(settings, args.file, args.public_key)
+    if args.command == "verify-journal" and (args.file or args.envelope):
+        if not (args.file and args.envelope) or args.session_id:
+            parser.error("verify-journal takes SESSION_ID, or --file and --envelope (not both)")
+        return verify_journal_file_cmd(args.file, args.envelope, args.public_key)
+    if args.command == "verify-journal" and not args.session_id:
+        parser.error("verify-journal needs SESSION_ID, or --file and --envelope")
     import uvloop
 
     if args.command == "verify-journal":
         return uvloop.run(verify_journal_cmd(settings, args.session_id))
+    if args.command == "verify-audit":
+        return uvloop.run(verify_audit_cmd(settings))
     if args.command == "cluster":
         return asyncio.run(cluster_cmd(settings, args.action, args.json))
     runner = migrate if args.command == "migrate" else serve

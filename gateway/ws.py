@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiohttp import WSMsgType, web
 
@@ -14,6 +15,7 @@ from gateway.codec import Codec, DecodeError, codec_for
 from gateway.connection import Connection
 from gateway.http.errors import error_response, too_many
 from gateway.services import SERVICES, Services
+from gateway.ws_audit import token_refused
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         wait = limits.anonymous(request.remote)
         if wait:
             return too_many(TOO_MANY_FAILURES, wait)
+        _audit_refusal(services, request, "GET /v1/ws", exc.message)
         return error_response("unauthorized", exc.message)
     if not limits.claim_connection(ident.user_id):
         logger.info("refused a connection of %s: %s", ident.user_id, TOO_MANY_CONNECTIONS)
@@ -71,7 +74,7 @@ async def _upgraded(
         await _serve(request, services, ws, codec, ident)
         return ws
     limits = services.limits
-    ident = await _hello(ws, codec, services, request.remote)
+    ident = await _hello(ws, codec, services, request)
     if ident is None:
         return ws
     if not limits.claim_connection(ident.user_id):
@@ -131,12 +134,14 @@ async def _serve(
     finally:
         services.connections.discard(conn)
         services.metrics.connections.labels(ident.role).dec()
+        if conn.closing and _expired(ident):  # closed by the server at `exp` (4401)
+            conn.audit.token_expired()
         await conn.finish()
         conn.log.info("disconnected (close code %s)", ws.close_code)
 
 
 async def _hello(
-    ws: web.WebSocketResponse, codec: Codec, services: Services, remote: str | None
+    ws: web.WebSocketResponse, codec: Codec, services: Services, request: web.Request
 ) -> Identity | None:
     secret, max_ttl_s = services.jwt_secret, services.settings.max_token_ttl_s
     try:
@@ -162,10 +167,20 @@ async def _hello(
         return verify_token(token, secret, max_ttl_s)
     except (ProtocolError, DecodeError) as exc:
         text = exc.message if isinstance(exc, ProtocolError) else str(exc)
-        logger.info("refused hello from %s: %s", remote, text)
-        if services.limits.anonymous(remote):  # a failed authentication, per IP
+        logger.info("refused hello from %s: %s", request.remote, text)
+        if services.limits.anonymous(request.remote):  # a failed authentication, per IP
             await ws.close(code=P.CLOSE_FLOOD, message=TOO_MANY_FAILURES.encode())
             return None
+        _audit_refusal(services, request, "hello", text)
         # A close reason is at most 123 bytes of UTF-8: ASCII, cut to 120.
         await ws.close(code=P.CLOSE_BAD_TOKEN, message=text.encode("ascii", "replace")[:120])
         return None
+
+
+def _audit_refusal(services: Services, request: web.Request, action: str, reason: str) -> None:
+    """Audit a refused token (answered: not one the per-address limit cut off)."""
+    token_refused(services, request.remote, request.headers.get("User-Agent"), action, reason)
+
+
+def _expired(ident: Identity) -> bool:
+    return ident.expires_at is not None and ident.expires_at <= time.time()

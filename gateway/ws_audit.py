@@ -1,10 +1,17 @@
 """The audit rows of one WebSocket connection: a row per request (allowed or
 refused; `ping` excepted), except that refusals beyond a burst per interval
 are counted into one summary row (`gateway.limits.RefusalAudit`), so that a
-flood of bad frames cannot crowd legitimate rows out of the audit log."""
+flood of bad frames cannot crowd legitimate rows out of the audit log.
+
+And the rows of refused tokens (`token_refused`): a header token answered
+with HTTP 401 before the upgrade, a `hello` refused with 4401, a token that
+expires on an open socket (closed with 4401). They name the address and the
+user agent, and why; never the token (nor, before it is verified, the user
+it claims to be)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from core.text import storable
@@ -45,6 +52,17 @@ class ConnectionAudit:
         if not write:
             self.services.metrics.audit_refusals_suppressed.inc()
         self.request(kind, rid, "refused", actor, code, write=write)
+
+    def token_expired(self) -> None:
+        """The socket was closed with 4401: its token reached `exp`."""
+        token_refused(
+            self.services,
+            self.remote,
+            self.user_agent,
+            "token.expired",
+            "token expired",
+            user_id=self.ident.user_id,
+        )
 
     def close(self) -> None:
         """The connection is gone: the summary of what was not audited yet."""
@@ -99,3 +117,34 @@ class ConnectionAudit:
                 metadata={"role": self.ident.role},
             )
         )
+
+
+def token_refused(
+    services: Services,
+    remote: str | None,
+    user_agent: str | None,
+    action: str,
+    reason: str,
+    *,
+    user_id: str | None = None,
+) -> None:
+    """The row of a refused token (`action`: `GET /v1/ws` for the header,
+    `hello`, `token.expired`). `reason` is the refusal's message, which says
+    what was wrong and never holds the token."""
+    services.audit.record(
+        AuditRecord(
+            event_type="ws.auth",
+            action=action,
+            outcome="refused",
+            correlation_id=uuid.uuid4().hex,
+            user_id=user_id,
+            ip_address=_text(remote, 64),
+            user_agent=_text(user_agent, 512),
+            error_code="unauthorized",
+            metadata={"reason": storable(reason[:200])},
+        )
+    )
+
+
+def _text(value: str | None, limit: int) -> str | None:
+    return None if value is None else storable(value[:limit])

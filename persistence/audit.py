@@ -17,6 +17,14 @@ so a flood of refusals cannot push legitimate rows out.
 A row Postgres refuses (a value it cannot store) never holds up the others:
 when a batch fails while the database answers, its rows are written one by
 one and the refused ones are dropped, logged and counted (`refused`).
+
+The log is hash-chained (`persistence.audit_chain`): each batch is one
+transaction that locks the chain's head, so the writers of every process
+extend one chain, and a refused row, never written, is never in it. A row
+altered, removed or moved afterwards is named by `run.py verify-audit`
+(`persistence.audit_chain.verify_audit`). Rows written before the chain existed
+(migration 0006) carry no hash; they are accepted only before the first
+chained row, never after it.
 """
 
 from __future__ import annotations
@@ -33,24 +41,10 @@ from typing import Any
 import asyncpg
 
 from core.loops import BackgroundLoop
+from persistence.audit_chain import COLUMNS, write_chained
 from persistence.filters import where
 
 logger = logging.getLogger(__name__)
-
-COLUMNS = (
-    "at",
-    "event_type",
-    "user_id",
-    "ip_address",
-    "user_agent",
-    "resource_type",
-    "resource_id",
-    "action",
-    "outcome",
-    "error_code",
-    "correlation_id",
-    "metadata",
-)
 
 
 @dataclass(slots=True)
@@ -68,8 +62,9 @@ class AuditRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
-    def row(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, c) for c in COLUMNS)
+    def fields(self) -> dict[str, Any]:
+        """The row's `COLUMNS` by name."""
+        return {c: getattr(self, c) for c in COLUMNS}
 
 
 def resource_of(actor_id: str) -> tuple[str, str]:
@@ -206,8 +201,8 @@ _ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, Val
 
 
 async def _copy(conn: asyncpg.Connection, batch: list[AuditRecord]) -> None:
-    # Binary COPY: the cheapest way in for Postgres and for us.
-    await conn.copy_records_to_table("audit_log", records=[r.row() for r in batch], columns=COLUMNS)
+    # Binary COPY (the cheapest way in), hash-chained, in one transaction.
+    await write_chained(conn, [r.fields() for r in batch])
 
 
 EXPORT_COLUMNS = ("id", *COLUMNS)
