@@ -6,7 +6,7 @@
 class Enf {
   constructor(token) {
     this.token = token;
-    this.claims = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+    this.claims = Enf.claimsOf(token);
     this.n = 0;
     this.pending = new Map();
     this.handlers = [];
@@ -16,9 +16,15 @@ class Enf {
     this.retry = 500;
     this.welcomed = false;
     this.waiting = [];
+    this.snapshots = []; // fn(snapshot): each session.join reply's session
+    this.refusals = []; // fn(sid, error): a session.join refused
   }
 
   on(fn) { this.handlers.push(fn); }
+
+  static claimsOf(token) {
+    return JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+  }
 
   status(text) { const el = document.getElementById("link"); if (el) el.textContent = text; }
 
@@ -59,7 +65,7 @@ class Enf {
         if (e.code === 4401) { reject(new Error("token refused")); this.status("token refused"); return; }
         if (this.closed) return;
         this.status(`reconnecting (${e.code})`);
-        setTimeout(() => this.connect().catch(() => {}), this.retry);
+        this.timer = setTimeout(() => this.connect().catch(() => {}), this.retry);
         this.retry = Math.min(this.retry * 2, 10000);
       };
     });
@@ -89,13 +95,43 @@ class Enf {
     });
   }
 
+  // session.join, its snapshot handed to the page (or its refusal: a party
+  // back after a pause needs a fresh token, PROTOCOL §5).
+  async joinWith(sid, data) {
+    try {
+      const r = await this.call("session.join", Object.assign({ session_id: sid }, data || {}));
+      for (const h of this.snapshots) h(r.session);
+      return r;
+    } catch (e) {
+      for (const h of this.refusals) h(sid, e);
+      throw e;
+    }
+  }
+
+  // Follow a session again with since_seq after each reconnect.
+  follow(sid) {
+    this.resume.set("session:" + sid, (since) => this.joinWith(sid, { since_seq: since }));
+  }
+
   // Follow a session: join now, and again with since_seq after a reconnect.
   async joinSession(sid, extra) {
     const topic = "session:" + sid;
-    this.resume.set(topic, (since) => this.call("session.join", { session_id: sid, since_seq: since }));
-    const r = await this.call("session.join", Object.assign({ session_id: sid }, extra || {}));
+    this.follow(sid);
+    const r = await this.joinWith(sid, extra);
     if (!this.lastSeq.has(topic)) this.lastSeq.set(topic, r.session.seq);
     return r;
+  }
+
+  // Sign in again on a new socket with a fresh token (identity verified
+  // again); every followed topic resumes on the new socket.
+  reauth(token) {
+    const claims = Enf.claimsOf(token);
+    if (claims.sub !== this.claims.sub) throw new Error(`that token is for ${claims.sub}, not ${this.claims.sub}`);
+    this.token = token;
+    this.claims = claims;
+    this.retry = 100;
+    if (this.ws && this.ws.readyState <= 1) this.ws.close(4000, "signing in again");
+    else { clearTimeout(this.timer); this.connect().catch(() => {}); }
   }
 
   close() { this.closed = true; if (this.ws) this.ws.close(1000); }

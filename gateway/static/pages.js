@@ -36,6 +36,19 @@ function onEvent(ev) {
 }
 const pageHandlers = [];
 
+// The session's course (session.js): paused, failed, cancelled, the join
+// window; a party that left paused the act signs in again here.
+function sessionStatus(role, buttons) {
+  const status = new SessionStatus(enf, role, buttons);
+  $("rejoin").onclick = guard(async () => {
+    const token = $("fresh-token").value.trim();
+    enf.reauth(token);
+    sessionStorage.setItem("enf-token", token);
+    log("signing in again with a fresh token");
+  });
+  return status;
+}
+
 // -- customer -------------------------------------------------------------------
 
 function customerPage() {
@@ -48,6 +61,7 @@ function customerPage() {
     <button id="request">Request</button>
     <p>State: <span id="state" class="state">—</span> <span id="note" class="muted"></span></p>
     <div id="session-controls" hidden>
+      ${sessionStatusHtml()}
       <label><input type="checkbox" id="consent-recording"> I consent to the session being recorded</label>
       <label><input type="checkbox" id="consent-privacy"> I accept the privacy notice</label>
       <label>I am in <select id="country"><option>PH</option><option>SG</option><option>US</option></select></label>
@@ -57,6 +71,7 @@ function customerPage() {
       <p>Envelope: <span id="envelope">—</span></p>
     </div>
     <p id="error" class="error"></p>`);
+  const status = sessionStatus("customer", [{ id: "sign", done: (st) => st.signed }]);
   $("request").onclick = guard(async () => {
     const file = $("doc-file").files[0];
     const bytes = file ? await file.arrayBuffer() : new TextEncoder().encode($("doc-title").value);
@@ -67,7 +82,8 @@ function customerPage() {
       principal,
     });
     sid = r.session_id;
-    enf.resume.set("session:" + sid, (since) => enf.call("session.join", { session_id: sid, since_seq: since }));
+    status.follow(sid);
+    enf.follow(sid);
     setState(r.state);
     $("session-controls").hidden = false;
     log("requested session " + sid);
@@ -82,17 +98,15 @@ function customerPage() {
   });
   $("sign").onclick = guard(async () => {
     await enf.call("act.sign", { session_id: sid, signature: btoa("signed by " + enf.claims.sub) });
-    $("sign").disabled = true;
+    status.signed = true;
+    status.render();
   });
   pageHandlers.push((ev) => {
     if (ev.name === "video.config") {
       call = new Call(enf, sid, ev.data.ice_servers);
       (ev.data.recorder ? call.offerTo("recorder") : call.camera()).catch(fail);
     }
-    if (ev.name === "session.state") {
-      $("sign").disabled = ev.data.state !== "VIDEO_IN_PROGRESS";
-      if (ev.data.state === "VIDEO_COMPLETED" && call) { call.stop(); }
-    }
+    if (ev.name === "session.state" && ev.data.state !== "VIDEO_IN_PROGRESS" && call) { call.stop(); call = null; }
   });
 }
 
@@ -107,6 +121,7 @@ function notaryPage() {
     <div id="session-controls" hidden>
       <h3>Session <span id="session-id"></span></h3>
       <p>State: <span id="state" class="state">—</span> <span id="note" class="muted"></span></p>
+      ${sessionStatusHtml()}
       <button id="start-video">Start video</button>
       <label><input type="checkbox" id="comprehension"> The principal understands the document</label>
       <label><input type="checkbox" id="duress"> No sign of duress</label>
@@ -118,6 +133,7 @@ function notaryPage() {
       <p>Envelope: <span id="envelope">—</span></p>
     </div>
     <p id="error" class="error"></p>`);
+  const status = sessionStatus("enp", [{ id: "record-checks" }, { id: "seal", done: (st) => st.sealed }]);
   const me = "notary:" + enf.claims.sub;
   const goOnline = (since) => enf.call("presence.online", { since_seq: since }).then((r) => { $("presence").textContent = r.status; return r; });
   $("online").onclick = guard(async () => { enf.resume.set(me, goOnline); await goOnline(enf.lastSeq.get(me) || 0); });
@@ -125,7 +141,7 @@ function notaryPage() {
   $("start-video").onclick = guard(async () => {
     const r = await enf.call("video.start", { session_id: sid });
     call = new Call(enf, sid, r.ice_servers);
-    const snap = await enf.call("session.join", { session_id: sid, since_seq: enf.lastSeq.get("session:" + sid) || 0 });
+    const snap = await enf.joinWith(sid, { since_seq: enf.lastSeq.get("session:" + sid) || 0 });
     const customer = snap.session.participants.find((p) => p.role === "customer");
     await call.offerTo(customer.user_id);
     if (r.recorder) await call.offerTo("recorder");
@@ -136,6 +152,7 @@ function notaryPage() {
   $("end-video").onclick = guard(async () => { await enf.call("video.end", { session_id: sid }); if (call) call.stop(); });
   $("notarize").onclick = guard(() => enf.call("session.notarize", { session_id: sid }));
   pageHandlers.push((ev) => {
+    if (ev.name === "session.state" && ev.data.state !== "VIDEO_IN_PROGRESS" && call) { call.stop(); call = null; }
     if (ev.name === "offer") {
       const li = document.createElement("li");
       li.id = "offer-" + ev.data.offer_id;
@@ -145,6 +162,7 @@ function notaryPage() {
       accept.onclick = guard(async () => {
         const r = await enf.call("offer.accept", { offer_id: ev.data.offer_id });
         sid = r.session_id;
+        status.follow(sid);
         $("session-id").textContent = sid;
         $("session-controls").hidden = false;
         await enf.joinSession(sid, { location: PH });

@@ -9,6 +9,7 @@ Skipped when Chromium is not installed (`apt install chromium`)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING
 
 from playwright.async_api import async_playwright, expect
@@ -81,9 +82,12 @@ async def test_customer_and_notary_pages_run_a_whole_session(make_server: MakeSe
                 )
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\n{await pages_state(customer, notary)}") from None
-            await expect(notary.locator("#log")).to_contain_text(
-                "recording.started", timeout=20_000
-            )
+            # The act needs the recording running for both (PROTOCOL §5, in full view).
+            for party in ("c1", "n1"):
+                await expect(notary.locator("#log")).to_contain_text(
+                    re.compile(rf'recording\.started #\d+ \{{"user_id":"{party}"\}}'),
+                    timeout=20_000,
+                )
             # Both see the other's camera (peer to peer).
             for page in (customer, notary):
                 await page.wait_for_function(
@@ -92,6 +96,7 @@ async def test_customer_and_notary_pages_run_a_whole_session(make_server: MakeSe
             await notary.check("#comprehension")
             await notary.check("#duress")
             await notary.click("#record-checks")
+            await expect(notary.locator("#log")).to_contain_text("checks.recorded")
             await expect(customer.locator("#sign")).to_be_enabled()
             await customer.click("#sign")
             await expect(notary.locator("#log")).to_contain_text("act.signed")
