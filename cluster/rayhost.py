@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from actors.actor import ASK_TIMEOUT_S
@@ -51,6 +52,11 @@ class RayHost:
         self.router = ShardRouter(settings, pool, self.gateway_id)
         self.shard_info: list[dict[str, Any]] = []
         self.shards_down: dict[int, str] = {}  # shard -> why it did not answer the last look
+        # Called with a shard's index when it is seen with a new epoch (it
+        # restarted and lost what lives in memory only: the connections its
+        # session actors knew). The gateway announces them again.
+        self.on_restart: Callable[[int], None] | None = None
+        self._epochs: dict[int, int] = {}
         self._watch = BackgroundLoop("shard-map-watch", self._follow_map)
 
     async def ask(self, actor_id: str, msg: Message, timeout: float = ASK_TIMEOUT_S) -> Any:
@@ -81,6 +87,7 @@ class RayHost:
         shard_map = await ensure_map(self.pool, self.settings.shards)
         self.router.map = shard_map
         self.shard_info = await ensure_shards(self.settings, self.dsn, shard_map)
+        self._note_epochs(self.shard_info)
         self._watch.start()
 
     async def health(self) -> str:
@@ -135,6 +142,18 @@ class RayHost:
                 logger.warning("shards not answering: %s", down)
             answered = {i["shard"] for i in infos}
             self.shard_info = infos + [i for i in self.shard_info if i["shard"] not in answered]
+            self._note_epochs(infos)
+
+    def _note_epochs(self, infos: list[dict[str, Any]]) -> None:
+        for info in infos:
+            k, epoch = info["shard"], info.get("epoch")
+            before = self._epochs.get(k)
+            if epoch is None:
+                continue
+            self._epochs[k] = epoch
+            if before is not None and epoch != before and self.on_restart is not None:
+                logger.info("shard %d restarted (epoch %s -> %s)", k, before, epoch)
+                self.on_restart(k)
 
     async def stop(self) -> None:
         await self._watch.stop()

@@ -18,6 +18,7 @@ from cluster.rayrecorder import ensure_recorders
 from cluster.redisbus import RedisBus
 from cluster.registry import GatewayRegistry
 from config.settings import Settings
+from core.ids import shard_of
 from delivery.leader import DeliveryLeader
 from delivery.worker import DeliveryWorker
 from gateway.metrics import Metrics
@@ -87,6 +88,18 @@ async def cluster_resources(
     )
     services.leader.start()
     app[SERVICES] = services
+
+    def restarted(k: int) -> None:
+        # The session actors of shard k forgot who is connected: tell them.
+        count = host.router.count
+
+        def hosted(actor: str) -> bool:
+            return actor.startswith("session:") and shard_of(actor, count) == k
+
+        for conn in list(services.connections):
+            conn.still_open(hosted)
+
+    host.on_restart = restarted
     registry = GatewayRegistry(
         bus.client, host.gateway_id, public_base(settings), lambda: len(services.connections)
     )

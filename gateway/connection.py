@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -331,6 +331,14 @@ class Connection:
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         spawn(coro, self._tasks)
+
+    def still_open(self, hosted: Callable[[str], bool]) -> None:
+        """The actors `hosted` by a restarted shard lost the connections they
+        knew: those that tracked this one learn it is still open."""
+        data = {"connection_id": self.id, "user_id": self.ident.user_id, "role": self.ident.role}
+        for actor in self.tracked:
+            if hosted(actor):
+                self.services.host.tell(actor, Message("conn_alive", data))
 
     # -- end ----------------------------------------------------------------
 

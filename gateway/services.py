@@ -4,6 +4,7 @@ composition root (gateway/app.py) and kept on the application."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,13 +30,16 @@ from persistence.keys import Keys
 
 
 class LiveConnection(Protocol):
-    """What shutdown needs of a client's connection (gateway.connection)."""
+    """What shutdown (and a shard's restart) needs of a client's connection
+    (gateway.connection)."""
 
     ws: web.WebSocketResponse
 
     def in_flight(self) -> list[asyncio.Task[None]]: ...
 
     async def drain(self, timeout: float = 2.0) -> None: ...
+
+    def still_open(self, hosted: Callable[[str], bool]) -> None: ...
 
 
 @dataclass

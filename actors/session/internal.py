@@ -16,6 +16,10 @@ from core.errors import ProtocolError
 from core.messages import Message
 from persistence import offers
 
+# Added to the reconnect grace of parties present when the actor activates
+# (a restart is not their drop: PROTOCOL §5 asks no new token for it).
+RESTART_ALLOWANCE_S = 10.0
+
 
 class InternalMessages(Interruptions):
     async def on_assign(self, msg: Message) -> dict[str, Any]:
@@ -98,10 +102,24 @@ class InternalMessages(Interruptions):
             if p and p["present"] and self.state["state"] not in L.TERMINAL:
                 self._start_grace(uid)
 
-    def _start_grace(self, uid: str) -> None:
+    async def on_conn_alive(self, msg: Message) -> None:
+        """From a gateway, after this actor's shard restarted: a connection
+        that tracked it is still open (its socket never dropped)."""
+        d = msg.data
+        uid = d["user_id"]
+        p = self.state["participants"].get(uid)
+        if p is None or p["role"] != d.get("role") or not p["present"]:
+            return  # not a participant, or gone from the session: it re-joins
+        if self.state["state"] in L.TERMINAL:
+            return
+        self.conns.setdefault(uid, set()).add(d["connection_id"])
+        self.cancel_timer(f"grace:{uid}")
+        await self._maybe_resume()
+
+    def _start_grace(self, uid: str, extra_s: float = 0.0) -> None:
         self.set_timer(
             f"grace:{uid}",
-            self.ctx.settings.reconnect_grace_s,
+            self.ctx.settings.reconnect_grace_s + extra_s,
             Message("grace_expired", {"user_id": uid}),
         )
 
@@ -125,6 +143,9 @@ class InternalMessages(Interruptions):
             self.set_timer("deliveries", 0, Message("sync_deliveries"))
         for uid, p in self.state["participants"].items():
             if p["present"] and self.state["state"] not in L.TERMINAL:
-                self._start_grace(uid)
+                # Nobody knows yet who is connected: after a restart, clients
+                # reconnect (single node) or their gateway says they never
+                # left (a shard of a cluster, within its 5 s look at the shards).
+                self._start_grace(uid, RESTART_ALLOWANCE_S)
         if self.exists:
             self._arm_timers()

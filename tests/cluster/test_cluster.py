@@ -45,6 +45,7 @@ from tests.flows import (
     assigned_session,
     distribute_to_completion,
     end_and_notarize,
+    get_json,
     join_both,
     online_notary,
     passed_checks,
@@ -52,6 +53,7 @@ from tests.flows import (
     run_video_to_completion,
     session_events,
 )
+from tests.served import Served
 from tests.server_process import run_py_async, server_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
@@ -106,6 +108,9 @@ async def test_shard_killed_under_a_live_session(cluster: Cluster) -> None:
         await asyncio.sleep(0.1)
     assert after["pid"] != before["pid"] and after["epoch"] > before["epoch"], after
 
+    # The gateway tells the restarted shard's session both sockets are still
+    # open (PROTOCOL §5: the act steps wait for the parties to be connected).
+    await until_both_online(gw, sid)
     # Requests go on (a retry by id, in case the first try met the restart).
     checks = passed_checks(sid)
     assert await retry(notary, "checks.record", checks, "chk-1") == {}
@@ -122,6 +127,18 @@ async def test_shard_killed_under_a_live_session(cluster: Cluster) -> None:
     names = await journal_names(cluster.database, f"session:{sid}")
     assert names.count("checks.recorded") == 1 and names.count("act.signed") == 1
     assert session_events(customer, sid)[-1]["seq"] == len(names)
+
+
+async def until_both_online(gw: Served, sid: str, timeout: float = 30.0) -> None:
+    admin = gw.token("admin-1", "admin")
+    deadline = time.monotonic() + timeout
+    while True:
+        status, snap = await get_json(gw, f"/v1/sessions/{sid}", admin)
+        online = status == 200 and all(p["online"] for p in snap["participants"])
+        if online or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert online, snap
 
 
 async def test_gateway_killed(cluster: Cluster) -> None:
