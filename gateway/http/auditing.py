@@ -11,9 +11,14 @@ from typing import Any
 from aiohttp import web
 
 from config import logging as log_context
+from core.errors import HTTP_STATUS
 from core.text import storable, storable_json
 from gateway.http.access import IDENTITY, services_of
 from persistence.audit import AuditRecord
+
+# An HTTP refusal is audited under the contract's code, as WebSocket ones are
+# (401 -> unauthorized); a status outside the contract under its number.
+CODE_OF_STATUS = {status: code for code, status in HTTP_STATUS.items()}
 
 
 @web.middleware
@@ -54,7 +59,7 @@ def _record(request: web.Request, status: int, correlation_id: str) -> AuditReco
         user_agent=_text(request.headers.get("User-Agent"), 512),
         resource_type=resource_type if rid else None,
         resource_id=rid,
-        error_code=None if status < 400 else str(status),
+        error_code=None if status < 400 else CODE_OF_STATUS.get(status, str(status)),
         # Signed link parameters are capabilities: not kept in the audit.
         metadata={
             "status": status,

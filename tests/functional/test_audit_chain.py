@@ -262,3 +262,17 @@ async def test_rows_from_before_the_chain_only_come_first(
     assert (
         not report.valid and report.broken_id == late and "without a hash" in (report.reason or "")
     )
+
+
+async def test_http_refusals_are_audited_under_the_contracts_codes(server: Harness) -> None:
+    status, _ = await http_call(server, "GET", "/v1/sessions?state=REQUESTED", "not-a-token")
+    assert status == 401
+    customer = server.token("c1", "customer")
+    assert (await http_call(server, "GET", "/v1/audit", customer))[0] == 403
+    admin = server.token("admin-1", "admin")
+    status, body = await http_call(server, "GET", "/v1/audit?format=json", admin)
+    assert status == 200
+    seen = {(e["action"], e["error_code"]) for e in body["entries"]}
+    assert ("GET /v1/sessions", "unauthorized") in seen
+    assert ("GET /v1/audit", "forbidden") in seen
+    assert not {code for _, code in seen if code is not None and code.isdigit()}
