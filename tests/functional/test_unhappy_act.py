@@ -141,7 +141,9 @@ async def test_a_party_that_never_comes_back_fails_the_act_with_its_record(
     await _assert_incomplete_act_and_refund(h, sid, "party_lost", snap["created_at"][:7])
 
 
-async def _assert_incomplete_act_and_refund(h: Served, sid: str, reason: str, month: str) -> None:
+async def _assert_incomplete_act_and_refund(
+    h: Served, sid: str, reason: str, month: str, ended: str = "session.failed"
+) -> None:
     admin = h.token(ADMIN, "admin")
     status, book = await get_json(h, f"/v1/notaries/n1/book?month={month}&format=json", admin)
     assert status == 200, book
@@ -152,7 +154,7 @@ async def _assert_incomplete_act_and_refund(h: Served, sid: str, reason: str, mo
     kinds = {d["type"]: d["payload"]["data"] for d in out["deliveries"]}
     assert kinds["payment.refund"]["amount"] == kinds["payment.hold"]["amount"]
     assert kinds["payment.refund"]["reason"] == reason
-    assert kinds["session.failed"]["reason"] == reason
+    assert kinds[ended]["reason"] == reason
 
 
 async def test_refusals_of_the_unhappy_half(make_server: MakeServer) -> None:
@@ -255,5 +257,24 @@ async def test_the_pause_timeout_survives_a_server_kill(database: str, tmp_path:
         month = failed["at"][:7]
         await _assert_incomplete_act_and_refund(h, sid, "party_lost", month)
         assert not await asyncio.to_thread(h.error_lines)
+    finally:
+        await h.close()
+
+
+async def test_the_join_window_survives_a_server_kill(database: str, tmp_path: Path) -> None:
+    h = await _served(database, tmp_path, ENF_JOIN_WINDOW_S="3")
+    try:
+        customer, _notary, sid = await assigned_session(h)
+        seen = session_events(customer, sid)[-1]["seq"]
+        await h.crash_and_restart()
+        # Nobody starts the call: the window, armed again from the journaled
+        # assignment, cancels the session.
+        customer = await h.client("c1", "customer")
+        since = {"session_id": sid, "since_seq": seen}
+        await customer.call("session.join", since)
+        cancelled = await customer.expect("session.state", state="CANCELLED", timeout=15)
+        assert (cancelled["data"]["reason"], cancelled["data"]["by"]) == ("join_window", "system")
+        month = cancelled["at"][:7]
+        await _assert_incomplete_act_and_refund(h, sid, "join_window", month, "session.cancelled")
     finally:
         await h.close()
