@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import aiohttp
+import av
 import pytest
 
 from core.links import sign_path
@@ -139,9 +140,10 @@ async def test_a_recorder_killed_mid_call_pauses_the_act_until_both_are_recorded
     async with parties_closed(c, n, c2, n2):
         await recording_both(customer)
         await notary.call("checks.record", passed_checks(sid))
-        await asyncio.sleep(3.5)  # seconds of media for the first files
         media = h.services.media
         assert media is not None and media.pid is not None
+        # Killed once more than a second of each party's media is on disk.
+        await on_disk(media.work_dir / sid, 1.2)
         os.kill(media.pid, signal.SIGKILL)
         failed = (await customer.expect("recording.failed", timeout=20))["data"]
         paused = await notary.expect("session.paused", timeout=20)
@@ -173,6 +175,21 @@ async def test_a_recorder_killed_mid_call_pauses_the_act_until_both_are_recorded
     await _recording_download_is_audited(h, sid)
 
 
+async def on_disk(folder: Path, seconds: float, timeout: float = 60) -> None:
+    """Until both parties' first files (c1.mkv, n1.mkv) hold `seconds` of media."""
+
+    def written() -> bool:
+        try:
+            return all(media_seconds(folder / f"{u}.mkv") > seconds for u in ("c1", "n1"))
+        except (OSError, AssertionError, av.error.FFmpegError):  # not there, or no header yet
+            return False
+
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(written):
+        assert time.monotonic() < deadline, f"less than {seconds} s of media in {folder}"
+        await asyncio.sleep(0.2)
+
+
 async def _envelope_attests_the_stored_files(
     h: Served, sid: str, envelope_id: str, ready: dict[str, Any]
 ) -> None:
@@ -202,7 +219,7 @@ async def _recording_download_is_audited(h: Served, sid: str) -> None:
     async with aiohttp.ClientSession() as s, s.get(link["url"]) as r:
         assert r.status == 200 and await r.read()
     admin = h.token("admin-1", "admin")
-    wanted = {"GET /v1/sessions/{id}/recording", "GET /v1/recordings/{session_id}/{name}"}
+    wanted = {"GET /v1/sessions/{id}/recording", "GET /v1/recordings/{id}/{name}"}
     deadline = time.monotonic() + 10
     while True:
         status, body = await http_call(h, "GET", "/v1/audit?format=json", admin)
