@@ -41,6 +41,8 @@ from config.settings import Settings  # noqa: E402
 from gateway.app import create_app  # noqa: E402
 from gateway.connection import Connection  # noqa: E402
 from gateway.services import SERVICES, Services  # noqa: E402
+from persistence.migrate import apply_migrations  # noqa: E402
+from persistence.pool import create_pool  # noqa: E402
 from tests.blocking import OUR_CODE, blockbuster_net  # noqa: E402
 from tests.served import JWT_SECRET, REACHED, Served  # noqa: E402
 
@@ -177,6 +179,17 @@ async def database(pg_admin_dsn: str) -> AsyncIterator[str]:
     await _admin(pg_admin_dsn, f'CREATE DATABASE "{name}"')
     yield _with_database(pg_admin_dsn, name)
     await _admin(pg_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the test's database, migrated: for what runs without a server
+    (actors driven directly, the audit writer)."""
+    p = await create_pool(database, min_size=1, max_size=4)
+    async with p.acquire() as conn:
+        await apply_migrations(conn)
+    yield p
+    await p.close()
 
 
 # -- servers in this process ------------------------------------------------------------------

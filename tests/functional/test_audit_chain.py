@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -21,7 +20,6 @@ import pytest
 from gateway.client import EnfClient
 from persistence.audit import AuditLog, AuditRecord
 from persistence.audit_chain import verify_audit
-from persistence.migrate import apply_migrations
 from persistence.pool import create_pool
 from tests.conftest import Harness
 from tests.flows import (
@@ -35,16 +33,6 @@ from tests.flows import (
 from tests.server_process import run_py
 
 UA = "audit-chain-test/1.0"
-
-
-@pytest.fixture
-async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
-    """A pool on the test's database, migrated (for the writer without a server)."""
-    p = await create_pool(database, min_size=1, max_size=4)
-    async with p.acquire() as conn:
-        await apply_migrations(conn)
-    yield p
-    await p.close()
 
 
 async def verify_audit_cli(database: str) -> tuple[int, str]:

@@ -22,7 +22,8 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import MakeServer
+from gateway.client import EnfClient
+from tests.conftest import Harness, MakeServer
 from tests.flows import (
     assigned_session,
     eventually,
@@ -114,6 +115,23 @@ def fast_retries(**extra: Any) -> dict[str, Any]:
         "breaker_cooldown_s": 0.2,
         **extra,
     }
+
+
+async def notarized_for_distribution(
+    make_server: MakeServer, messages_api: MessagesStandIn, rx: Receiver
+) -> tuple[Harness, EnfClient, str]:
+    """A server posting webhooks to `rx` and SMS to the Messages stand-in
+    (fast retries), with a session notarized and ready to distribute: the
+    server, the customer and the session id."""
+    h = await make_server(
+        webhook_url=rx.url,
+        twilio_api_base=str(messages_api.server.make_url("/")),
+        **fast_retries(),
+    )
+    h.services.settings.public_url = h.base_url
+    customer, notary, sid = await assigned_session(h)
+    await run_to_notarized(customer, notary, sid)
+    return h, customer, sid
 
 
 async def outbox_rows(database: str, session_id: str) -> list[asyncpg.Record]:

@@ -13,11 +13,11 @@ import asyncpg
 
 from core.links import withhold_signatures
 from tests.conftest import MakeServer
-from tests.flows import assigned_session, bearer, run_to_notarized
+from tests.flows import bearer
 from tests.functional.test_deliveries import (
     MessagesStandIn,
     Receiver,
-    fast_retries,
+    notarized_for_distribution,
 )
 
 
@@ -35,14 +35,7 @@ async def test_the_share_link_reaches_recipients_but_stays_out_of_the_outbox(
     make_server: MakeServer, messages_api: MessagesStandIn, database: str
 ) -> None:
     async with Receiver() as rx:
-        h = await make_server(
-            webhook_url=rx.url,
-            twilio_api_base=str(messages_api.server.make_url("/")),
-            **fast_retries(),
-        )
-        h.services.settings.public_url = h.base_url
-        customer, notary, sid = await assigned_session(h)
-        await run_to_notarized(customer, notary, sid)
+        h, customer, sid = await notarized_for_distribution(make_server, messages_api, rx)
         recipients = [
             {"channel": "sms", "to": "+639171234567"},
             {"channel": "webhook", "to": "records-office"},

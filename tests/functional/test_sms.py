@@ -20,21 +20,20 @@ from tests.flows import (
     request_session,
     run_to_notarized,
 )
-from tests.functional.test_deliveries import MessagesStandIn, Receiver, fast_retries, outbox_rows
+from tests.functional.test_deliveries import (
+    MessagesStandIn,
+    Receiver,
+    fast_retries,
+    notarized_for_distribution,
+    outbox_rows,
+)
 
 
 async def test_sms_distribution_through_twilio(
     make_server: MakeServer, messages_api: MessagesStandIn
 ) -> None:
     async with Receiver() as rx:
-        h = await make_server(
-            webhook_url=rx.url,
-            twilio_api_base=str(messages_api.server.make_url("/")),
-            **fast_retries(),
-        )
-        h.services.settings.public_url = h.base_url
-        customer, notary, sid = await assigned_session(h)
-        await run_to_notarized(customer, notary, sid)
+        h, customer, sid = await notarized_for_distribution(make_server, messages_api, rx)
         await customer.call(
             "session.distribute",
             {

@@ -299,16 +299,6 @@ def keys(tmp_path: Path) -> Keys:
 
 
 @pytest.fixture
-async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
-    """A small pool on the test's database, migrated (for what runs without a rig)."""
-    p = await create_pool(database, min_size=1, max_size=2)
-    async with p.acquire() as conn:
-        await apply_migrations(conn)
-    yield p
-    await p.close()
-
-
-@pytest.fixture
 async def make_rig(database: str, tmp_path: Path, keys: Keys) -> AsyncIterator[StartRig]:
     """Starts rigs on the test's database (settings overridable); stops them after."""
     started: list[tuple[LocalHost, Journal]] = []
