@@ -20,7 +20,6 @@ from tests.conftest import MakeServer
 from tests.flows import (
     assert_gapless,
     assigned_session,
-    end_and_notarize,
     in_the_call,
     session_events,
 )
@@ -188,6 +187,11 @@ async def test_an_idle_session_is_passivated_with_a_snapshot_and_carries_on(
             "checks.record",
             {"session_id": sid, "comprehension_confirmed": True, "duress_check_passed": i == 3},
         )
+    # The act done and the call ended: nothing left for a timer (a paused act
+    # in the call keeps its pause timeout, and its actor, PROTOCOL §5).
+    await customer.call("act.sign", {"session_id": sid, "signature": "c2ln"})
+    await notary.call("act.seal", {"session_id": sid, "signature": "ZQ==", "seal": "cw=="})
+    await notary.call("video.end", {"session_id": sid})
     before = (await notary.call("session.join", {"session_id": sid}))["session"]
     await customer.close()
     await notary.close()
@@ -223,14 +227,13 @@ async def test_an_idle_session_is_passivated_with_a_snapshot_and_carries_on(
     notary = await h.client("n1", "enp")
     customer = await h.client("c1", "customer")
     after = (await notary.call("session.join", {"session_id": sid}))["session"]
-    assert after["state"] == "VIDEO_IN_PROGRESS"
+    assert after["state"] == "VIDEO_COMPLETED"
     assert after["checks"] == before["checks"]
     assert after["seq"] == journal_head  # the snapshot; its participant.joined follows
     joined = await notary.expect("participant.joined")
     assert joined["seq"] == journal_head + 1
     await customer.call("session.join", {"session_id": sid, "since_seq": before["seq"]})
-    await customer.call("act.sign", {"session_id": sid, "signature": "c2ln"})
-    await notary.call("act.seal", {"session_id": sid, "signature": "ZQ==", "seal": "cw=="})
-    await end_and_notarize(customer, notary, sid)
+    await notary.call("session.notarize", {"session_id": sid})
+    await customer.expect("session.notarized")
     events = session_events(customer, sid)
     assert_gapless(events, before["seq"] + 1)
