@@ -6,18 +6,21 @@ its best candidate (shared/MATCHING.md). Its state is rebuilt at start from
 the `sessions` and `offers` projections; the invariants themselves are held
 by the NotaryActor (one offer, one session) and the SessionActor (one
 notary), so a stale view here can cost a retry, never a double assignment.
+The notaries, the queue and the offers are kept in actors/match_queue.py so
+that an event costs about the available notaries plus a log of the queue.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from actors.actor import Actor, ActorContext
-from actors.scoring import Candidate, Criteria, candidate_from_profile, rank
+from actors.match_queue import MatchBook, NotaryEntry, Pending
+from actors.scoring import Criteria, best, candidate_from_profile, rank
 from core.clock import iso
 from core.errors import ProtocolError
 from core.ids import notary_address
@@ -27,102 +30,98 @@ from persistence import directory, offers, sessions
 logger = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class NotaryEntry:
-    notary_id: str
-    status: str
-    offerable: bool
-    available_since: float
-    candidate: Candidate
-    name: str | None = None
-
-
-@dataclass(slots=True)
-class Pending:
-    session_id: str
-    created_at: str
-    criteria: Criteria
-    preferred: str | None
-    excluded: set[str] = field(default_factory=set)
-    offer_id: str | None = None
+def criteria_of(req: dict[str, Any], favorites: frozenset[str]) -> Criteria:
+    """What a request (or a `notaries.available` query) asks for."""
+    loc = req.get("location")
+    price = req.get("price_preference")
+    return Criteria(
+        document_type=req.get("document_type"),
+        price_preference=None if price is None else float(price),
+        location=(float(loc["lat"]), float(loc["lng"])) if loc else None,
+        favorites=favorites,
+    )
 
 
 class Matchmaker(Actor):
     def __init__(self, actor_id: str, ctx: ActorContext) -> None:
         super().__init__(actor_id, ctx)
-        self.notaries: dict[str, NotaryEntry] = {}
-        self.pending: dict[str, Pending] = {}
-        self.offers: dict[str, tuple[str, str]] = {}  # offer_id -> (session_id, notary_id)
+        self.book = MatchBook()
+        self._match_queued = False
 
     def is_idle(self) -> bool:
         return False  # one per cluster, always active
 
     async def on_activate(self) -> None:
         pool = self.ctx.pool
+        book = self.book
         for row in await sessions.waiting_requests(pool):
             await self._add_pending(row["session_id"], row["request"])
-        for row in await offers.offers_for(pool, list(self.pending)):
-            p = self.pending[row["session_id"]]
+        for row in await offers.offers_for(pool, list(book.pending)):
+            p = book.pending[row["session_id"]]
             if row["state"] in ("declined", "expired"):
-                p.excluded.add(row["notary_id"])
+                book.exclude(p, row["notary_id"])
             elif row["state"] == "open":
-                p.offer_id = row["offer_id"]
-                self.offers[row["offer_id"]] = (row["session_id"], row["notary_id"])
+                book.add_offer(p, row["offer_id"], row["notary_id"])
                 remaining = (row["expires_at"] - datetime.now(UTC)).total_seconds()
                 self.set_timer(
                     f"offer:{row['offer_id']}",
                     remaining,
                     Message("offer_timeout", {"offer_id": row["offer_id"]}),
                 )
-        if self.pending:
+        if book.pending:
             logger.info(
                 "matchmaker recovered %d waiting sessions, %d open offers",
-                len(self.pending),
-                len(self.offers),
+                len(book.pending),
+                len(book.offers),
             )
 
     async def _add_pending(self, session_id: str, req: dict[str, Any]) -> None:
-        if session_id in self.pending:
+        if session_id not in self.book.pending:
+            self._add(session_id, req, await self._favorites(req.get("customer_id")))
+
+    def _add(self, session_id: str, req: dict[str, Any], favorites: frozenset[str]) -> None:
+        if session_id in self.book.pending:
             return
-        self.pending[session_id] = Pending(
-            session_id=session_id,
-            created_at=req.get("created_at") or "",
-            criteria=await self._criteria(req, req.get("customer_id")),
-            preferred=req.get("preferred_notary_id"),
+        self.book.add_pending(
+            Pending(
+                session_id=session_id,
+                created_at=req.get("created_at") or "",
+                criteria=criteria_of(req, favorites),
+                preferred=req.get("preferred_notary_id"),
+            )
         )
 
+    async def _favorites(self, customer_id: str | None) -> frozenset[str]:
+        if not customer_id:
+            return frozenset()
+        return frozenset(await directory.favorites_of(self.ctx.pool, customer_id))
+
     async def _criteria(self, req: dict[str, Any], customer_id: str | None) -> Criteria:
-        favorites: frozenset[str] = frozenset()
-        if customer_id:
-            favorites = frozenset(await directory.favorites_of(self.ctx.pool, customer_id))
-        loc = req.get("location")
-        price = req.get("price_preference")
-        return Criteria(
-            document_type=req.get("document_type"),
-            price_preference=None if price is None else float(price),
-            location=(float(loc["lat"]), float(loc["lng"])) if loc else None,
-            favorites=favorites,
-        )
+        return criteria_of(req, await self._favorites(customer_id))
 
     # -- messages --------------------------------------------------------------
 
     async def on_enqueue(self, msg: Message) -> None:
         session_id = msg.data["session_id"]
-        if session_id not in self.pending and not await sessions.is_waiting(
-            self.ctx.pool, session_id
-        ):
-            # A late enqueue (sent again after a shard restart, say) of a
-            # session that has its notary or ended: the session is the truth.
-            logger.info("enqueue of %s ignored: it no longer waits", session_id)
-            return
-        await self._add_pending(session_id, msg.data)
+        if session_id not in self.book.pending:
+            # Both reads at once: does it still wait, and the customer's favorites.
+            waiting, favorites = await asyncio.gather(
+                sessions.is_waiting(self.ctx.pool, session_id),
+                self._favorites(msg.data.get("customer_id")),
+            )
+            if not waiting:
+                # A late enqueue (sent again after a shard restart, say) of a
+                # session that has its notary or ended: the session is the truth.
+                logger.info("enqueue of %s ignored: it no longer waits", session_id)
+                return
+            self._add(session_id, msg.data, favorites)
         await self._match()
 
     async def on_session_closed(self, msg: Message) -> None:
-        p = self.pending.pop(msg.data["session_id"], None)
+        p = self.book.pop_pending(msg.data["session_id"])
         if p is None or p.offer_id is None:
             return
-        _session_id, notary_id = self.offers.pop(p.offer_id, (None, ""))
+        _session_id, notary_id = self.book.pop_offer(p.offer_id) or (None, "")
         self.cancel_timer(f"offer:{p.offer_id}")
         if notary_id:
             try:
@@ -133,7 +132,7 @@ class Matchmaker(Actor):
             except ProtocolError as exc:
                 # Let the expiry path clean the offer up instead.
                 logger.warning("could not withdraw offer %s: %s", p.offer_id, exc.message)
-                self.offers[p.offer_id] = (p.session_id, notary_id)
+                self.book.hold(p.offer_id, p.session_id, notary_id)
                 self.set_timer(
                     f"offer:{p.offer_id}", 1.0, Message("offer_timeout", {"offer_id": p.offer_id})
                 )
@@ -145,32 +144,50 @@ class Matchmaker(Actor):
         self._forget(msg.data["session_id"])
 
     def _forget(self, session_id: str) -> None:
-        p = self.pending.pop(session_id, None)
+        p = self.book.pop_pending(session_id)
         if p is not None and p.offer_id is not None:
-            self.offers.pop(p.offer_id, None)
+            self.book.pop_offer(p.offer_id)
             self.cancel_timer(f"offer:{p.offer_id}")
 
     async def on_notary_update(self, msg: Message) -> None:
         d = msg.data
         nid = d["notary_id"]
         if d["status"] == "offline":
-            self.notaries.pop(nid, None)
+            self.book.drop_notary(nid)
         else:
             profile = d.get("profile") or {}
-            self.notaries[nid] = NotaryEntry(
-                notary_id=nid,
-                status=d["status"],
-                offerable=bool(d["offerable"]),
-                available_since=float(d["available_since"]),
-                candidate=candidate_from_profile(nid, profile, d.get("live_avg")),
-                name=profile.get("name"),
+            self.book.put_notary(
+                NotaryEntry(
+                    notary_id=nid,
+                    status=d["status"],
+                    offerable=bool(d["offerable"]),
+                    available_since=float(d["available_since"]),
+                    candidate=candidate_from_profile(nid, profile, d.get("live_avg")),
+                    name=profile.get("name"),
+                )
             )
         if d["offerable"]:
-            await self._match()
+            await self._match_now_or_after_the_queue()
+
+    async def _match_now_or_after_the_queue(self) -> None:
+        """Match now, or, when more messages already wait in the mailbox (a
+        burst of notaries freed at once), once after them: the notaries they
+        free are then asked together (`_match`) instead of one commit after
+        another."""
+        if self._cell is not None and getattr(self._cell, "depth", 0) > 0:
+            if not self._match_queued:
+                self._match_queued = True
+                self._cell.tell(Message("match_queued"))
+            return
+        await self._match()
+
+    async def on_match_queued(self, msg: Message) -> None:
+        self._match_queued = False
+        await self._match()
 
     async def on_offer_resolved(self, msg: Message) -> None:
         d = msg.data
-        self.offers.pop(d["offer_id"], None)
+        self.book.pop_offer(d["offer_id"])
         self.cancel_timer(f"offer:{d['offer_id']}")
         if d.get("refused"):
             # The session refused the offer: it no longer waits for a notary
@@ -178,14 +195,15 @@ class Matchmaker(Actor):
             self._refused(d["session_id"], d["offer_id"])
             await self._match()
             return
-        p = self.pending.get(d["session_id"])
+        p = self.book.pending.get(d["session_id"])
         if p is not None:
-            if p.offer_id == d["offer_id"]:
-                p.offer_id = None
             if d["outcome"] == "accepted":
-                del self.pending[d["session_id"]]
-            elif d["outcome"] in ("declined", "expired"):
-                p.excluded.add(d["notary_id"])
+                self.book.pop_pending(d["session_id"])
+            else:
+                if d["outcome"] in ("declined", "expired"):
+                    self.book.exclude(p, d["notary_id"])
+                if p.offer_id == d["offer_id"]:
+                    self.book.reopen(p)
         await self._match()
 
     def _refused(self, session_id: str, offer_id: str) -> None:
@@ -200,7 +218,7 @@ class Matchmaker(Actor):
 
     async def on_offer_timeout(self, msg: Message) -> None:
         offer_id = msg.data["offer_id"]
-        entry = self.offers.get(offer_id)
+        entry = self.book.offers.get(offer_id)
         if entry is None:
             return
         # The notary decides (its mailbox orders this against an accept); it
@@ -218,20 +236,13 @@ class Matchmaker(Actor):
         d = msg.data
         customer = caller.user_id if caller is not None and caller.role == "customer" else None
         q = await self._criteria(d, customer)
-        ranked = rank(
-            [
-                (n.candidate, n.available_since)
-                for n in self.notaries.values()
-                if n.offerable and not self._holding(n.notary_id)
-            ],
-            q,
-        )
+        ranked = rank([(n.candidate, n.available_since) for n in self.book.available.values()], q)
         limit = d.get("limit") or 20
         return {
             "notaries": [
                 {
                     "notary_id": c.notary_id,
-                    "name": self.notaries[c.notary_id].name,
+                    "name": self.book.notaries[c.notary_id].name,
                     "score": round(s, 6),
                     "status": "available",
                 }
@@ -243,37 +254,47 @@ class Matchmaker(Actor):
         return {
             "notaries": [
                 {"notary_id": n.notary_id, "status": n.status}
-                for n in sorted(self.notaries.values(), key=lambda n: n.notary_id)
+                for n in sorted(self.book.notaries.values(), key=lambda n: n.notary_id)
             ]
         }
 
     # -- matching ------------------------------------------------------------------
 
-    def _holding(self, notary_id: str) -> bool:
-        return any(n == notary_id for _, n in self.offers.values())
-
     async def _match(self) -> None:
-        for p in sorted(self.pending.values(), key=lambda p: p.created_at):
-            if p.offer_id is not None:
-                continue
-            while True:
-                pool = [
-                    (n.candidate, n.available_since)
-                    for n in self.notaries.values()
-                    if n.offerable
-                    and n.notary_id not in p.excluded
-                    and not self._holding(n.notary_id)
-                ]
-                if not pool:
-                    break
-                ranked = [c for c, _ in rank(pool, p.criteria)]
-                chosen = next((c for c in ranked if c.notary_id == p.preferred), ranked[0])
-                if await self._offer(p, chosen.notary_id):
-                    break
-                # Refused (busy, away, gone): its actor will update us; skip it now.
-                self.notaries[chosen.notary_id].offerable = False
+        """Offer the waiting sessions, oldest first, while one waits without
+        an offer and a notary is available (actors/match_queue.py). Each
+        round picks a notary for as many sessions as there are notaries, then
+        asks them all at once (a `hold_offer` waits for the notary's commit:
+        asked one by one, those commits would bound the rate of offers). A
+        notary that refuses (busy, away, gone: its actor will update us) is
+        skipped, and its session is matched again in the next round."""
+        while True:
+            picked: list[tuple[Pending, str]] = []
+            while (p := self.book.next_waiting()) is not None:
+                chosen = self._choose(p)
+                self.book.reserve(p, chosen)
+                picked.append((p, chosen))
+            if not picked:
+                return
+            held = await asyncio.gather(*(self._offer(p, nid) for p, nid in picked))
+            for (p, nid), offer_id in zip(picked, held, strict=True):
+                if offer_id is None:
+                    self.book.release(p)
+                    self.book.unofferable(nid)
+                else:
+                    self._offered(p, nid, offer_id)
 
-    async def _offer(self, p: Pending, notary_id: str) -> bool:
+    def _choose(self, p: Pending) -> str:
+        """The preferred notary if it is a candidate, else the best ranked."""
+        if p.preferred is not None and p.preferred in self.book.available:
+            if p.preferred not in p.excluded:
+                return p.preferred
+        chosen = best(self.book.candidates(p), p.criteria)
+        assert chosen is not None  # next_waiting() returns a session with a candidate
+        return chosen.notary_id
+
+    async def _offer(self, p: Pending, notary_id: str) -> str | None:
+        """Ask the notary to hold an offer of this session: its id, or None."""
         offer_id = str(uuid.uuid4())
         timeout = self.ctx.settings.offer_timeout_s
         expires = iso(datetime.now(UTC) + timedelta(seconds=timeout))
@@ -292,13 +313,14 @@ class Matchmaker(Actor):
             )
         except ProtocolError as exc:
             logger.warning("offer to %s failed: %s", notary_id, exc.message)
-            return False
-        if not res.get("ok"):
-            return False
-        p.offer_id = offer_id
-        self.offers[offer_id] = (p.session_id, notary_id)
+            return None
+        return offer_id if res.get("ok") else None
+
+    def _offered(self, p: Pending, notary_id: str, offer_id: str) -> None:
+        self.book.add_offer(p, offer_id, notary_id)
         self.set_timer(
-            f"offer:{offer_id}", timeout, Message("offer_timeout", {"offer_id": offer_id})
+            f"offer:{offer_id}",
+            self.ctx.settings.offer_timeout_s,
+            Message("offer_timeout", {"offer_id": offer_id}),
         )
         logger.info("offered session %s to notary %s (offer %s)", p.session_id, notary_id, offer_id)
-        return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,17 @@ def rank(candidates: list[tuple[Candidate, float]], q: Criteria) -> list[tuple[C
     scored = [(score(c, q), since, c) for c, since in candidates]
     scored.sort(key=lambda t: (-t[0], t[1], t[2].notary_id))
     return [(c, s) for s, _, c in scored]
+
+
+def best(candidates: Iterable[tuple[Candidate, float]], q: Criteria) -> Candidate | None:
+    """`rank(candidates, q)[0]` without sorting them all (one pass); None if none."""
+    top: Candidate | None = None
+    top_key: tuple[float, float, str] | None = None
+    for c, since in candidates:
+        key = (-score(c, q), since, c.notary_id)
+        if top_key is None or key < top_key:
+            top, top_key = c, key
+    return top
 
 
 def update_ema(previous: float, seconds: float) -> float:
