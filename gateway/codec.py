@@ -68,5 +68,8 @@ def utf8_text(frame: str) -> str:
     return frame.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+_JSON_CODEC, _MSGPACK_CODEC = JsonCodec(), MsgpackCodec()  # stateless: shared
+
+
 def codec_for(subprotocol: str | None) -> Codec:
-    return MsgpackCodec() if subprotocol == SUBPROTOCOL_MSGPACK else JsonCodec()
+    return _MSGPACK_CODEC if subprotocol == SUBPROTOCOL_MSGPACK else _JSON_CODEC

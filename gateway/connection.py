@@ -8,9 +8,12 @@
 - Following: the topics followed, events in order, exactly once (`gateway.following`).
 - Backpressure: a bounded outbound queue. Ephemeral events are dropped when
   it is full; anything else closes the socket with 1013 (the client resumes
-  with `since_seq`).
-- Its token: one timer, set to the token's `exp`, closes the socket with
-  4401; from then on (as once any close has begun) frames are not read.
+  with `since_seq`). Its writer task runs only while frames wait: started by
+  the first frame queued, it ends once the queue is empty.
+- An idle connection holds little (bench/conn_memory.py): what a request,
+  a follow, a refusal or a log line needs is made when first needed.
+- Its token: at the token's `exp` (`gateway.expiry`: one timer for all),
+  the socket is closed with 4401; from then on (as once any close has begun) frames are not read.
 - Limits: the request rate (`cluster.ratelimit.RateLimiter`), requests in
   flight, and the server's (`gateway.limits`); its audit rows go through
   `gateway.ws_audit` (refusals beyond a burst are summarised).
@@ -33,14 +36,16 @@ from config import logging as log_context
 from config import tracing
 from core.errors import ErrorCode, ProtocolError
 from core.ids import is_request_id
-from core.loops import BackgroundLoop, spawn
+from core.loops import STOP_TIMEOUT_S, stop_task
 from core.messages import Caller, Message, Reply
 from gateway import protocol as P
 from gateway.auth import Identity
-from gateway.codec import Codec, DecodeError, utf8_text
+from gateway.codec import Codec, DecodeError
+from gateway.expiry import expiries
 from gateway.following import Following
 from gateway.keyed_locks import KeyedLocks
 from gateway.metrics import request_label
+from gateway.outbound import Outbound, Sender
 from gateway.requests import REQUESTS, parse_as
 from gateway.services import Services
 from gateway.specs import Spec, named_session
@@ -62,7 +67,7 @@ def _valid_id(rid: object) -> bool:
     return isinstance(rid, int) and not isinstance(rid, bool)
 
 
-class Connection:
+class Connection(Sender):
     def __init__(
         self,
         ws: web.WebSocketResponse,
@@ -78,90 +83,59 @@ class Connection:
         self.codec = codec
         self.services = services
         self.remote = remote
-        self.following = Following(
-            self, ident.user_id, services.bus, services.journal, services.settings.outbound_queue
-        )
-        self.tracked: set[str] = set()  # actors told when this connection closes
-        self.leased: set[str] = set()  # actors whose presence lease it holds
-        self.locks = KeyedLocks()  # one request in flight per actor
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._out: asyncio.Queue[str | bytes] = asyncio.Queue(services.settings.outbound_queue)
-        self._limiter = RateLimiter(services.settings.rate_limit)
-        self.audit = ConnectionAudit(self.id, ident, services, remote, user_agent)
-        self._writer = BackgroundLoop(f"ws-writer:{self.id}", self._write_loop)
-        self._expiry: asyncio.TimerHandle | None = None
+        self.user_agent = user_agent
         self.closing = False
-        self.log = logging.LoggerAdapter(
-            logger, {"connection_id": self.id, "user_id": ident.user_id}
+        # Made when first needed (an idle connection has none of them):
+        self.tracked: set[str] | None = None  # actors told when this connection closes
+        self.leased: set[str] | None = None  # actors whose presence lease it holds
+        self._following: Following | None = None
+        self._locks: KeyedLocks | None = None  # one request in flight per actor
+        self._tasks: set[asyncio.Task[None]] | None = None
+        self._out: Outbound | None = None  # frames not written yet, while there are
+        self._limiter: RateLimiter | None = None
+        self._audit: ConnectionAudit | None = None
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger naming the connection and its user (made per use: rare)."""
+        return logging.LoggerAdapter(
+            logger, {"connection_id": self.id, "user_id": self.ident.user_id}
         )
+
+    @property
+    def following(self) -> Following:
+        f = self._following
+        if f is None:
+            s = self.services
+            bound = s.settings.outbound_queue
+            f = self._following = Following(self, self.ident.user_id, s.bus, s.journal, bound)
+        return f
+
+    @property
+    def locks(self) -> KeyedLocks:
+        locks = self._locks
+        if locks is None:
+            locks = self._locks = KeyedLocks()
+        return locks
+
+    @property
+    def audit(self) -> ConnectionAudit:
+        audit = self._audit
+        if audit is None:
+            audit = self._audit = ConnectionAudit(self)
+        return audit
 
     # -- output --------------------------------------------------------------
 
     def start(self) -> None:
-        self._writer.start()
         exp = self.ident.expires_at
         if exp is not None:
-            delay = max(0.0, exp - time.time())
-            self._expiry = asyncio.get_running_loop().call_later(delay, self._token_expired)
+            expiries().add(exp, self)  # one timer for every connection of the loop
 
-    def _token_expired(self) -> None:
+    def expired(self) -> None:
+        """Its token reached `exp`."""
         self.log.info("token expired: closing with 4401")
         self.close_soon(P.CLOSE_BAD_TOKEN, "token expired: reconnect with a fresh token")
-
-    async def _write_loop(self) -> None:
-        try:
-            out = self._out
-            while True:
-                frame = await out.get()
-                while True:  # everything already queued, without a wake-up per frame
-                    try:
-                        if isinstance(frame, bytes):
-                            await self.ws.send_bytes(frame)
-                        else:
-                            try:
-                                await self.ws.send_str(frame)
-                            except UnicodeEncodeError:  # an unpaired surrogate
-                                await self.ws.send_str(utf8_text(frame))
-                    finally:
-                        out.task_done()
-                    if out.empty():
-                        break
-                    frame = out.get_nowait()
-        except (ConnectionError, RuntimeError):
-            pass  # the socket went away; the read loop notices too
-
-    def send(self, msg: dict[str, Any], *, droppable: bool = False) -> None:
-        if self.closing:
-            return
-        try:
-            self._out.put_nowait(self.codec.encode(msg))
-        except asyncio.QueueFull:
-            if droppable:
-                self.services.metrics.outbound_dropped.inc()
-                return
-            self.services.metrics.slow_clients.inc()
-            self.log.warning("client too slow: outbound queue full, closing with 1013")
-            self.close_soon(P.CLOSE_TOO_SLOW, "too slow: resume with since_seq")
-
-    async def send_waiting(self, msg: dict[str, Any]) -> None:
-        """Queue a frame, waiting for room (a replay, not a live event)."""
-        if not self.closing:
-            await self._out.put(self.codec.encode(msg))
-
-    def close_soon(self, code: int, message: str) -> None:
-        if self.closing:
-            return
-        self.closing = True
-        self.spawn(self._close(code, message))
-
-    async def _close(self, code: int, message: str) -> None:
-        with contextlib.suppress(Exception):
-            await self.ws.close(code=code, message=message.encode())
-
-    async def drain(self, timeout: float = 2.0) -> None:
-        """Wait (briefly) until queued frames are written."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._out.join(), timeout)
 
     # -- input ----------------------------------------------------------------
 
@@ -170,7 +144,10 @@ class Connection:
         token, a flood, a slow reader), nothing more is done."""
         if self.closing:
             return
-        allowed, flooding = self._limiter.hit()
+        limiter = self._limiter
+        if limiter is None:
+            limiter = self._limiter = RateLimiter(self.services.settings.rate_limit)
+        allowed, flooding = limiter.hit()
         if flooding:
             self.log.warning("sustained flooding, closing with 4429")
             self.close_soon(P.CLOSE_FLOOD, "flooding")
@@ -225,7 +202,7 @@ class Connection:
             self.services.limits.refused("ws_user_rate")
             self._refuse(rid, "rate_limited", "too many requests from this user; slow down")
             return False
-        if len(self._tasks) >= MAX_IN_FLIGHT:
+        if self._tasks is not None and len(self._tasks) >= MAX_IN_FLIGHT:
             self.services.limits.refused("ws_in_flight")
             self._refuse(rid, "rate_limited", "too many requests in flight")
             return False
@@ -262,31 +239,32 @@ class Connection:
             )
             self.audit.request(spec.name, rid, "ok", actor)
             if reply.track:
-                self.tracked.add(actor)
+                self.tracked = (self.tracked or set()) | {actor}
             if spec.holds_lease:
-                self.leased.add(actor)
-            following = self.following
+                self.leased = (self.leased or set()) | {actor}
             if paused:
-                await following.resume(
+                await self.following.resume(
                     actor, reply.follow.pop(actor, None), reply.heads.get(actor), created
                 )
             for topic, after in reply.follow.items():  # topics found only in the reply
-                await following.follow(topic, after)
+                await self.following.follow(topic, after)
 
     async def _prepare(self, spec: Spec, actor: str) -> tuple[bool, bool]:
         """Before the ask: pause the target's topic (following it first if the
         spec says so, subscribed before the ask so nothing published while it
         runs is missed), subscribe, take a lease. Returns (paused, created)."""
-        following = self.following
         first = spec.follows_target_first
-        paused = first or actor in following.follows
-        created = paused and following.pause(actor, create=first)
-        if spec.subscribes is not None:
-            following.subscribe(spec.subscribes)
-        if created:
-            await following.subscribed(actor)
-        if spec.subscribes is not None:
-            await following.subscribed(spec.subscribes)
+        paused = first or (self._following is not None and actor in self._following.follows)
+        created = False
+        if paused or spec.subscribes is not None:  # else no Following is made for it
+            following = self.following
+            created = paused and following.pause(actor, create=first)
+            if spec.subscribes is not None:
+                following.subscribe(spec.subscribes)
+            if created:
+                await following.subscribed(actor)
+            if spec.subscribes is not None:
+                await following.subscribed(spec.subscribes)
         leases = self.services.leases
         if spec.holds_lease and leases is not None:
             await leases.hold(actor.split(":", 1)[1], self.id)
@@ -321,22 +299,35 @@ class Connection:
         if spec.subscribes is not None:
             self.following.unsubscribe(spec.subscribes)
         leases = self.services.leases
-        if spec.holds_lease and leases is not None and actor not in self.leased:
+        if spec.holds_lease and leases is not None and actor not in (self.leased or ()):
             await leases.release(actor.split(":", 1)[1], self.id)
         if paused:
             await self.following.resume(actor, None, None, created)
 
     def in_flight(self) -> list[asyncio.Task[None]]:
-        return [t for t in self._tasks if not t.done()]
+        return [t for t in self._tasks or () if not t.done()]
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        spawn(coro, self._tasks)
+        """Run `coro` as a task of this connection (kept until it ends)."""
+        tasks = self._tasks
+        if tasks is None:
+            tasks = self._tasks = set()
+        task = asyncio.get_running_loop().create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        tasks = self._tasks
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                self._tasks = None
 
     def still_open(self, hosted: Callable[[str], bool]) -> None:
         """The actors `hosted` by a restarted shard lost the connections they
         knew: those that tracked this one learn it is still open."""
         data = {"connection_id": self.id, "user_id": self.ident.user_id, "role": self.ident.role}
-        for actor in self.tracked:
+        for actor in self.tracked or ():
             if hosted(actor):
                 self.services.host.tell(actor, Message("conn_alive", data))
 
@@ -345,11 +336,13 @@ class Connection:
     async def finish(self) -> None:
         """The socket is gone: stop following and tell the actors that track it."""
         self.closing = True
-        if self._expiry is not None:
-            self._expiry.cancel()
-        self.audit.close()
-        self.following.close()
-        for actor in self.tracked:
+        if self.ident.expires_at is not None:
+            expiries().discard(self)
+        if self._audit is not None:
+            self._audit.close()
+        if self._following is not None:
+            self._following.close()
+        for actor in self.tracked or ():
             self.services.host.tell(
                 actor,
                 Message("conn_closed", {"connection_id": self.id, "user_id": self.ident.user_id}),
@@ -357,9 +350,10 @@ class Connection:
         leases = self.services.leases
         try:
             if leases is not None:
-                for actor in self.leased:
+                for actor in self.leased or ():
                     await leases.release(actor.split(":", 1)[1], self.id)
         finally:  # cancelled (shutdown) or not, no task of this socket outlives it
-            for task in list(self._tasks):
+            for task in list(self._tasks or ()):
                 task.cancel()
-            await self._writer.stop()
+            if self._out is not None:
+                await stop_task(self._out.task, STOP_TIMEOUT_S)

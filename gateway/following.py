@@ -33,7 +33,9 @@ class Outlet(Protocol):
     """What following needs of its connection."""
 
     closing: bool
-    log: logging.LoggerAdapter[logging.Logger]
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]: ...
 
     def send(self, msg: dict[str, Any], *, droppable: bool = False) -> None: ...
 
@@ -60,6 +62,8 @@ class Follow:
 
 
 class Following:
+    __slots__ = ("bus", "follows", "journal", "max_buffer", "out", "subscriptions", "user_id")
+
     def __init__(
         self, out: Outlet, user_id: str, bus: TopicBus, journal: Journal, max_buffer: int
     ) -> None:
@@ -69,7 +73,7 @@ class Following:
         self.journal = journal
         self.max_buffer = max_buffer  # buffered live events kept during a catch-up
         self.follows: dict[str, Follow] = {}
-        self.subscriptions: set[str] = set()  # topics of ephemeral events
+        self.subscriptions: set[str] | None = None  # topics of ephemeral events
 
     # -- the bus subscriber -------------------------------------------------------
 
@@ -218,11 +222,14 @@ class Following:
 
     def subscribe(self, topic: str) -> None:
         """Subscribe to a topic of ephemeral events."""
+        if self.subscriptions is None:
+            self.subscriptions = set()
         self.subscriptions.add(topic)
         self.bus.subscribe(topic, self)
 
     def unsubscribe(self, topic: str) -> None:
-        self.subscriptions.discard(topic)
+        if self.subscriptions is not None:
+            self.subscriptions.discard(topic)
         self.bus.unsubscribe(topic, self)
 
     def unfollow(self, topic: str) -> None:
@@ -233,5 +240,5 @@ class Following:
         """Stop following and drop every subscription (the socket is gone)."""
         for topic in list(self.follows):
             self.unfollow(topic)
-        for topic in list(self.subscriptions):
+        for topic in list(self.subscriptions or ()):
             self.unsubscribe(topic)

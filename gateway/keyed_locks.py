@@ -14,6 +14,8 @@ from contextlib import asynccontextmanager
 
 
 class KeyedLocks:
+    __slots__ = ("_locks",)
+
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 

@@ -125,11 +125,13 @@ class RefusalAudit:
     after the interval (or the close) writes one summary row with the count,
     so a flood of bad frames cannot push legitimate rows out of the audit."""
 
+    __slots__ = ("burst", "interval_s", "started", "suppressed", "written")
+
     def __init__(self, burst: int, interval_s: float) -> None:
         self.burst, self.interval_s = burst, interval_s
         self.started = time.monotonic()
         self.written = 0
-        self.suppressed: Counter[str] = Counter()
+        self.suppressed: Counter[str] | None = None  # made by the first one suppressed
 
     def admit(self, code: str) -> tuple[bool, dict[str, Any] | None]:
         """(write this refusal's row?, a summary row's metadata to write first)."""
@@ -141,6 +143,8 @@ class RefusalAudit:
         if self.written < self.burst:
             self.written += 1
             return True, summary
+        if self.suppressed is None:
+            self.suppressed = Counter()
         self.suppressed[code] += 1
         return False, summary
 
@@ -154,5 +158,5 @@ class RefusalAudit:
             "codes": dict(self.suppressed),
             "interval_s": self.interval_s,
         }
-        self.suppressed = Counter()
+        self.suppressed = None
         return meta

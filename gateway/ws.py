@@ -32,14 +32,60 @@ TOO_MANY_FAILURES = "too many failed authentications from this address"
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     """Authenticate (a header token: before the upgrade), take one of the
-    user's connection slots (ENF_MAX_CONNECTIONS_PER_USER), serve, give it back."""
+    user's connection slots (ENF_MAX_CONNECTIONS_PER_USER), serve, give it back.
+    The read loop is here, in the one frame an open socket keeps alive."""
     services: Services = request.app[SERVICES]
     if services.shutting_down:
         return error_response("unavailable", "server is shutting down")
-    limits = services.limits
     token = bearer(request.headers.get("Authorization"))
-    if token is None:
-        return await _upgraded(request, services, None)
+    ident = None
+    if token is not None:
+        admitted = _admit_header(request, services, token)
+        if not isinstance(admitted, Identity):
+            return admitted
+        ident = admitted  # its slot is taken
+    claimed = ident
+    try:
+        ws = web.WebSocketResponse(
+            protocols=(P.SUBPROTOCOL_JSON, P.SUBPROTOCOL_MSGPACK),
+            heartbeat=services.settings.heartbeat_s,
+            # aiohttp refuses a frame of exactly max_msg_size; the contract allows 65,536.
+            max_msg_size=P.MAX_FRAME + 1,
+        )
+        await ws.prepare(request)
+        codec = codec_for(ws.ws_protocol)
+        if ident is None:
+            ident = claimed = await _authenticated(ws, codec, services, request)
+            if ident is None:
+                return ws
+        conn = _open(request, services, ws, codec, ident)
+        try:
+            async for msg in ws:
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    refusal = _refusal(msg.type, msg.data, codec)
+                    if refusal is not None:
+                        conn.log.info("closing with %d: %s", *refusal)
+                        await ws.close(code=refusal[0], message=refusal[1].encode())
+                        break
+                    conn.on_frame(msg.data)
+                    if conn.closing:
+                        await conn.drain(0.5)
+                elif msg.type == WSMsgType.ERROR:
+                    conn.log.info("socket error: %s", ws.exception())
+                    break
+        finally:
+            await _closed(services, conn, ident)
+        return ws
+    finally:
+        if claimed is not None:
+            services.limits.release_connection(claimed.user_id)
+
+
+def _admit_header(
+    request: web.Request, services: Services, token: str
+) -> Identity | web.StreamResponse:
+    """The header token's identity, its connection slot taken; or the refusal."""
+    limits = services.limits
     try:
         ident = verify_token(token, services.jwt_secret, services.settings.max_token_ttl_s)
     except ProtocolError as exc:
@@ -52,49 +98,40 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     if not limits.claim_connection(ident.user_id):
         logger.info("refused a connection of %s: %s", ident.user_id, TOO_MANY_CONNECTIONS)
         return too_many(TOO_MANY_CONNECTIONS)
-    try:
-        return await _upgraded(request, services, ident)
-    finally:
-        limits.release_connection(ident.user_id)
+    return ident
 
 
-async def _upgraded(
-    request: web.Request, services: Services, ident: Identity | None
-) -> web.StreamResponse:
-    """Upgrade; without `ident`, authenticate by `hello` and take a slot."""
-    ws = web.WebSocketResponse(
-        protocols=(P.SUBPROTOCOL_JSON, P.SUBPROTOCOL_MSGPACK),
-        heartbeat=services.settings.heartbeat_s,
-        # aiohttp refuses a frame of exactly max_msg_size; the contract allows 65,536.
-        max_msg_size=P.MAX_FRAME + 1,
-    )
-    await ws.prepare(request)
-    codec = codec_for(ws.ws_protocol)
-    if ident is not None:
-        await _serve(request, services, ws, codec, ident)
-        return ws
-    limits = services.limits
+async def _authenticated(
+    ws: web.WebSocketResponse, codec: Codec, services: Services, request: web.Request
+) -> Identity | None:
+    """Authenticate by `hello` and take a slot (None: the socket is refused)."""
     ident = await _hello(ws, codec, services, request)
     if ident is None:
-        return ws
-    if not limits.claim_connection(ident.user_id):
+        return None
+    if not services.limits.claim_connection(ident.user_id):
         logger.info("refused a connection of %s: %s", ident.user_id, TOO_MANY_CONNECTIONS)
         await ws.close(code=P.CLOSE_FLOOD, message=TOO_MANY_CONNECTIONS.encode())
-        return ws
-    try:
-        await _serve(request, services, ws, codec, ident)
-    finally:
-        limits.release_connection(ident.user_id)
-    return ws
+        return None
+    return ident
 
 
-async def _serve(
+def _refusal(kind: WSMsgType, data: str | bytes, codec: Codec) -> tuple[int, str] | None:
+    """The close (code, reason) a data frame earns before it is read, if any."""
+    if (kind == WSMsgType.BINARY) != codec.binary:
+        return P.CLOSE_PROTOCOL, f"{codec.name} uses {'binary' if codec.binary else 'text'} frames"
+    if _too_big(data):
+        return P.CLOSE_TOO_BIG, "frame over 65536 bytes"
+    return None
+
+
+def _open(
     request: web.Request,
     services: Services,
     ws: web.WebSocketResponse,
     codec: Codec,
     ident: Identity,
-) -> None:
+) -> Connection:
+    """The connection of an upgraded, authenticated socket, welcomed."""
     conn = Connection(ws, ident, codec, services, request.remote, request.headers.get("User-Agent"))
     services.connections.add(conn)
     services.metrics.connections.labels(ident.role).inc()
@@ -111,33 +148,16 @@ async def _serve(
             },
         }
     )
-    try:
-        async for msg in ws:
-            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                if (msg.type == WSMsgType.BINARY) != codec.binary:
-                    conn.log.info("protocol violation: wrong frame type for %s", codec.name)
-                    await ws.close(
-                        code=P.CLOSE_PROTOCOL,
-                        message=f"{codec.name} uses "
-                        f"{'binary' if codec.binary else 'text'} frames".encode(),
-                    )
-                    break
-                if _too_big(msg.data):
-                    await ws.close(code=P.CLOSE_TOO_BIG, message=b"frame over 65536 bytes")
-                    break
-                conn.on_frame(msg.data)
-                if conn.closing:
-                    await conn.drain(0.5)
-            elif msg.type == WSMsgType.ERROR:
-                conn.log.info("socket error: %s", ws.exception())
-                break
-    finally:
-        services.connections.discard(conn)
-        services.metrics.connections.labels(ident.role).dec()
-        if conn.closing and _expired(ident):  # closed by the server at `exp` (4401)
-            conn.audit.token_expired()
-        await conn.finish()
-        conn.log.info("disconnected (close code %s)", ws.close_code)
+    return conn
+
+
+async def _closed(services: Services, conn: Connection, ident: Identity) -> None:
+    services.connections.discard(conn)
+    services.metrics.connections.labels(ident.role).dec()
+    if conn.closing and _expired(ident):  # closed by the server at `exp` (4401)
+        conn.audit.token_expired()
+    await conn.finish()
+    conn.log.info("disconnected (close code %s)", conn.ws.close_code)
 
 
 async def _hello(

@@ -12,7 +12,7 @@ it claims to be)."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from core.text import storable
 from gateway.auth import Identity
@@ -22,31 +22,55 @@ from gateway.services import Services
 from persistence.audit import AuditRecord, resource_of
 
 
+class Audited(Protocol):
+    """What the audit rows name of a connection (gateway.connection)."""
+
+    id: str
+    ident: Identity
+    services: Services
+    remote: str | None
+    user_agent: str | None
+
+
 class ConnectionAudit:
-    def __init__(
-        self,
-        connection_id: str,
-        ident: Identity,
-        services: Services,
-        remote: str | None,
-        user_agent: str | None,
-    ) -> None:
-        self.connection_id = connection_id
-        self.ident = ident
-        self.services = services
-        self.remote = remote
-        self.user_agent = storable(user_agent) if user_agent else user_agent
-        settings = services.settings
-        self.refusals = RefusalAudit(
-            settings.audit_refusals_burst, settings.audit_refusals_interval_s
-        )
+    """Made by a connection's first audited request or refusal."""
+
+    __slots__ = ("conn", "refusals", "user_agent")
+
+    def __init__(self, conn: Audited) -> None:
+        self.conn = conn
+        ua = conn.user_agent
+        self.user_agent = storable(ua) if ua else ua
+        self.refusals: RefusalAudit | None = None  # made by the first refusal
+
+    @property
+    def connection_id(self) -> str:
+        return self.conn.id
+
+    @property
+    def ident(self) -> Identity:
+        return self.conn.ident
+
+    @property
+    def services(self) -> Services:
+        return self.conn.services
+
+    @property
+    def remote(self) -> str | None:
+        return self.conn.remote
 
     def refused(self, kind: str, rid: Any, actor: str | None, code: str) -> None:
         """A refused request (or frame); an internal error is always audited."""
         if code == "internal":
             self.request(kind, rid, "error", actor, code)
             return
-        write, summary = self.refusals.admit(code)
+        refusals = self.refusals
+        if refusals is None:
+            settings = self.services.settings
+            refusals = self.refusals = RefusalAudit(
+                settings.audit_refusals_burst, settings.audit_refusals_interval_s
+            )
+        write, summary = refusals.admit(code)
         if summary is not None:
             self.summary(summary)
         if not write:
@@ -66,7 +90,7 @@ class ConnectionAudit:
 
     def close(self) -> None:
         """The connection is gone: the summary of what was not audited yet."""
-        summary = self.refusals.summary()
+        summary = self.refusals.summary() if self.refusals is not None else None
         if summary is not None:
             self.summary(summary)
 
