@@ -56,3 +56,6 @@ class Delivery:
     event: dict[str, Any]
     seq: int | None = None
     to_user: str | None = None
+    # The event as encoded, by codec name: each subscriber of a fan-out
+    # using the same codec sends the frame encoded by the first.
+    frames: dict[str, str | bytes] = field(default_factory=dict, compare=False, repr=False)

@@ -37,7 +37,13 @@ class Outlet(Protocol):
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]: ...
 
-    def send(self, msg: dict[str, Any], *, droppable: bool = False) -> None: ...
+    def send(
+        self,
+        msg: dict[str, Any],
+        *,
+        droppable: bool = False,
+        frames: dict[str, str | bytes] | None = None,
+    ) -> None: ...
 
     async def send_waiting(self, msg: dict[str, Any]) -> None: ...
 
@@ -81,7 +87,7 @@ class Following:
         if d.seq is None:
             if d.to_user is not None and d.to_user != self.user_id:
                 return
-            self.out.send(d.event, droppable=True)
+            self.out.send(d.event, droppable=True, frames=d.frames)
             return
         f = self.follows.get(d.topic)
         if f is None:
@@ -106,7 +112,7 @@ class Following:
             return
         if d.seq == f.last_seq + 1:
             f.last_seq = d.seq
-            self.out.send(d.event)
+            self.out.send(d.event, frames=d.frames)
             return
         # A gap (a lossy bus, or events committed before we subscribed): re-read.
         f.buffer.append(d)

@@ -90,7 +90,15 @@ class Sender:
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         raise NotImplementedError
 
-    def send(self, msg: dict[str, Any], *, droppable: bool = False) -> None:
+    def send(
+        self,
+        msg: dict[str, Any],
+        *,
+        droppable: bool = False,
+        frames: dict[str, str | bytes] | None = None,
+    ) -> None:
+        """Queue a frame. With `frames` (a delivery's, shared by every
+        connection it fans out to), the event is encoded once per codec."""
         if self.closing:
             return
         out = self._out
@@ -102,7 +110,14 @@ class Sender:
             self.log.warning("client too slow: outbound queue full, closing with 1013")
             self.close_soon(P.CLOSE_TOO_SLOW, "too slow: resume with since_seq")
             return
-        self._queue(self.codec.encode(msg))
+        if frames is None:
+            self._queue(self.codec.encode(msg))
+            return
+        codec = self.codec
+        frame = frames.get(codec.name)
+        if frame is None:
+            frame = frames[codec.name] = codec.encode(msg)
+        self._queue(frame)
 
     async def send_waiting(self, msg: dict[str, Any]) -> None:
         """Queue a frame, waiting for room (a replay, not a live event)."""

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, cast
 
+from actors.bus import LocalBus
+from core.messages import Delivery
 from gateway.auth import Identity
 from gateway.codec import JsonCodec
 from gateway.connection import Connection
@@ -27,6 +29,7 @@ class FakeSocket:
 
     def __init__(self) -> None:
         self.sent: list[Any] = []
+        self.raw: list[str] = []  # the frames as written
         self.closed: list[int] = []
         self.gate = asyncio.Event()
         self.gate.set()
@@ -36,6 +39,7 @@ class FakeSocket:
         await self.gate.wait()
         if self.fail:
             raise ConnectionResetError("gone")
+        self.raw.append(frame)
         self.sent.append(json.loads(frame))
 
     async def send_bytes(self, frame: bytes) -> None:
@@ -45,11 +49,15 @@ class FakeSocket:
         self.closed.append(code)
 
 
-def connection(ws: FakeSocket, expires_at: float | None = None) -> Connection:
+def connection(
+    ws: FakeSocket, expires_at: float | None = None, bus: LocalBus | None = None
+) -> Connection:
     services = SimpleNamespace(
         settings=SimpleNamespace(outbound_queue=BOUND, rate_limit=50.0),
         metrics=Metrics(),
         leases=None,
+        bus=bus or LocalBus(),
+        journal=None,
     )
     ident = Identity("u1", "customer", True, expires_at=expires_at)
     return Connection(cast(Any, ws), ident, JsonCodec(), cast(Services, services), "127.0.0.1")
@@ -174,3 +182,20 @@ async def test_token_expiries_share_one_timer() -> None:
     assert closed == ["soon"]
     await asyncio.sleep(0.2)
     assert closed == ["soon", "late"] and len(expiries()) == 0
+
+
+async def test_an_event_fanned_out_is_encoded_once_per_codec() -> None:
+    bus = LocalBus()
+    sockets = [FakeSocket() for _ in range(3)]
+    conns = [connection(ws, bus=bus) for ws in sockets]
+    for conn in conns:
+        conn.following.pause("session:s1", create=True)
+        await conn.following.resume("session:s1", 0, 0, True)
+    d = Delivery("session:s1", {"type": "session.updated", "seq": 1, "data": {"n": 1}}, 1)
+    bus.publish(d)
+    for conn in conns:
+        await conn.drain()
+    assert list(d.frames) == ["enf.v1.json"]  # one encoding for the three
+    frames = [ws.raw[0] for ws in sockets]
+    assert all(f is frames[0] for f in frames)
+    assert [ws.sent for ws in sockets] == [[d.event]] * 3
