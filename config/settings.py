@@ -6,11 +6,11 @@ One `Settings` object is built at start-up and passed down; nothing else reads
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import os
 import secrets
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -174,8 +174,9 @@ class Settings(BaseSettings):
         return frozenset(self.allowed_countries.split(","))
 
     @property
-    def ice_server_list(self) -> list[Any]:
-        return copy.deepcopy(_parse_ice(self.ice_servers))
+    def ice_server_list(self) -> Sequence[Mapping[str, Any]]:
+        """Shared by every join during a call: read, never changed."""
+        return _parse_ice(self.ice_servers)
 
     @property
     def recordings_location(self) -> str:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import msgpack
+import orjson
 
 from gateway.protocol import SUBPROTOCOL_MSGPACK
 
@@ -27,9 +28,14 @@ class JsonCodec:
     binary = False
 
     def encode(self, msg: dict[str, Any]) -> str:
-        """Text that may hold an unpaired surrogate (a client's own JSON escape
-        echoed back): `utf8_text` makes it sendable, off the hot path."""
-        return json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
+        """orjson (several times faster than `json` on replies and events);
+        what it refuses goes through `json`: an unpaired surrogate (a
+        client's own JSON escape echoed back, made sendable by `utf8_text`
+        off the hot path), an integer beyond 64 bits, a key not a string."""
+        try:
+            return orjson.dumps(msg).decode()
+        except TypeError:  # orjson.JSONEncodeError
+            return json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
 
     def decode(self, raw: str | bytes) -> Any:
         try:

@@ -248,3 +248,15 @@ def test_json_encode_never_emits_non_json_for_finite_frames() -> None:
     """What the server sends parses as strict JSON (no NaN constants)."""
     text = JSON.encode({"a": [1.5, -0.0, 10**30, "\x00\ud800"]})
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+
+
+def test_json_encode_falls_back_for_what_orjson_refuses() -> None:
+    """orjson encodes the frames; what it refuses (an integer beyond 64 bits,
+    an unpaired surrogate, a non-string key) is still encoded, by `json`."""
+    for frame, back in (
+        ({"n": 2**70}, {"n": 2**70}),
+        ({"s": "a\ud800b"}, {"s": "a\ud800b"}),
+        ({"d": {1: "x"}}, {"d": {"1": "x"}}),
+        ({"t": "é ✓ \u0000"}, {"t": "é ✓ \u0000"}),
+    ):
+        assert JSON.decode(JSON.encode(frame)) == back
