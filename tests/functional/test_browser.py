@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 from playwright.async_api import async_playwright
 
-from tests.chromium import launch, needs_chromium
+from tests.chromium import launch
 from tests.conftest import MakeServer
 from tests.flows import PH, assigned_session
 from tests.media_peers import Party, media_seconds
@@ -84,7 +84,6 @@ async ({sid}) => {
 """
 
 
-@needs_chromium
 async def test_a_browser_sends_its_camera_to_the_recorder(
     make_server: MakeServer, tmp_path: Path
 ) -> None:

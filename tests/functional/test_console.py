@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from playwright.async_api import async_playwright, expect
 
-from tests.chromium import launch, needs_chromium
+from tests.chromium import launch
 from tests.conftest import MakeServer, wait_until
 from tests.flows import eventually, http_call, put_notary
 from tests.server_process import ROOT
@@ -35,7 +35,6 @@ async def pages_state(*pages: Page) -> str:
     return "\n".join(out)
 
 
-@needs_chromium
 async def test_customer_and_notary_pages_run_a_whole_session(make_server: MakeServer) -> None:
     h = await make_server(recording="required")
     await put_notary(h, "n1", tariff=750.0)

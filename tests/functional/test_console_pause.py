@@ -22,7 +22,7 @@ import pytest
 from playwright.async_api import async_playwright, expect
 
 from gateway.client import EnfClient, RequestFailed
-from tests.chromium import CHROMIUM, launch
+from tests.chromium import launch
 from tests.conftest import Harness, MakeServer
 from tests.flows import PH, online_notary, put_notary, request_session
 from tests.server_process import ROOT
@@ -39,7 +39,6 @@ WAIT_MS = 15_000
 
 @asynccontextmanager
 async def chromium() -> AsyncIterator[Browser]:
-    assert CHROMIUM is not None, "Debian's chromium is required (apt-get install chromium)"
     await asyncio.to_thread(ARTIFACTS.mkdir, exist_ok=True)
     async with async_playwright() as p:
         browser = await launch(p)
