@@ -24,56 +24,15 @@ from typing import Any
 import aiohttp
 import uvloop
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
-from av import VideoFrame
+from aiortc.mediastreams import AudioStreamTrack
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import harness  # noqa: E402
+from bench.media_tracks import MovingPicture, cpu_seconds  # noqa: E402
 from gateway.auth import mint_token  # noqa: E402
 from gateway.client import EnfClient  # noqa: E402
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-class MovingPicture(VideoStreamTrack):
-    """Frames of a given size with a diagonal pattern that moves every frame,
-    so encoders and decoders do real work (a still picture costs nearly
-    nothing)."""
-
-    def __init__(self, width: int, height: int) -> None:
-        super().__init__()
-        self.width, self.height = width, height
-        row = bytes((x * 3) % 256 for x in range(width + height * 2))
-        self.luma = b"".join(row[(y * 2) % (height * 2) :][:width] for y in range(height))
-        self.sent = 0
-
-    async def recv(self) -> VideoFrame:
-        pts, time_base = await self.next_timestamp()
-        frame = VideoFrame(width=self.width, height=self.height, format="yuv420p")
-        shift = (self.sent * 4) % len(self.luma)
-        y = frame.planes[0]
-        moved = self.luma[shift:] + self.luma[:shift]
-        if y.line_size == self.width:
-            y.update(moved)
-        else:  # padded rows
-            pad = b"\x00" * (y.line_size - self.width)
-            y.update(
-                b"".join(
-                    moved[r * self.width : (r + 1) * self.width] + pad for r in range(self.height)
-                )
-            )
-        for plane in frame.planes[1:]:
-            plane.update(b"\x80" * plane.buffer_size)
-        frame.pts, frame.time_base = pts, time_base
-        self.sent += 1
-        return frame
 
 
 @dataclass
@@ -235,7 +194,7 @@ async def signaling_latency(n: int) -> tuple[list[float], list[float]]:
     return enf, direct
 
 
-async def main_async(args: argparse.Namespace) -> str:
+async def live_main(args: argparse.Namespace) -> str:
     runs: list[RecorderRun] = []
     for width, height in ((640, 480), (1280, 720)):
         for streams in range(1, args.max_streams + 1):
@@ -307,7 +266,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=500)
     harness.add_common_args(parser, database=False)
     args = parser.parse_args()
-    harness.publish(args, "media", uvloop.run(main_async(args)))
+    harness.publish(args, "media", uvloop.run(live_main(args)))
 
 
 if __name__ == "__main__":

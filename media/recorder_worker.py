@@ -1,5 +1,7 @@
-"""The recorder worker: a separate process (aiortc decodes and re-encodes in
-Python, about a core per 720p stream; never on the gateway's event loop).
+"""The recorder worker: a separate process (never on the gateway's event loop)
+that writes participants' media to files as it arrives, encoded as sent:
+VP8, H.264 and Opus are muxed without decoding (`media/passthrough.py`); only
+a codec Matroska cannot hold is transcoded, off the loop.
 
 It speaks JSON lines: requests on stdin, replies and reports on stdout.
 
@@ -7,6 +9,7 @@ It speaks JSON lines: requests on stdin, replies and reports on stdout.
     {"op": "ice", "session_id", "user_id", "candidate"}    (trickled candidates)
     {"op": "stop", "id", "session_id"}                      -> {"op": "stopped", "id", "files"}
     reports: {"op": "started", "session_id", "user_id"}     (first frame received)
+             {"op": "lost", "session_id", "user_id"}        (its media stopped arriving)
              {"op": "error", "id"?, "session_id"?, "message"}
 
 One RTCPeerConnection per participant; each participant's audio and video go
@@ -28,7 +31,7 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,60 +39,26 @@ from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
     RTCPeerConnection,
+    RTCRtpCodecParameters,
     RTCSessionDescription,
 )
-from aiortc.contrib.media import MediaRecorder
-from aiortc.mediastreams import MediaStreamError
-from aiortc.sdp import candidate_from_sdp
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from config.logging import RedactingFilter
+from media.passthrough import Recording, roomier_sockets
 from media.storage import contained
+from media.writer import Writer
 from persistence.keys import open_private, private_dir
 
 logger = logging.getLogger("enf.recorder")
 LINE_LIMIT = 4 * 1024 * 1024
 
-# Matroska in live mode, a cluster every second, and every packet flushed to
-# the file: if this process is killed, at most the last second is lost and
-# the file stays readable (no index needed).
-CRASH_SAFE = {
-    "live": "1",
-    "cluster_time_limit": "1000",
-    "flush_packets": "1",
-    "max_interleave_delta": "500000",
-}
-
-
-class Watched(MediaStreamTrack):
-    """Passes frames through; calls `on_first` when the first one arrives and
-    `on_end` when the participant's track ends (its media no longer arrives)."""
-
-    def __init__(self, track: MediaStreamTrack, on_first: Any, on_end: Any) -> None:
-        super().__init__()
-        self.kind = track.kind
-        self._track = track
-        self._on_first = on_first
-        self._on_end = on_end
-        self.frames = 0
-
-    async def recv(self) -> Any:
-        try:
-            frame = await self._track.recv()
-        except MediaStreamError:
-            self._on_end()
-            raise
-        self.frames += 1
-        if self.frames == 1:
-            self._on_first()
-        return frame
-
 
 @dataclass
 class Peer:
     pc: RTCPeerConnection
-    recorder: MediaRecorder
+    recording: Recording
     path: Path
-    tracks: list[Watched] = field(default_factory=list)
     started: bool = False
     lost: bool = False
 
@@ -99,6 +68,7 @@ class Worker:
         self.root = root
         self.out = out
         self.peers: dict[tuple[str, str], Peer] = {}
+        self.writer = Writer()  # muxes every file, off this loop
 
     def emit(self, msg: dict[str, Any]) -> None:
         self.out.write(json.dumps(msg) + "\n")
@@ -132,18 +102,10 @@ class Worker:
         old = self.peers.pop((session_id, user_id), None)
         if old is not None:  # a participant re-negotiating: finish the old file first
             await self._close(old)
-        # Named after ids from outside: `contained` refuses any that would
-        # leave the folder (and the resolved path is checked too).
-        folder = contained(self.root, session_id)
-        contained(folder, user_id)
-        private_dir(folder)
-        n = sum(1 for p in folder.glob("*.mkv") if user_of(p) == user_id)
-        path = _new_file(folder, user_id, n)
-        if not path.resolve().is_relative_to(self.root.resolve()):
-            raise ValueError(f"{path} is not inside {self.root}")
+        path = self._file_for(session_id, user_id)
         # No STUN/TURN of its own: the server's candidates are its own addresses.
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        peer = Peer(pc, MediaRecorder(str(path), format="matroska", options=CRASH_SAFE), path)
+        peer: Peer
 
         def first_frame() -> None:
             if not peer.started:
@@ -157,6 +119,8 @@ class Worker:
                 peer.lost = True
                 self.emit({"op": "lost", "session_id": session_id, "user_id": user_id})
 
+        peer = Peer(pc, Recording(path, self.writer, first_frame, media_lost), path)
+
         @pc.on("connectionstatechange")
         def state_changed() -> None:
             if pc.connectionState in ("failed", "closed"):
@@ -164,20 +128,33 @@ class Worker:
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            watched = Watched(track, first_frame, media_lost)
-            peer.tracks.append(watched)
-            peer.recorder.addTrack(watched)
+            for t in pc.getTransceivers():
+                if t.receiver.track is track:
+                    peer.recording.add(track, t.receiver, t.mid)
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
-            await peer.recorder.start()
+            roomier_sockets(pc)  # its sockets exist once candidates are gathered
+            await peer.recording.start(negotiated(pc.localDescription.sdp))
         except BaseException:
             await self._close(peer)  # nothing half-open stays behind
             raise
         self.peers[(session_id, user_id)] = peer
         return str(pc.localDescription.sdp)
+
+    def _file_for(self, session_id: str, user_id: str) -> Path:
+        # Named after ids from outside: `contained` refuses any that would
+        # leave the folder (and the resolved path is checked too).
+        folder = contained(self.root, session_id)
+        contained(folder, user_id)
+        private_dir(folder)
+        n = sum(1 for p in folder.glob("*.mkv") if user_of(p) == user_id)
+        path = _new_file(folder, user_id, n)
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise ValueError(f"{path} is not inside {self.root}")
+        return path
 
     async def ice(self, msg: dict[str, Any]) -> None:
         peer = self.peers.get((msg["session_id"], msg["user_id"]))
@@ -191,7 +168,7 @@ class Worker:
 
     async def _close(self, peer: Peer) -> None:
         try:
-            await peer.recorder.stop()
+            await peer.recording.stop()
         finally:
             await peer.pc.close()
 
@@ -200,13 +177,22 @@ class Worker:
         for key in [k for k in self.peers if k[0] == session_id]:
             peer = self.peers.pop(key)
             await self._close(peer)
-            frames: dict[str, int] = {}
-            for t in peer.tracks:
-                frames[t.kind] = frames.get(t.kind, 0) + t.frames
+            frames = peer.recording.frames()
             # Hashing and probing read the whole file: off this loop, which
             # carries other sessions' media.
             files.append(await asyncio.to_thread(describe, peer.path, key[1], frames))
         return files
+
+
+def negotiated(sdp: str) -> dict[str | None, RTCRtpCodecParameters]:
+    """The codec each media section (by mid) of our answer receives: the
+    first one listed, which the sender uses."""
+    codecs: dict[str | None, RTCRtpCodecParameters] = {}
+    for media in SessionDescription.parse(sdp).media:
+        usable = [c for c in media.rtp.codecs if c.name.lower() != "rtx"]
+        if media.kind in ("audio", "video") and usable:
+            codecs[media.rtp.muxId] = usable[0]
+    return codecs
 
 
 def _new_file(folder: Path, user_id: str, n: int) -> Path:
@@ -304,6 +290,7 @@ async def main_async(root: Path) -> None:
     # stdin closed: the server is gone; finish every recording properly.
     for session_id in {k[0] for k in worker.peers}:
         await worker.stop(session_id)
+    await asyncio.to_thread(worker.writer.close)
 
 
 def main() -> None:
@@ -314,7 +301,10 @@ def main() -> None:
     for handler in logging.getLogger().handlers:  # its tracebacks are redacted too
         handler.addFilter(RedactingFilter())
     os.umask(0o077)  # whatever this process writes is its owner's only
-    asyncio.run(main_async(Path(args.dir)))
+
+    import uvloop  # every packet is asyncio work here: uvloop does it for less CPU
+
+    uvloop.run(main_async(Path(args.dir)))
 
 
 if __name__ == "__main__":
