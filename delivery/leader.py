@@ -70,8 +70,14 @@ class DeliveryLeader:
                 await self.worker.stop()
         self.leading = False
         if conn is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await locks.unlock_all(conn)
+            except Exception:
+                # Its lock may still be held: the connection must not go back
+                # to the pool (which does not reset advisory locks) alive. (A
+                # pool closing under it has taken it back already.)
+                with contextlib.suppress(Exception):
+                    conn.terminate()
             with contextlib.suppress(Exception):
                 await self._pool.release(conn)
 
