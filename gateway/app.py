@@ -17,7 +17,8 @@ from aiohttp import web
 from config.settings import Settings
 from gateway import protocol as P
 from gateway.cluster_node import cluster_resources
-from gateway.http import audit_middleware, errors_middleware, limits_middleware, routes
+from gateway.heartbeat import Heartbeat
+from gateway.http import front_middleware, routes
 from gateway.services import SERVICES
 from gateway.single_node import local_resources
 from gateway.ws import ws_handler
@@ -49,7 +50,7 @@ def create_app(
     settings: Settings, dsn: str, jwt_secret: str, *, migrate: bool = True
 ) -> web.Application:
     app = web.Application(
-        middlewares=[limits_middleware, audit_middleware, errors_middleware],
+        middlewares=[front_middleware],
         client_max_size=P.MAX_FRAME,
         handler_args=server_options(settings),
     )
@@ -85,6 +86,13 @@ def create_app(
             return_exceptions=True,
         )
 
+    async def heartbeat(app: web.Application) -> AsyncIterator[None]:
+        beat = Heartbeat(settings.heartbeat_s, app[SERVICES].connections)
+        beat.start()
+        yield
+        await beat.stop()
+
     app.cleanup_ctx.append(resources)
+    app.cleanup_ctx.append(heartbeat)
     app.on_shutdown.append(close_sockets)
     return app

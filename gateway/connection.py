@@ -76,6 +76,7 @@ class Connection(Sender):
         services: Services,
         remote: str | None,
         user_agent: str | None = None,
+        transport: asyncio.BaseTransport | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.ws = ws
@@ -85,6 +86,8 @@ class Connection(Sender):
         self.remote = remote
         self.user_agent = user_agent
         self.closing = False
+        self.transport = transport
+        self.heard, self.pinged = True, False  # for gateway.heartbeat
         # Made when first needed (an idle connection has none of them):
         self.tracked: set[str] | None = None  # actors told when this connection closes
         self.leased: set[str] | None = None  # actors whose presence lease it holds
@@ -330,6 +333,34 @@ class Connection(Sender):
         for actor in self.tracked or ():
             if hosted(actor):
                 self.services.host.tell(actor, Message("conn_alive", data))
+
+    # -- heartbeat (gateway.heartbeat) ----------------------------------------
+
+    async def ping(self) -> None:
+        """A WebSocket ping; never waits on a peer that does not read (its
+        ping is queued behind what it has not taken yet)."""
+        if self.closing or self.ws.closed:
+            return
+        transport = self.transport
+        if transport is not None and transport.is_closing():
+            return
+        if isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size():
+            self.spawn(self._send_ping())
+        else:
+            await self._send_ping()
+
+    async def _send_ping(self) -> None:
+        try:
+            await self.ws.ping()
+        except (ConnectionError, RuntimeError) as exc:
+            self.cut(f"ping failed: {exc!r}")
+
+    def cut(self, reason: str) -> None:
+        """Drop the socket without a close handshake (the peer is not there)."""
+        self.log.info("cutting the socket: %s", reason)
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
 
     # -- end ----------------------------------------------------------------
 

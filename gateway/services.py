@@ -19,6 +19,7 @@ from cluster.redisbus import RedisBus
 from config.settings import Settings
 from delivery.leader import DeliveryLeader
 from delivery.worker import DeliveryWorker
+from gateway.heartbeat import Beating
 from gateway.limits import Limits
 from gateway.metrics import Metrics
 from media.recorder import RecorderService
@@ -29,9 +30,9 @@ from persistence.journal import Journal
 from persistence.keys import Keys
 
 
-class LiveConnection(Protocol):
-    """What shutdown (and a shard's restart) needs of a client's connection
-    (gateway.connection)."""
+class LiveConnection(Beating, Protocol):
+    """What shutdown, a shard's restart and the heartbeat need of a client's
+    connection (gateway.connection)."""
 
     ws: web.WebSocketResponse
 

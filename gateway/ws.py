@@ -37,10 +37,10 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     services: Services = request.app[SERVICES]
     if services.shutting_down:
         return error_response("unavailable", "server is shutting down")
-    token = bearer(request.headers.get("Authorization"))
     ident = None
-    if token is not None:
-        admitted = _admit_header(request, services, token)
+    if bearer(request.headers.get("Authorization")) is not None:
+        # (The token itself is not kept in this frame, which lives as long as the socket.)
+        admitted = _admit_header(request, services)
         if not isinstance(admitted, Identity):
             return admitted
         ident = admitted  # its slot is taken
@@ -48,7 +48,9 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     try:
         ws = web.WebSocketResponse(
             protocols=(P.SUBPROTOCOL_JSON, P.SUBPROTOCOL_MSGPACK),
-            heartbeat=services.settings.heartbeat_s,
+            # The pings are gateway.heartbeat's (one task for every socket);
+            # the read loop below answers the client's and notes its pongs.
+            autoping=False,
             # aiohttp refuses a frame of exactly max_msg_size; the contract allows 65,536.
             max_msg_size=P.MAX_FRAME + 1,
         )
@@ -61,15 +63,12 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         conn = _open(request, services, ws, codec, ident)
         try:
             async for msg in ws:
+                conn.heard = True
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    refusal = _refusal(msg.type, msg.data, codec)
-                    if refusal is not None:
-                        conn.log.info("closing with %d: %s", *refusal)
-                        await ws.close(code=refusal[0], message=refusal[1].encode())
+                    if not await _read(conn, msg.type, msg.data):
                         break
-                    conn.on_frame(msg.data)
-                    if conn.closing:
-                        await conn.drain(0.5)
+                elif msg.type == WSMsgType.PING:
+                    await ws.pong(msg.data)
                 elif msg.type == WSMsgType.ERROR:
                     conn.log.info("socket error: %s", ws.exception())
                     break
@@ -81,11 +80,10 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
             services.limits.release_connection(claimed.user_id)
 
 
-def _admit_header(
-    request: web.Request, services: Services, token: str
-) -> Identity | web.StreamResponse:
+def _admit_header(request: web.Request, services: Services) -> Identity | web.StreamResponse:
     """The header token's identity, its connection slot taken; or the refusal."""
     limits = services.limits
+    token = bearer(request.headers.get("Authorization")) or ""
     try:
         ident = verify_token(token, services.jwt_secret, services.settings.max_token_ttl_s)
     except ProtocolError as exc:
@@ -115,6 +113,19 @@ async def _authenticated(
     return ident
 
 
+async def _read(conn: Connection, kind: WSMsgType, data: str | bytes) -> bool:
+    """Take one data frame; False once the socket is closed for it."""
+    refusal = _refusal(kind, data, conn.codec)
+    if refusal is not None:
+        conn.log.info("closing with %d: %s", *refusal)
+        await conn.ws.close(code=refusal[0], message=refusal[1].encode())
+        return False
+    conn.on_frame(data)
+    if conn.closing:
+        await conn.drain(0.5)
+    return True
+
+
 def _refusal(kind: WSMsgType, data: str | bytes, codec: Codec) -> tuple[int, str] | None:
     """The close (code, reason) a data frame earns before it is read, if any."""
     if (kind == WSMsgType.BINARY) != codec.binary:
@@ -132,7 +143,15 @@ def _open(
     ident: Identity,
 ) -> Connection:
     """The connection of an upgraded, authenticated socket, welcomed."""
-    conn = Connection(ws, ident, codec, services, request.remote, request.headers.get("User-Agent"))
+    conn = Connection(
+        ws,
+        ident,
+        codec,
+        services,
+        request.remote,
+        request.headers.get("User-Agent"),
+        request.transport,
+    )
     services.connections.add(conn)
     services.metrics.connections.labels(ident.role).inc()
     conn.start()
@@ -165,7 +184,12 @@ async def _hello(
 ) -> Identity | None:
     secret, max_ttl_s = services.jwt_secret, services.settings.max_token_ttl_s
     try:
-        msg = await ws.receive(timeout=P.HELLO_TIMEOUT_S)
+        async with asyncio.timeout(P.HELLO_TIMEOUT_S):
+            msg = await ws.receive()
+            while msg.type in (WSMsgType.PING, WSMsgType.PONG):  # not answered by aiohttp
+                if msg.type == WSMsgType.PING:
+                    await ws.pong(msg.data)
+                msg = await ws.receive()
     except TimeoutError:
         await ws.close(code=P.CLOSE_NO_HELLO, message=b"no hello within 5 s")
         return None

@@ -1,5 +1,5 @@
 """The HTTP API (PROTOCOL §6): its routes, one module per subject, and the
-middlewares every call goes through (limits, audit row, JSON errors).
+middleware every call goes through (limits, audit row, JSON errors: `front`).
 
 Routes are listed in the order they are registered with the router.
 """
@@ -19,9 +19,8 @@ from gateway.http import (
     sessions,
     twilio,
 )
-from gateway.http.auditing import audit_middleware
-from gateway.http.errors import error_response, errors_middleware
-from gateway.http.limiting import limits_middleware
+from gateway.http.errors import error_response
+from gateway.http.front import front_middleware
 
 routes: list[web.AbstractRouteDef] = [
     *probes.routes,
@@ -36,9 +35,7 @@ routes: list[web.AbstractRouteDef] = [
 ]
 
 __all__ = [
-    "audit_middleware",
     "error_response",
-    "errors_middleware",
-    "limits_middleware",
+    "front_middleware",
     "routes",
 ]

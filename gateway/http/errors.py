@@ -3,7 +3,6 @@ that turns a ProtocolError (or an aiohttp HTTP error, or a crash) into it."""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 from typing import Any
@@ -40,20 +39,25 @@ def too_many(message: str, retry_after: int | None = None) -> web.Response:
 async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         return await handler(request)  # type: ignore[no-any-return]
-    except ProtocolError as exc:
+    except Exception as exc:
+        return error_for(request, exc)
+
+
+def error_for(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The JSON error a call that raised `exc` answers (re-raised: an aiohttp
+    HTTP exception that is no error, which aiohttp answers itself)."""
+    if isinstance(exc, ProtocolError):
         logger.info("%s %s refused: %s %s", request.method, request.path, exc.code, exc.message)
         return error_response(exc.code, exc.message)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status >= 400 and exc.content_type != "application/json":
             codes: dict[int, ErrorCode] = {404: "not_found", 413: "too_large"}
             code: ErrorCode = codes.get(exc.status, "bad_request")
             return web.json_response(
                 {"error": {"code": code, "message": exc.reason}}, status=exc.status
             )
-        raise
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        raise
-    except (Unavailable, *CONNECTION_ERRORS) as exc:
+        raise exc
+    if isinstance(exc, (Unavailable, *CONNECTION_ERRORS)):
         if isinstance(exc, OSError) and exc.errno in LOCAL_FILE_ERRNOS:
             # A file name the caller made up (too long, not a file): no outage.
             logger.info("%s %s refused: %s", request.method, request.path, exc.strerror)
@@ -61,6 +65,5 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         # The database (or another dependency) is away: the caller may retry.
         logger.warning("%s %s unavailable: %r", request.method, request.path, exc)
         return error_response("unavailable", "a dependency is unavailable, try again")
-    except Exception:
-        logger.exception("%s %s failed", request.method, request.path)
-        return error_response("internal", "internal error")
+    logger.error("%s %s failed", request.method, request.path, exc_info=exc)
+    return error_response("internal", "internal error")
