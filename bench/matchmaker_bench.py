@@ -35,6 +35,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import aiohttp
+import asyncpg
 import uvloop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,6 +127,14 @@ async def queue_latency(args: argparse.Namespace) -> dict[str, Any]:
         fill_s = time.perf_counter() - t0
         await settle(url)
         settled_s = time.perf_counter() - t0
+        if args.analyze:
+            # What autovacuum does within a minute of such a burst: plans
+            # (cached generic ones too) that count on the tables' new sizes.
+            conn = await asyncpg.connect(db.dsn)
+            try:
+                await conn.execute("ANALYZE")
+            finally:
+                await conn.close()
         harness.say(f"(a) {args.probes} probes, {args.waiting} waiting")
         full = await probe(url, "probe-full", args.probes)
     return {
@@ -387,6 +396,9 @@ def main() -> None:
     parser.add_argument("--per-customer", type=int, default=4)
     parser.add_argument("--drain-timeout", type=float, default=300.0)
     parser.add_argument("--scale", action="store_true", help="the data structures alone")
+    parser.add_argument(
+        "--analyze", action="store_true", help="ANALYZE after the fill (as autovacuum would)"
+    )
     parser.add_argument("--scale-waiting", type=int, default=100_000)
     parser.add_argument("--scale-notaries", type=int, default=10_000)
     harness.add_common_args(parser)
