@@ -9,7 +9,7 @@ import asyncio
 import aiohttp
 
 from tests.conftest import MakeServer
-from tests.flows import bearer
+from tests.flows import bearer, eventually
 
 HEARTBEAT_S = 0.5  # a live client answers within it, even on a loaded machine
 
@@ -54,6 +54,8 @@ async def test_a_socket_that_answers_pings_stays_one_that_does_not_is_cut(
             assert msg.type != aiohttp.WSMsgType.TEXT, msg
         assert await answering == 6
         assert not live.closed
+        # The server let go of the cut socket (its read loop ended): one left.
+        await eventually(lambda: len(h.services.connections) == 1)
         # It is still served: a request gets its reply.
         await live.send_json({"type": "ping", "id": "p1", "data": {}})
         while True:
