@@ -87,7 +87,7 @@ class Connection(Sender):
         self.user_agent = user_agent
         self.closing = False
         self.transport = transport
-        self.heard, self.pinged = True, False  # for gateway.heartbeat
+        self.heard = True  # for gateway.heartbeat
         # Made when first needed (an idle connection has none of them):
         self.tracked: set[str] | None = None  # actors told when this connection closes
         self.leased: set[str] | None = None  # actors whose presence lease it holds

@@ -28,8 +28,9 @@ BATCH = 256
 
 
 class Beating(Protocol):
-    heard: bool  # a frame arrived since the last ping
-    pinged: bool  # a ping is out
+    # A frame arrived since the last round's ping (True for a socket that has
+    # seen no round yet, so that its first round pings it).
+    heard: bool
 
     async def ping(self) -> None: ...
 
@@ -60,11 +61,11 @@ class Heartbeat:
         how many were cut."""
         cut = 0
         for n, conn in enumerate(list(self._conns), 1):
-            if conn.pinged and not conn.heard:
+            if not conn.heard:
                 conn.cut(f"no pong within {self.interval_s} s")
                 cut += 1
             else:
-                conn.heard, conn.pinged = False, True
+                conn.heard = False
                 await conn.ping()
             if n % BATCH == 0:
                 await asyncio.sleep(0)
