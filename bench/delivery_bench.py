@@ -25,9 +25,10 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from enf_client import EnfClient  # noqa: E402
+
 from bench import harness  # noqa: E402
 from gateway.auth import mint_token  # noqa: E402
-from gateway.client import EnfClient  # noqa: E402
 from persistence.migrate import apply_migrations  # noqa: E402
 
 WEBHOOK_SECRET = "bench-webhook-secret-0123456789"

@@ -31,10 +31,10 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+from enf_client import EnfClient
 
 from bench.sections import write_section
 from gateway.auth import mint_token
-from gateway.client import EnfClient
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-bench-secret-bench-secret-0123456789"

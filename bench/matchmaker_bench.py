@@ -41,6 +41,8 @@ import uvloop
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from enf_client import EnfClient, RequestFailed  # noqa: E402
+
 from actors.actor import ActorContext  # noqa: E402
 from actors.matchmaker import Matchmaker  # noqa: E402
 from bench import harness  # noqa: E402
@@ -48,7 +50,6 @@ from config.settings import Settings  # noqa: E402
 from core.ids import MATCHMAKER  # noqa: E402
 from core.messages import Message  # noqa: E402
 from gateway.auth import mint_token  # noqa: E402
-from gateway.client import EnfClient, RequestFailed  # noqa: E402
 
 EXTRA_ENV = {"ENF_USER_RATE_LIMIT": "1000000", "ENF_OUTBOX": "false"}
 DOCUMENT = {"id": "d", "sha256": "a" * 64, "type": "affidavit", "title": "Affidavit"}

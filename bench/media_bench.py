@@ -29,10 +29,11 @@ from aiortc.mediastreams import AudioStreamTrack
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from enf_client import EnfClient  # noqa: E402
+
 from bench import harness  # noqa: E402
 from bench.media_tracks import MovingPicture, cpu_seconds  # noqa: E402
 from gateway.auth import mint_token  # noqa: E402
-from gateway.client import EnfClient  # noqa: E402
 
 
 @dataclass

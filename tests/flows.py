@@ -11,9 +11,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from enf_client import EnfClient
 from yarl import URL
 
-from gateway.client import EnfClient
 from tests.served import Served
 
 ADMIN = "admin-1"

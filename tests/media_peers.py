@@ -15,8 +15,8 @@ from typing import Any
 import av
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+from enf_client import EnfClient
 
-from gateway.client import EnfClient
 from tests.flows import assigned_session, join_both
 from tests.served import Served
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from enf_client import EnfClient
+
 from gateway.auth import mint_token
-from gateway.client import EnfClient
 
 JWT_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 

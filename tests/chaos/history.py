@@ -2,7 +2,7 @@
 one `History` shared by all the clients of a run (what tests/chaos/checker.py
 reads).
 
-`RecordingClient` is the test client (gateway/client.py) with a recording
+`RecordingClient` is the test client (`enf_client.EnfClient`, clients/python) with a recording
 codec: every frame sent or received is recorded with its connection's number
 and the time. `ResilientClient` behaves as an app should: a request answered
 `unavailable` (or `rate_limited`), or left without a reply by a lost
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import aiohttp
+from enf_client import EnfClient
+from enf_client.codec import JsonCodec
 
-from gateway.client import EnfClient
-from gateway.codec import JsonCodec
 from tests.served import Served
 
 Direction = Literal["sent", "received", "opened"]

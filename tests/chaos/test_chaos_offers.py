@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from enf_client import RequestFailed
 
 from actors import lifecycle as L
-from gateway.client import RequestFailed
 from tests.chaos.checker import (
     Journal,
     SessionRow,

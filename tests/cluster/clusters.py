@@ -15,10 +15,10 @@ from typing import Any
 import aiohttp
 import asyncpg
 import ray
+from enf_client import EnfClient, RequestFailed
 
 from cluster.raycluster import connect_ray, kill_shards, shard_name
 from config.settings import Settings
-from gateway.client import EnfClient, RequestFailed
 from tests.served import Served
 from tests.server_process import ServerProcess, run_py_async, server_env
 

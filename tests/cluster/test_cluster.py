@@ -22,12 +22,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from enf_client import RequestFailed
 
 from cluster.raycluster import settings_payload
 from cluster.shard import ShardServer
 from core.ids import shard_of
 from core.messages import Caller, Message
-from gateway.client import RequestFailed
 from persistence.pool import create_pool
 from persistence.verify import verify_journal
 from tests.cluster.clusters import (

@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio
+from enf_client import EnfClient
 
-from gateway.client import EnfClient
 from tests.cluster.conftest import redis_server_command
 from tests.conftest import Harness, MakeServer
 from tests.flows import (

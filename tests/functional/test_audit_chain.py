@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from enf_client import EnfClient
 
-from gateway.client import EnfClient
 from persistence.audit import AuditLog, AuditRecord
 from persistence.audit_chain import verify_audit
 from persistence.pool import create_pool

@@ -15,9 +15,9 @@ import aiohttp
 import jwt
 import msgpack
 import pytest
+from enf_client import EnfClient
 from jwt.warnings import InsecureKeyLengthWarning
 
-from gateway.client import EnfClient
 from tests.conftest import JWT_SECRET, Harness, MakeServer
 from tests.flows import (
     PH,

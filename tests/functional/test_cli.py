@@ -11,8 +11,8 @@ from pathlib import Path
 
 import jwt
 import pytest
+from enf_client import EnfClient
 
-from gateway.client import EnfClient
 from tests.flows import http_call
 from tests.server_process import ServerProcess, run_py
 

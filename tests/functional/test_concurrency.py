@@ -8,8 +8,8 @@ import asyncio
 import itertools
 
 import asyncpg
+from enf_client import EnfClient
 
-from gateway.client import EnfClient
 from tests.conftest import Harness
 from tests.flows import PH, online_notary, passed_checks, request_session, user_id
 

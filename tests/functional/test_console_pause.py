@@ -19,9 +19,9 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from enf_client import EnfClient, RequestFailed
 from playwright.async_api import async_playwright, expect
 
-from gateway.client import EnfClient, RequestFailed
 from tests.chromium import launch
 from tests.conftest import Harness, MakeServer
 from tests.flows import PH, online_notary, put_notary, request_session

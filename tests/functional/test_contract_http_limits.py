@@ -11,8 +11,8 @@ import asyncio
 
 import aiohttp
 import pytest
+from enf_client import EnfClient
 
-from gateway.client import EnfClient
 from tests.conftest import Harness
 from tests.flows import ADMIN, bearer, doc
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from enf_client import EnfClient
 
-from gateway.client import EnfClient
 from tests.flows import (
     HAPPY_STATES,
     PH,

@@ -21,8 +21,8 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from enf_client import EnfClient
 
-from gateway.client import EnfClient
 from tests.conftest import Harness, MakeServer
 from tests.flows import (
     assigned_session,

@@ -11,9 +11,9 @@ import json
 from typing import Any
 
 import pytest
+from enf_client.codec import JsonCodec
 from yarl import URL
 
-from gateway.codec import JsonCodec
 from tests.conftest import Harness, MakeServer
 from tests.flows import assigned_session, doc, http_call, online_notary
 

@@ -18,8 +18,8 @@ from typing import Any
 import asyncpg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from enf_client import EnfClient
 
-from gateway.client import EnfClient
 from persistence.keys import Signer, load_public_keys, verify_signed
 from persistence.pool import create_pool
 from persistence.verify import verify_journal

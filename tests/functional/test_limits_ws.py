@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from enf_client import EnfClient, RequestFailed
 
-from gateway.client import EnfClient, RequestFailed
 from tests.conftest import Harness, MakeServer
 from tests.flows import bearer, doc, eventually, get_json
 

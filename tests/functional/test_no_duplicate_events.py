@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from gateway.client import EnfClient
+from enf_client import EnfClient
+
 from tests.conftest import Harness
 from tests.flows import (
     assert_gapless,

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from enf_client import EnfClient
 
 from actors import lifecycle as L
-from gateway.client import EnfClient
 from tests.chaos.checker import Journal, check, load_journal, offers_made
 from tests.chaos.history import History, RecordingClient, recording_client
 from tests.conftest import Harness

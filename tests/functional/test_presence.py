@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.client import EnfClient
+from enf_client import EnfClient
+
 from tests.conftest import Harness, MakeServer
 from tests.flows import assigned_session, online_notary, put_notary, request_session
 

@@ -13,7 +13,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from gateway.client import EnfClient
+from enf_client import EnfClient
+
 from persistence.book import reserve_entry_no
 from persistence.pool import create_pool
 from tests.conftest import Harness

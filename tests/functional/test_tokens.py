@@ -26,10 +26,10 @@ import aiohttp
 import asyncpg
 import jwt
 import pytest
+from enf_client import EnfClient
 from jwt.warnings import InsecureKeyLengthWarning
 
 from gateway.auth import mint_token
-from gateway.client import EnfClient
 from tests.conftest import JWT_SECRET, Harness, MakeServer
 from tests.flows import assert_token_refused, bearer, doc, http_call
 from tests.server_process import ServerProcess, run_py, server_env

@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.client import EnfClient
+from enf_client import EnfClient
+
 from tests.conftest import MakeServer
 from tests.flows import (
     ADMIN,

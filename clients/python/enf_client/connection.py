@@ -1,4 +1,6 @@
-"""A small async client for the wire contract (tests, benchmarks, trying it out).
+"""One WebSocket connection to the server, as it is: every frame sent and
+received is kept (tests and benchmarks look at them), nothing is retried.
+`enf_client.resilient.ResilientClient` is the one that survives drops.
 
 async with EnfClient(url, token) as c:
     reply = await c.call("session.request", {...})
@@ -16,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.codec import Codec, JsonCodec, MsgpackCodec
+from enf_client.codec import Codec, codec_named
 
 
 class RequestFailed(Exception):
@@ -39,7 +41,7 @@ class EnfClient:
     ) -> None:
         self.url = url
         self.token = token
-        self.codec: Codec = MsgpackCodec() if codec == "msgpack" else JsonCodec()
+        self.codec: Codec = codec_named(codec)
         self.use_hello = hello
         self._own_session = session is None
         self._session = session
