@@ -1,10 +1,13 @@
 """Prometheus metrics (`GET /metrics`), one registry per server.
 
-Counted where things happen: connections, requests and their latency,
-outbound drops and slow-client closes, match latency, journal batches,
-recorder failures. Read at scrape time (gateway.scrape): sessions by state
-and offers by outcome (from Postgres), mailbox depth and active actors,
-delivery counters, recorder streams, pool usage. No label carries a session
+Counted where things happen: connections, WebSocket requests and their
+latency, HTTP calls and their latency (by route template, never the concrete
+path: gateway.http.front), outbound drops and slow-client closes, match
+latency, journal batches, recorder failures. Read at scrape time
+(gateway.scrape): sessions by state, offers by outcome, outbox rows and
+delivery attempts, recordings awaited (from Postgres), notaries online (the
+Matchmaker's presence), mailbox depth and active actors, delivery counters,
+recorder streams, the audit backlog, pool usage. No label carries a session
 or user id.
 """
 
@@ -25,6 +28,14 @@ LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 def request_label(kind: str) -> str:
     """Request types are a closed set; anything else is `other` (bounded labels)."""
     return kind if kind in REQUESTS or kind == "frame" else "other"
+
+
+# HTTP methods a client may send are any token: the known ones, else `other`.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in HTTP_METHODS else "other"
 
 
 # The per-shard gauges of cluster mode (label `shard`), from each shard's info.
@@ -49,6 +60,18 @@ class Metrics:
         )
         self.request_seconds = Histogram(
             "enf_request_seconds", "Request to reply", ["type"], buckets=LATENCY, registry=r
+        )
+        # HTTP calls (not the WebSocket upgrade): `route` is the route's
+        # template (`/v1/sessions/{id}`), `other` for a path no route matches.
+        self.http_requests = Counter(
+            "enf_http_requests", "HTTP calls", ["route", "method", "status"], registry=r
+        )
+        self.http_request_seconds = Histogram(
+            "enf_http_request_seconds",
+            "HTTP call to response",
+            ["route", "method"],
+            buckets=LATENCY,
+            registry=r,
         )
         self.outbound_dropped = Counter(
             "enf_outbound_dropped", "Ephemeral frames dropped for slow clients", registry=r
@@ -106,6 +129,38 @@ class Metrics:
             registry=r,
         )
         self.outbox = Gauge("enf_outbox", "Outbox rows by status", ["status"], registry=r)
+        # kind: payment (payment.*), sms, webhook (the other events); result:
+        # delivered (a row delivered: its one successful attempt), failed (every
+        # other attempt). From the rows: a replayed row starts again at 0.
+        self.outbox_attempts = Gauge(
+            "enf_outbox_attempts",
+            "Delivery attempts recorded in the outbox, by kind and result",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.audit_backlog = Gauge(
+            "enf_audit_backlog", "Audit rows queued, not written to Postgres yet", registry=r
+        )
+        self.audit_dropped = Gauge(
+            "enf_audit_rows_dropped",
+            "Audit rows dropped because the backlog was full (since start)",
+            registry=r,
+        )
+        # The Matchmaker's presence: notaries online, by status (available,
+        # away, busy); an offline notary is not in it.
+        self.notaries_online = Gauge(
+            "enf_notaries_online", "Notaries online, by status", ["status"], registry=r
+        )
+        # With ENF_RECORDING=required: sessions past video.end whose recording
+        # is not ready yet, and the longest such wait (0 when none).
+        self.recordings_awaited = Gauge(
+            "enf_recordings_awaited", "Sessions past video.end awaiting their recording", registry=r
+        )
+        self.recording_wait = Gauge(
+            "enf_recording_wait_seconds_max",
+            "Longest wait since video.end of a recording not ready yet",
+            registry=r,
+        )
         self.pool = Gauge("enf_db_pool_connections", "Postgres pool", ["state"], registry=r)
         # Cluster mode: each shard's figures, as of the gateway's last look
         # at the shards (every 5 s, and at each /ready).
@@ -122,6 +177,12 @@ class Metrics:
             for name in SHARD_FIGURES.keys() - {"up", "fenced"}:
                 if name in f:
                     self.shard[name].labels(label).set(float(f[name]))
+
+    def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One HTTP call: `route` a template or `other`, `method` any token."""
+        label = method_label(method)
+        self.http_requests.labels(route, label, str(status)).inc()
+        self.http_request_seconds.labels(route, label).observe(seconds)
 
     def observe_batch(self, appends: int, seconds: float) -> None:
         self.journal_batch.observe(appends)
