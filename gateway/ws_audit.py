@@ -122,7 +122,10 @@ class ConnectionAudit:
     ) -> None:
         resource_type, resource_id = resource_of(actor) if actor else (None, None)
         label = request_label(kind)
-        self.services.metrics.requests.labels(label, outcome).inc()
+        # `unavailable` (a dependency down: nothing applied) is a failure of
+        # the server, not a refusal of the client: its own outcome in metrics.
+        counted = "unavailable" if code == "unavailable" else outcome
+        self.services.metrics.requests.labels(label, counted).inc()
         if not write:
             return
         # What the client chose (a type, an id, a user agent) is made storable.

@@ -133,6 +133,11 @@ async def test_unavailable_while_the_database_is_down_then_nothing_was_applied(
         body = {"idempotency_key": "k", "document": doc()}
         r = await customer.request("session.request", body, timeout=30)
         assert r["ok"] is False and r["error"]["code"] == "unavailable", r
+        # Counted as the server's failure (the error-rate alert), not a refusal.
+        counted = h.services.metrics.registry.get_sample_value(
+            "enf_requests_total", {"type": "session.request", "outcome": "unavailable"}
+        )
+        assert counted == 1, counted
         status, ready = await http_call(h, "GET", "/ready")
         assert status == 503 and ready["checks"]["database"] != "ok", ready
         # The socket stays open, and requests that need no database are answered.

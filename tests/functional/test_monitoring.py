@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import aiohttp
-import yaml  # type: ignore[import-untyped]  # PyYAML, installed with ray
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
