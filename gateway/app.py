@@ -18,7 +18,7 @@ from config.settings import Settings
 from gateway import protocol as P
 from gateway.cluster_node import cluster_resources
 from gateway.heartbeat import Heartbeat
-from gateway.http import front_middleware, routes
+from gateway.http import asyncapi, docs, front_middleware, routes
 from gateway.services import SERVICES
 from gateway.single_node import local_resources
 from gateway.ws import ws_handler
@@ -56,6 +56,8 @@ def create_app(
     )
     app.router.add_get("/v1/ws", ws_handler)
     app.router.add_routes(routes)
+    app.router.add_routes(asyncapi.routes)  # GET /asyncapi.json: the WebSocket's document
+    app.router.add_routes(docs.routes)  # GET /docs (Swagger UI) and its files
     app.router.add_get("/", console_index)
     app.router.add_static("/console/", STATIC, show_index=False)
 

@@ -11,57 +11,41 @@ from __future__ import annotations
 
 import copy
 import functools
-from typing import Any, cast
+from typing import cast
 
 from aiohttp import web
 
 from actors import lifecycle as L
 from core.errors import HTTP_STATUS
 from gateway.http.directory import Favorites, NotaryProfile
+from gateway.http.json_schema import (
+    IDENTIFIER,
+    ISO_TIME,
+    NULLABLE_STRING,
+    OBJECT,
+    SESSION_ID,
+    SNAPSHOT,
+    STRING,
+    Json,
+    array,
+    lift_defs,
+    map_of,
+    obj,
+    ref,
+)
 from gateway.requests import Model
 
-Json = dict[str, Any]
+__all__ = ["Json", "openapi_document", "routes"]
+
 Responses = dict[int, Json]  # by status
 
-# PROTOCOL §8: ids in paths and queries, 1-128 of these characters ("." and ".." refused).
-IDENTIFIER: Json = {
-    "type": "string",
-    "pattern": "^[A-Za-z0-9._@-]{1,128}$",
-    "not": {"enum": [".", ".."]},
-}
-SESSION_ID: Json = {
-    **IDENTIFIER,
-    "format": "uuid",
-    "description": "A session id (a UUID; another identifier names no session: 404).",
-}
-ISO_TIME: Json = {"type": "string", "description": "ISO 8601 (UTC when no zone is given)."}
 FORMAT: Json = {"type": "string", "enum": ["json", "csv"], "default": "json"}
-
-STRING: Json = {"type": "string"}
 TEXT = STRING
-OBJECT: Json = {"type": "object"}
-NULLABLE_STRING: Json = {"type": ["string", "null"]}
 DELIVERY_STATUSES = ["pending", "delivered", "dead"]
-
-
-def _obj(required: list[str], **properties: Json) -> Json:
-    return {"type": "object", "required": required, "properties": properties}
-
-
-def _array(items: Json) -> Json:
-    return {"type": "array", "items": items}
-
-
-def _map(values: Json) -> Json:
-    return {"type": "object", "additionalProperties": values}
 
 
 def _json(schema: Json, description: str = "OK") -> Json:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _ref(name: str) -> Json:
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _param(where: str, name: str, schema: Json) -> Json:
@@ -70,7 +54,7 @@ def _param(where: str, name: str, schema: Json) -> Json:
 
 # Every refusal's body, with its statuses (but 500: never part of the contract).
 CODES = [c for c in HTTP_STATUS if c != "internal"]
-ERROR = _obj(["error"], error=_obj(["code", "message"], code={"enum": CODES}, message=STRING))
+ERROR = obj(["error"], error=obj(["code", "message"], code={"enum": CODES}, message=STRING))
 REASONS = {
     400: "Bad request: malformed JSON, a missing or mistyped field, an id that is not one.",
     401: "No token, or a refused one.",
@@ -84,46 +68,20 @@ REASONS = {
 AUTHED = (400, 401, 403, 404, 429, 503)
 
 # PROTOCOL §4 (the snapshot), §8 (envelopes, journal, deliveries).
-PARTICIPANT = _obj(
-    ["user_id", "role", "online"],
-    user_id=STRING,
-    role={"enum": ["customer", "enp"]},
-    online={"type": "boolean"},
-)
-NUMBER_OR_NULL: Json = {"type": ["number", "null"]}
 SCHEMAS: Json = {
     "Error": ERROR,
-    "Snapshot": _obj(
-        ["session_id", "state"],
-        session_id=STRING,
-        state={"enum": list(L.STATES)},
-        customer_id=NULLABLE_STRING,
-        enp_id=NULLABLE_STRING,
-        document={"type": ["object", "null"]},
-        amount=NUMBER_OR_NULL,
-        platform_fee=NUMBER_OR_NULL,
-        enp_fee=NUMBER_OR_NULL,
-        participants=_array(PARTICIPANT),
-        checks=OBJECT,
-        recording={"type": ["object", "null"]},
-        envelope_id=NULLABLE_STRING,
-        created_at=NULLABLE_STRING,
-        seq={"type": "integer", "minimum": 0},
-        paused={"type": ["object", "null"]},
-        reason=NULLABLE_STRING,
-        join_window_ends_at=NULLABLE_STRING,
-    ),
-    "SignedEnvelope": _obj(
+    "Snapshot": SNAPSHOT,
+    "SignedEnvelope": obj(
         ["envelope", "signature", "key_id"],
         envelope=OBJECT,
         signature={"type": "string", "description": "base64 Ed25519 signature"},
         key_id=STRING,
     ),
-    "Delivery": _obj(
+    "Delivery": obj(
         ["id", "status"], id=STRING, status={"enum": DELIVERY_STATUSES}, payload=OBJECT
     ),
-    "Readiness": _obj(["ready", "checks"], ready={"type": "boolean"}, checks=_map(STRING)),
-    "JournalEvent": _obj(
+    "Readiness": obj(["ready", "checks"], ready={"type": "boolean"}, checks=map_of(STRING)),
+    "JournalEvent": obj(
         ["seq", "name", "data", "at", "prev_hash", "hash"],
         seq={"type": "integer", "minimum": 1},
         name=STRING,
@@ -165,9 +123,8 @@ def _op(
 def _model(model: type[Model], schemas: Json) -> Json:
     """`model`'s JSON Schema as a component (its nested models too): a $ref to it."""
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas.update(schema.pop("$defs", {}))
-    schemas[model.__name__] = schema
-    return {"application/json": {"schema": _ref(model.__name__)}}
+    schemas[model.__name__] = lift_defs(schema, schemas)
+    return {"application/json": {"schema": ref(model.__name__)}}
 
 
 def _text(media: str) -> Responses:
@@ -187,9 +144,9 @@ def _export(json_schema: Json) -> Responses:
 
 
 def _operations(schemas: Json) -> list[tuple[str, str, Json]]:
-    ready = _ref("Readiness")
+    ready = ref("Readiness")
     return [
-        _op("GET /health", "The process answers", _obj(["status"]), public=True, errors=()),
+        _op("GET /health", "The process answers", obj(["status"]), public=True, errors=()),
         _op(
             "GET /ready",
             "Its database (and Redis, Ray) answer, and it is not shutting down",
@@ -201,21 +158,21 @@ def _operations(schemas: Json) -> list[tuple[str, str, Json]]:
         _op(
             "PUT /v1/notaries/{id}",
             "Admins: a notary's profile",
-            _obj(["notary_id", "profile"], notary_id=STRING, profile=OBJECT),
+            obj(["notary_id", "profile"], notary_id=STRING, profile=OBJECT),
             params=PATH_ID,
             body=_model(NotaryProfile, schemas),
         ),
         _op(
             "PUT /v1/customers/{id}/favorites",
             "Admins and that customer: the customer's favorite notaries",
-            _obj(["customer_id", "notary_ids"], customer_id=STRING, notary_ids=_array(STRING)),
+            obj(["customer_id", "notary_ids"], customer_id=STRING, notary_ids=array(STRING)),
             params=PATH_ID,
             body=_model(Favorites, schemas),
         ),
         _op(
             "GET /v1/sessions",
             "Admins: the latest sessions",
-            _obj(["sessions"], sessions=_array(_ref("Snapshot"))),
+            obj(["sessions"], sessions=array(ref("Snapshot"))),
             params=(
                 _param("query", "state", {"type": "string", "enum": list(L.STATES)}),
                 _param("query", "limit", {"type": "integer", "description": "Clamped to 1-1000."}),
@@ -224,19 +181,19 @@ def _operations(schemas: Json) -> list[tuple[str, str, Json]]:
         _op(
             "GET /v1/sessions/{id}",
             "Participants and admins: the snapshot",
-            _ref("Snapshot"),
+            ref("Snapshot"),
             params=SESSION,
         ),
         _op(
             "GET /v1/sessions/{id}/journal",
             "Participants and admins: the hash-chained journal",
-            _obj(["session_id", "events"], session_id=STRING, events=_array(_ref("JournalEvent"))),
+            obj(["session_id", "events"], session_id=STRING, events=array(ref("JournalEvent"))),
             params=SESSION,
         ),
         _op(
             "GET /v1/sessions/{id}/recording",
             "Participants and admins: a short-lived link to the recording",
-            _obj(["url", "expires_at"], url=STRING, expires_at=ISO_TIME),
+            obj(["url", "expires_at"], url=STRING, expires_at=ISO_TIME),
             params=SESSION,
         ),
         _op(
@@ -250,21 +207,21 @@ def _operations(schemas: Json) -> list[tuple[str, str, Json]]:
         _op(
             "POST /v1/envelopes/verify",
             "Anyone: whether a signed envelope verifies",
-            _obj(["valid"], valid={"type": "boolean"}, reason=STRING),
+            obj(["valid"], valid={"type": "boolean"}, reason=STRING),
             public=True,
-            body={"application/json": {"schema": _ref("SignedEnvelope")}},
+            body={"application/json": {"schema": ref("SignedEnvelope")}},
             errors=(400, 429, 503),
         ),
         _op(
             "GET /v1/envelopes/{id}",
             "Participants and admins: the signed TRUTH envelope",
-            _ref("SignedEnvelope"),
+            ref("SignedEnvelope"),
             params=PATH_ID,
         ),
         _op(
             "GET /v1/envelopes/{id}/shared",
             "Holders of a shared link: the signed envelope",
-            _ref("SignedEnvelope"),
+            ref("SignedEnvelope"),
             public=True,
             params=(*PATH_ID, *LINK),
             errors=LINKED,
@@ -272,14 +229,14 @@ def _operations(schemas: Json) -> list[tuple[str, str, Json]]:
         _op(
             "GET /v1/keys",
             "Anyone: the public keys that verify envelopes",
-            _obj(["keys"], keys=_array(_obj(["key_id", "alg", "public_key"]))),
+            obj(["keys"], keys=array(obj(["key_id", "alg", "public_key"]))),
             public=True,
             errors=(429,),
         ),
         _op(
             "GET /v1/notaries/{id}/book",
             "That notary and admins: the notarial book of a month",
-            _export(_obj(["notary_id", "month", "entries"], entries=_array(OBJECT))),
+            _export(obj(["notary_id", "month", "entries"], entries=array(OBJECT))),
             params=(
                 *PATH_ID,
                 _param("query", "month", {"type": "string", "description": "YYYY-MM"}),
@@ -289,7 +246,7 @@ def _operations(schemas: Json) -> list[tuple[str, str, Json]]:
         _op(
             "GET /v1/audit",
             "Admins: the audit log",
-            _export(_obj(["entries"], entries=_array(OBJECT))),
+            _export(obj(["entries"], entries=array(OBJECT))),
             params=(
                 _param("query", "from", ISO_TIME),
                 _param("query", "to", ISO_TIME),
@@ -301,7 +258,7 @@ def _operations(schemas: Json) -> list[tuple[str, str, Json]]:
         _op(
             "GET /v1/deliveries",
             "Admins: outgoing events (the latest 500)",
-            _obj(["deliveries"], deliveries=_array(_ref("Delivery"))),
+            obj(["deliveries"], deliveries=array(ref("Delivery"))),
             params=(
                 _param("query", "status", {"type": "string", "enum": DELIVERY_STATUSES}),
                 _param("query", "session_id", IDENTIFIER),
@@ -310,13 +267,13 @@ def _operations(schemas: Json) -> list[tuple[str, str, Json]]:
         _op(
             "GET /v1/deliveries/{id}",
             "Admins: one outgoing event",
-            _ref("Delivery"),
+            ref("Delivery"),
             params=PATH_ID,
         ),
         _op(
             "POST /v1/deliveries/{id}/replay",
             "Admins: a dead letter back to pending",
-            _ref("Delivery"),
+            ref("Delivery"),
             params=PATH_ID,
             errors=(*AUTHED, 409),
         ),
@@ -326,7 +283,7 @@ def _operations(schemas: Json) -> list[tuple[str, str, Json]]:
             {204: {"description": "Taken"}},
             public=True,
             params=(_param("header", "X-Twilio-Signature", STRING),),
-            body={"application/x-www-form-urlencoded": {"schema": _map(STRING)}},
+            body={"application/x-www-form-urlencoded": {"schema": map_of(STRING)}},
             errors=LINKED,
         ),
         _op(
@@ -336,6 +293,28 @@ def _operations(schemas: Json) -> list[tuple[str, str, Json]]:
             errors=(400, 401, 429, 503),
         ),
         _op("GET /openapi.json", "Anyone: this document", OBJECT, public=True, errors=(429,)),
+        _op(
+            "GET /asyncapi.json",
+            "Anyone: the AsyncAPI 3.0 document of the WebSocket (PROTOCOL §3-5, §8)",
+            OBJECT,
+            public=True,
+            errors=(429,),
+        ),
+        _op(
+            "GET /docs",
+            "Anyone: this document in Swagger UI, served from the server (no CDN)",
+            _text("text/html"),
+            public=True,
+            errors=(429,),
+        ),
+        _op(
+            "GET /docs/static/{filename}",
+            "Swagger UI's files (the swagger-ui-py package's), by name",
+            {200: {"description": "A file of Swagger UI (CSS, JavaScript, image, source map)"}},
+            public=True,
+            params=(_param("path", "filename", STRING),),
+            errors=(404, 429),
+        ),
         _op("GET /", "The web console", _text("text/html"), public=True, errors=(429,)),
         _op(
             "GET /console/{filename}",
@@ -355,7 +334,7 @@ def _operations(schemas: Json) -> list[tuple[str, str, Json]]:
 def _error_responses() -> Json:
     out: Json = {}
     for status, reason in REASONS.items():
-        response = _json(_ref("Error"), reason)
+        response = _json(ref("Error"), reason)
         if status == 429:
             response["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 0}}}
         out[f"E{status}"] = response
