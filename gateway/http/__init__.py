@@ -14,6 +14,7 @@ from gateway.http import (
     directory,
     legal_record,
     openapi,
+    ops_summary,
     probes,
     recordings,
     sessions,
@@ -31,6 +32,7 @@ routes: list[web.AbstractRouteDef] = [
     *recordings.routes,
     *twilio.routes,
     *deliveries.routes,
+    *ops_summary.routes,
     *openapi.routes,  # GET /openapi.json: the document of every route here
 ]
 

@@ -278,6 +278,17 @@ def _operations(schemas: Json) -> list[tuple[str, str, Json]]:
             errors=(*AUTHED, 409),
         ),
         _op(
+            "GET /v1/ops/summary",
+            "Admins: the queue, sessions by state, and (cluster mode) shards and gateways",
+            obj(
+                ["at", "queue", "sessions_by_state", "cluster"],
+                at=ISO_TIME,
+                queue=obj(["requests_waiting", "offers_open", "match_latency"]),
+                sessions_by_state=map_of({"type": "integer", "minimum": 0}),
+                cluster={"type": ["object", "null"], "description": "null on a single node"},
+            ),
+        ),
+        _op(
             "POST /webhooks/twilio/status",
             "Twilio: room and recording callbacks (X-Twilio-Signature checked)",
             {204: {"description": "Taken"}},

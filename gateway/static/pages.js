@@ -36,16 +36,18 @@ function onEvent(ev) {
 }
 const pageHandlers = [];
 
-// The session's course (session.js): paused, failed, cancelled, the join
-// window; a party that left paused the act signs in again here.
-function sessionStatus(role, buttons) {
-  const status = new SessionStatus(enf, role, buttons);
+// The session's course and the steps possible now (session.js, steps.js):
+// paused, failed, cancelled, the join window, the Next line, the timeline; a
+// party that left paused the act signs in again here.
+function sessionStatus(role) {
+  const status = new SessionStatus(enf, role);
   $("rejoin").onclick = guard(async () => {
     const token = $("fresh-token").value.trim();
     enf.reauth(token);
     sessionStorage.setItem("enf-token", token);
     log("signing in again with a fresh token");
   });
+  status.render();
   return status;
 }
 
@@ -54,6 +56,7 @@ function sessionStatus(role, buttons) {
 function customerPage() {
   show(`
     <h2>Request a notarization</h2>
+    <p id="next" class="next" role="status"></p>
     <label>Document title <input id="doc-title" value="Affidavit of loss"></label>
     <label>Type <select id="doc-type"><option>affidavit</option><option>deed</option><option>contract</option></select></label>
     <label>File (hashed here; it is not uploaded) <input id="doc-file" type="file"></label>
@@ -66,12 +69,12 @@ function customerPage() {
       <label><input type="checkbox" id="consent-privacy"> I accept the privacy notice</label>
       <label>I am in <select id="country"><option>PH</option><option>SG</option><option>US</option></select></label>
       <button id="join">Join the session</button>
-      <button id="sign" disabled>Sign the document</button>
+      <button id="sign">Sign the document</button>
       <p id="recording" class="muted"></p>
       <p>Envelope: <span id="envelope">—</span></p>
     </div>
     <p id="error" class="error"></p>`);
-  const status = sessionStatus("customer", [{ id: "sign", done: (st) => st.signed }]);
+  const status = sessionStatus("customer");
   $("request").onclick = guard(async () => {
     const file = $("doc-file").files[0];
     const bytes = file ? await file.arrayBuffer() : new TextEncoder().encode($("doc-title").value);
@@ -98,8 +101,6 @@ function customerPage() {
   });
   $("sign").onclick = guard(async () => {
     await enf.call("act.sign", { session_id: sid, signature: btoa("signed by " + enf.claims.sub) });
-    status.signed = true;
-    status.render();
   });
   pageHandlers.push((ev) => {
     if (ev.name === "video.config") {
@@ -115,6 +116,7 @@ function customerPage() {
 function notaryPage() {
   show(`
     <h2>Notary</h2>
+    <p id="next" class="next" role="status"></p>
     <button id="online">Go online</button> <button id="offline">Go offline</button>
     <span id="presence" class="muted"></span>
     <h3>Offers</h3><ul id="offers"></ul>
@@ -133,11 +135,12 @@ function notaryPage() {
       <p>Envelope: <span id="envelope">—</span></p>
     </div>
     <p id="error" class="error"></p>`);
-  const status = sessionStatus("enp", [{ id: "record-checks" }, { id: "seal", done: (st) => st.sealed }]);
+  const status = sessionStatus("enp");
   const me = "notary:" + enf.claims.sub;
-  const goOnline = (since) => enf.call("presence.online", { since_seq: since }).then((r) => { $("presence").textContent = r.status; return r; });
+  const presence = (st) => { $("presence").textContent = st; status.setPresence(st); };
+  const goOnline = (since) => enf.call("presence.online", { since_seq: since }).then((r) => { presence(r.status); return r; });
   $("online").onclick = guard(async () => { enf.resume.set(me, goOnline); await goOnline(enf.lastSeq.get(me) || 0); });
-  $("offline").onclick = guard(async () => { enf.resume.delete(me); const r = await enf.call("presence.offline"); $("presence").textContent = r.status || "offline"; });
+  $("offline").onclick = guard(async () => { enf.resume.delete(me); const r = await enf.call("presence.offline"); presence(r.status || "offline"); });
   $("start-video").onclick = guard(async () => {
     const r = await enf.call("video.start", { session_id: sid });
     call = new Call(enf, sid, r.ice_servers);
@@ -156,6 +159,7 @@ function notaryPage() {
     if (ev.name === "offer") {
       const li = document.createElement("li");
       li.id = "offer-" + ev.data.offer_id;
+      li.dataset.offerId = ev.data.offer_id;
       li.innerHTML = `${ev.data.document_type || "document"}, ${ev.data.amount ?? ""} PHP, until ${ev.data.expires_at.slice(11, 19)} `;
       const accept = document.createElement("button");
       accept.textContent = "Accept"; accept.className = "accept";
@@ -165,69 +169,21 @@ function notaryPage() {
         status.follow(sid);
         $("session-id").textContent = sid;
         $("session-controls").hidden = false;
-        await enf.joinSession(sid, { location: PH });
+        status.dropOffer(ev.data.offer_id);
         li.remove();
+        await enf.joinSession(sid, { location: PH });
       });
       const decline = document.createElement("button");
-      decline.textContent = "Decline";
-      decline.onclick = guard(async () => { await enf.call("offer.decline", { offer_id: ev.data.offer_id }); li.remove(); });
+      decline.textContent = "Decline"; decline.className = "decline";
+      decline.onclick = guard(async () => { await enf.call("offer.decline", { offer_id: ev.data.offer_id }); status.dropOffer(ev.data.offer_id); li.remove(); });
       li.append(accept, decline);
       $("offers").append(li);
+      status.render();
     }
     if (ev.name === "offer.expired" || ev.name === "offer.withdrawn") {
       const li = $("offer-" + ev.data.offer_id); if (li) li.remove();
     }
   });
-}
-
-// -- ops ---------------------------------------------------------------------------
-
-function opsPage() {
-  show(`
-    <h2>Operations</h2>
-    <button id="refresh">Refresh</button>
-    <h3>Live sessions</h3><table id="sessions"><tr><th>session</th><th>state</th><th>customer</th><th>notary</th></tr></table>
-    <h3>Notaries online</h3><ul id="notaries"></ul>
-    <h3>Recent failures</h3><ul id="failures"></ul>
-    <h3>Journal</h3><label>Session <input id="journal-sid" size="40"></label> <button id="journal">Show</button>
-    <ol id="journal-rows"></ol>
-    <p id="error" class="error"></p>`);
-  const refresh = guard(async () => {
-    const { sessions } = await enf.http("/v1/sessions?limit=100");
-    const t = $("sessions");
-    t.querySelectorAll("tr.row").forEach((r) => r.remove());
-    for (const s of sessions) {
-      const tr = document.createElement("tr"); tr.className = "row";
-      for (const v of [s.session_id, s.state, s.customer_id, s.enp_id || ""]) { const td = document.createElement("td"); td.textContent = v; tr.append(td); }
-      tr.onclick = () => { $("journal-sid").value = s.session_id; $("journal").click(); };
-      t.append(tr);
-    }
-    const dead = (await enf.http("/v1/deliveries?status=dead")).deliveries;
-    const failed = sessions.filter((s) => s.state === "FAILED" || s.state === "CANCELLED");
-    $("failures").innerHTML = "";
-    for (const d of dead) { const li = document.createElement("li"); li.textContent = `dead letter ${d.type} ${d.session_id}: ${d.last_error}`; $("failures").append(li); }
-    for (const s of failed) { const li = document.createElement("li"); li.textContent = `${s.state} ${s.session_id}`; $("failures").append(li); }
-  });
-  $("refresh").onclick = refresh;
-  $("journal").onclick = guard(async () => {
-    const j = await enf.http(`/v1/sessions/${$("journal-sid").value.trim()}/journal`);
-    $("journal-rows").innerHTML = "";
-    for (const e of j.events) { const li = document.createElement("li"); li.textContent = `#${e.seq} ${e.at} ${e.name} ${e.hash.slice(0, 12)}…`; $("journal-rows").append(li); }
-  });
-  const notaries = new Map();
-  pageHandlers.push((ev) => {
-    if (ev.name === "notary.presence") {
-      notaries.set(ev.data.notary_id, ev.data.status);
-      $("notaries").innerHTML = "";
-      for (const [id, st] of notaries) { if (st === "offline") continue; const li = document.createElement("li"); li.textContent = `${id}: ${st}`; $("notaries").append(li); }
-    }
-  });
-  enf.resume.set("presence", () => enf.call("presence.subscribe"));
-  enf.call("presence.subscribe").then((r) => {
-    for (const n of r.notaries || []) pageHandlers[pageHandlers.length - 1]({ name: "notary.presence", data: n });
-  }).catch(fail);
-  refresh();
-  setInterval(refresh, 5000);
 }
 
 // -- sign in ----------------------------------------------------------------------

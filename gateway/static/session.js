@@ -1,16 +1,14 @@
-// What the console shows of a session's course beyond its state (PROTOCOL §5):
-// the act paused (who is missing and how to come back) with the act's
-// buttons disabled, a FAILED or CANCELLED session's reason in words, and the
-// join window running out while ENP_ASSIGNED. Fed by the session snapshot of
-// each session.join reply and by the session's events.
+// What the console knows of the followed session and shows of it
+// (PROTOCOL §5): its events (the journal, fetched when the session is
+// followed or a gap shows, then its durable events as they come), folded
+// into the facts the steps need (steps.js: which are possible now, the
+// "Next:" line); the timeline (timeline.js); the act paused (who is missing
+// and how to come back); a FAILED or CANCELLED session's reason in words;
+// the join window running out while ENP_ASSIGNED.
 "use strict";
 
-const END_REASONS = {
-  party_lost: "a party did not come back within the pause timeout",
-  recording_failed: "no usable recording",
-  join_window: "the call did not start within the join window",
-  no_notary: "no notary accepted the request in time",
-};
+(() => {
+
 const ROLE_NAMES = { customer: "the customer", enp: "the notary" };
 const OTHER_ROLE = { customer: "enp", enp: "customer" };
 
@@ -36,64 +34,161 @@ function mmss(ms) {
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
 }
 
+// The session's facts from its events in seq order (actors/session/fold.py's
+// view of it), on top of the latest snapshot when events are missing.
+function foldSession(events, snap) {
+  const f = {
+    state: null, reason: null, paused: null, customer: null, notary: null, checks: null,
+    signed: false, sealed: false, recorder: false, recordingUsers: new Set(),
+    recordingReady: false, recordingLost: false, recordingOptional: false, envelopeId: null,
+  };
+  let known = 0;
+  while (events.has(known + 1)) known++;
+  let after = 0;
+  if (snap && snap.seq > known) {
+    Object.assign(f, {
+      state: snap.state, reason: snap.reason || null, paused: snap.paused || null, checks: snap.checks || null,
+      signed: !!snap.signed, sealed: !!snap.sealed, recordingReady: !!snap.recording, envelopeId: snap.envelope_id,
+    });
+    for (const p of snap.participants || []) {
+      f[p.role === "customer" ? "customer" : "notary"] = { user_id: p.user_id, role: p.role, present: !!p.online };
+    }
+    after = snap.seq;
+  }
+  let failedAt = null; // a party's recording failed in the call: a pause follows if it is required
+  for (const e of [...events.values()].filter((x) => x.seq > after).sort((a, b) => a.seq - b.seq)) {
+    if (failedAt !== null) {
+      if (!(e.name === "session.paused" && e.seq === failedAt + 1)) f.recordingOptional = true;
+      failedAt = null;
+    }
+    if (e.name === "recording.failed" && e.data.user_id && f.state === "VIDEO_IN_PROGRESS" && !f.paused) failedAt = e.seq;
+    applyEvent(f, e);
+  }
+  return f;
+}
+
+function party(f, userId) {
+  return [f.customer, f.notary].find((p) => p && p.user_id === userId);
+}
+
+function applyEvent(f, e) {
+  const d = e.data || {};
+  switch (e.name) {
+    case "session.state":
+      f.state = d.state;
+      if (d.state === "REQUESTED") f.customer = { user_id: d.request.customer_id, role: "customer", present: false };
+      if (d.state === "ENP_ASSIGNED") f.notary = { user_id: d.enp_id, role: "enp", present: false };
+      if (d.state === "VIDEO_IN_PROGRESS") f.recorder = !!d.recorder;
+      if (d.state !== "VIDEO_IN_PROGRESS") f.paused = null;
+      if (d.state === "CANCELLED" || d.state === "FAILED") f.reason = d.reason || null;
+      break;
+    case "participant.joined": case "participant.left": {
+      const p = party(f, d.user_id);
+      if (!p) break;
+      p.present = e.name === "participant.joined";
+      if (d.consent) p.consent = d.consent;
+      if (d.location) p.location = d.location;
+      break;
+    }
+    case "session.paused": f.paused = { reason: d.reason, user_id: d.user_id || null, at: e.at }; break;
+    case "session.resumed": f.paused = null; break;
+    case "checks.recorded": f.checks = d; break;
+    case "act.signed": f.signed = true; break;
+    case "act.sealed": f.sealed = true; break;
+    case "recording.started": if (d.user_id) f.recordingUsers.add(d.user_id); break;
+    case "recording.ready": f.recordingReady = true; break;
+    case "recording.failed":
+      if (d.user_id) { f.recordingUsers.delete(d.user_id); break; }
+      f.recordingUsers.clear();
+      if (f.state === "VIDEO_COMPLETED") f.recordingLost = true;
+      break;
+    case "session.notarized": f.envelopeId = d.envelope_id; break;
+    default: break;
+  }
+}
+
 class SessionStatus {
-  // buttons: [{id, done?: (status) => bool}], the act's steps on this page.
-  constructor(enf, role, buttons) {
+  constructor(enf, role) {
     this.enf = enf;
     this.role = role;
-    this.buttons = buttons;
     this.sid = null;
+    this.presence = "offline"; // the notary's, as its last presence reply said
+    this.offers = new Map(); // offer_id -> the offer event's data (notary)
     this.reset();
     enf.snapshots.push((snap) => this.snapshot(snap));
     enf.refusals.push((sid, e) => this.refused(sid, e));
     enf.on((ev) => this.event(ev));
-    setInterval(() => this.renderJoinWindow(), 1000);
+    setInterval(() => { this.renderJoinWindow(); this.renderSteps(); }, 1000);
   }
 
   reset() {
-    Object.assign(this, { state: null, paused: null, reason: null, joinEnds: null, signed: false, sealed: false, refusal: null });
-    this.online = new Map(); // user_id -> connected and joined
+    Object.assign(this, { snap: null, joinEnds: null, refusal: null, journalError: null, loading: false, fetchedFor: 0 });
+    this.events = new Map(); // seq -> {seq, name, data, at}
+    this.online = new Map(); // user_id -> connected and joined, as last heard live
+    this.f = foldSession(this.events, null);
   }
 
-  follow(sid) { this.sid = sid; this.reset(); this.render(); }
+  get state() { return this.f.state; }
+  get paused() { return this.f.paused; }
+
+  follow(sid) { this.sid = sid; this.reset(); this.render(); this.fetchJournal(); }
+
+  setPresence(status) { this.presence = status || "offline"; this.render(); }
+  dropOffer(offerId) { this.offers.delete(offerId); this.render(); }
 
   snapshot(s) {
     if (!s || s.session_id !== this.sid) return;
-    this.state = s.state;
-    this.paused = s.paused || null;
-    this.reason = s.reason || null;
+    this.snap = s;
     this.joinEnds = s.join_window_ends_at || null;
-    this.signed = !!s.signed;
-    this.sealed = !!s.sealed;
     this.refusal = null;
     this.online = new Map((s.participants || []).map((p) => [p.user_id, !!p.online]));
     this.render();
   }
 
   event(ev) {
-    if (ev.type !== "event" || ev.topic !== "session:" + this.sid) return;
+    if (ev.type !== "event") return;
     const d = ev.data || {};
-    if (ev.name === "session.state") {
-      this.state = d.state;
-      this.reason = d.reason || null;
-      if (d.state !== "VIDEO_IN_PROGRESS") this.paused = null;
-      if (d.state !== "ENP_ASSIGNED") this.joinEnds = null;
-    } else if (ev.name === "session.paused") {
-      this.paused = { reason: d.reason, user_id: d.user_id || null, at: ev.at };
-      if (d.reason === "party_left" && d.user_id) this.online.set(d.user_id, false);
-    } else if (ev.name === "session.resumed") {
-      this.paused = null;
-    } else if (ev.name === "participant.joined" || ev.name === "participant.left") {
-      this.online.set(d.user_id, ev.name === "participant.joined");
-      if (d.user_id === this.enf.claims.sub && ev.name === "participant.joined") this.refusal = null;
-    } else if (ev.name === "act.signed") {
-      this.signed = true;
-    } else if (ev.name === "act.sealed") {
-      this.sealed = true;
-    } else {
+    if (ev.topic === "notary:" + this.enf.claims.sub) {
+      if (ev.name === "offer") this.offers.set(d.offer_id, d);
+      else if (ev.name === "offer.expired" || ev.name === "offer.withdrawn") this.offers.delete(d.offer_id);
+      this.render();
       return;
     }
+    if (ev.topic !== "session:" + this.sid || ev.seq === undefined) return;
+    this.events.set(ev.seq, { seq: ev.seq, name: ev.name, data: d, at: ev.at });
+    if (ev.name === "session.state" && d.state !== "ENP_ASSIGNED") this.joinEnds = null;
+    if (ev.name === "session.paused" && d.reason === "party_left" && d.user_id) this.online.set(d.user_id, false);
+    if (ev.name === "participant.joined" || ev.name === "participant.left") {
+      this.online.set(d.user_id, ev.name === "participant.joined");
+      if (d.user_id === this.enf.claims.sub && ev.name === "participant.joined") this.refusal = null;
+    }
     this.render();
+  }
+
+  // The events before those this page heard live: the journal (participants
+  // may read it), once per gap.
+  async fetchJournal() {
+    const sid = this.sid;
+    const last = Math.max(this.snap ? this.snap.seq : 0, ...this.events.keys(), 1);
+    if (!sid || this.loading || this.fetchedFor >= last) return;
+    this.loading = true;
+    this.fetchedFor = last;
+    try {
+      const j = await this.enf.http(`/v1/sessions/${encodeURIComponent(sid)}/journal`);
+      if (sid !== this.sid) return;
+      for (const e of j.events) this.events.set(e.seq, { seq: e.seq, name: e.name, data: e.data, at: e.at });
+      this.journalError = null;
+    } catch (e) {
+      if (sid === this.sid) this.journalError = "the journal could not be read: " + (e.message || e);
+    } finally {
+      if (sid === this.sid) { this.loading = false; this.render(); }
+    }
+  }
+
+  gap() {
+    let known = 0;
+    while (this.events.has(known + 1)) known++;
+    return known < Math.max(this.snap ? this.snap.seq : 0, ...this.events.keys(), 0);
   }
 
   // A re-join refused: after a pause, the party who left needs a fresh token.
@@ -108,7 +203,8 @@ class SessionStatus {
   // "the customer (c1)", or "you".
   who(userId) {
     if (userId === this.enf.claims.sub) return "you";
-    const name = ROLE_NAMES[OTHER_ROLE[this.role]] || "a party";
+    const p = party(this.f, userId);
+    const name = ROLE_NAMES[p ? p.role : OTHER_ROLE[this.role]] || "a party";
     return userId ? `${name} (${userId})` : name;
   }
 
@@ -142,7 +238,30 @@ class SessionStatus {
       "The act resumes by itself; if they do not come back within the pause timeout, the session fails.";
   }
 
+  // The facts steps.js plans from: the fold, who is connected, the pause in words.
+  facts() {
+    const f = Object.assign({}, this.f, { role: this.role, me: this.enf.claims.sub, presence: this.presence, offers: this.offers });
+    for (const k of ["customer", "notary"]) {
+      const p = f[k];
+      if (p) f[k] = Object.assign({}, p, { online: this.online.has(p.user_id) ? this.online.get(p.user_id) : p.present });
+    }
+    if (!f.paused && this.refusal) f.paused = { reason: "party_left", user_id: f.me };
+    f.pauseCause = this.cause();
+    f.pauseMine = f.paused ? this.missingIsMe() : false;
+    f.pauseWho = this.away().map((u) => this.who(u)).join(" and ");
+    return f;
+  }
+
   render() {
+    this.f = foldSession(this.events, this.snap);
+    if (this.sid && this.gap()) this.fetchJournal();
+    this.renderBanners();
+    this.renderSteps();
+    this.renderJoinWindow();
+    if (this.sid) renderTimeline(this.events, (u) => this.who(u), this.journalError);
+  }
+
+  renderBanners() {
     const banner = byId("paused-banner");
     if (!banner) return;
     const paused = this.paused !== null || this.refusal !== null;
@@ -159,29 +278,25 @@ class SessionStatus {
     ended.hidden = !over;
     ended.dataset.state = over ? this.state : "";
     if (over) {
-      const words = this.reason ? END_REASONS[this.reason] || this.reason : "no reason given";
-      ended.textContent = `${this.state}: ${words}.`;
+      const reason = this.f.reason;
+      ended.textContent = `${this.state}: ${reason ? STEP_REASONS[reason] || reason : "no reason given"}.`;
     }
-    this.renderButtons();
-    this.renderJoinWindow();
   }
 
-  // Why an act step cannot be taken now (null: it can).
-  blocked(button) {
-    if (this.state !== "VIDEO_IN_PROGRESS") return "only during the video call";
-    if (this.paused || this.refusal) return `the act is paused (${this.cause()})`;
-    if (button.done && button.done(this)) return "already done";
-    return null;
-  }
-
-  renderButtons() {
-    for (const b of this.buttons) {
-      const el = byId(b.id);
-      if (!el) continue;
-      const why = this.blocked(b);
-      el.disabled = why !== null;
-      el.title = why ? "Not now: " + why : "";
+  // Each step's button enabled only when possible now; else disabled, its
+  // title saying why. The Next line says what comes next for this person.
+  renderSteps() {
+    const plan = planSteps(this.facts());
+    for (const [id, why] of Object.entries(plan.steps)) stepButton(byId(id), why);
+    for (const li of document.querySelectorAll("#offers li[data-offer-id]")) {
+      const offer = this.offers.get(li.dataset.offerId);
+      if (!offer || !plan.offer) continue;
+      const o = plan.offer(offer);
+      stepButton(li.querySelector(".accept"), o.accept);
+      stepButton(li.querySelector(".decline"), o.decline);
     }
+    const next = byId("next");
+    if (next && next.textContent !== plan.next) next.textContent = plan.next;
   }
 
   renderJoinWindow() {
@@ -199,5 +314,16 @@ class SessionStatus {
   }
 }
 
+// A step's button: enabled, or disabled with why in its title ("Done: …"
+// for a step already taken, "Not now: …" for one that waits).
+function stepButton(el, why) {
+  if (!el) return;
+  el.disabled = why !== null;
+  const title = why === null ? "" : why.startsWith("done: ") ? "Done: " + why.slice(6) : "Not now: " + why;
+  if (el.getAttribute("title") !== title) el.setAttribute("title", title);
+  el.dataset.why = why || "";
+}
+
 window.SessionStatus = SessionStatus;
 window.sessionStatusHtml = sessionStatusHtml;
+})();
