@@ -96,8 +96,13 @@ function opsPage() {
     <h3>Timeline of a session (its journal)</h3><label>Session <input id="journal-sid" size="40"></label> <button id="journal">Show</button>
     <ol id="journal-rows" class="timeline"></ol>
     <p id="error" class="error"></p>`);
-  const refresh = guard(async () => {
-    opsSummary(await enf.http("/v1/ops/summary"));
+  // Each part on its own: one that fails (and says so) leaves the others fresh.
+  const refresh = async () => {
+    $("error").textContent = "";
+    const parts = [async () => opsSummary(await enf.http("/v1/ops/summary")), opsSessions];
+    for (const part of parts) await part().catch(fail);
+  };
+  const opsSessions = async () => {
     const { sessions } = await enf.http("/v1/sessions?limit=100");
     opsRows($("sessions"), sessions, (s) => [s.session_id, s.state, s.customer_id, s.enp_id || ""], (s) => s.session_id);
     for (const tr of $("sessions").querySelectorAll("tr.row")) {
@@ -108,7 +113,7 @@ function opsPage() {
     $("failures").innerHTML = "";
     for (const d of dead) { const li = document.createElement("li"); li.textContent = `dead letter ${d.type} ${d.session_id}: ${d.last_error}`; $("failures").append(li); }
     for (const s of failed) { const li = document.createElement("li"); li.textContent = `${s.state} ${s.session_id}: ${s.reason || "no reason given"}`; $("failures").append(li); }
-  });
+  };
   $("refresh").onclick = refresh;
   $("journal").onclick = guard(async () => {
     const j = await enf.http(`/v1/sessions/${encodeURIComponent($("journal-sid").value.trim())}/journal`);

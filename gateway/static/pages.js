@@ -160,7 +160,7 @@ function notaryPage() {
       const li = document.createElement("li");
       li.id = "offer-" + ev.data.offer_id;
       li.dataset.offerId = ev.data.offer_id;
-      li.innerHTML = `${ev.data.document_type || "document"}, ${ev.data.amount ?? ""} PHP, until ${ev.data.expires_at.slice(11, 19)} `;
+      li.textContent = `${ev.data.document_type || "document"}, ${ev.data.amount ?? ""} PHP, until ${ev.data.expires_at.slice(11, 19)} `;
       const accept = document.createElement("button");
       accept.textContent = "Accept"; accept.className = "accept";
       accept.onclick = guard(async () => {
