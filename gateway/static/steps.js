@@ -80,7 +80,7 @@ const first = (...checks) => { for (const c of checks) { const why = c(); if (wh
 function pauseNext(f) {
   if (f.pauseMine) return "Next: sign in again with a fresh token (below) and re-join; the act resumes once every party is back.";
   if (f.paused && f.paused.reason === "recording") return `Next: wait for the recording to run again (${f.pauseCause}); the act resumes by itself.`;
-  return `Next: wait for ${f.pauseWho || "the other party"} to come back (${f.pauseCause}); the act resumes by itself.`;
+  return `Next: wait for ${f.pauseWho || "the other party"} to come back into the call; the act resumes by itself.`;
 }
 
 // -- the customer ---------------------------------------------------------------
