@@ -29,6 +29,22 @@ class RequestFailed(Exception):
         self.reply = reply
 
 
+def take_event(
+    inbox: list[dict[str, Any]], name: str | None, topic: str | None, match: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Remove and return the first event of `inbox` with this name, topic and
+    data fields (None: any name, any topic)."""
+    for i, ev in enumerate(inbox):
+        if name is not None and ev.get("name") != name:
+            continue
+        if topic is not None and ev.get("topic") != topic:
+            continue
+        data = ev.get("data") or {}
+        if all(data.get(k) == v for k, v in match.items()):
+            return inbox.pop(i)
+    return None
+
+
 class EnfClient:
     def __init__(
         self,
@@ -174,15 +190,7 @@ class EnfClient:
         """Take the first event not yet taken with this name/topic and data fields."""
 
         def find() -> dict[str, Any] | None:
-            for i, ev in enumerate(self._inbox):
-                if name is not None and ev.get("name") != name:
-                    continue
-                if topic is not None and ev.get("topic") != topic:
-                    continue
-                data = ev.get("data") or {}
-                if all(data.get(k) == v for k, v in match.items()):
-                    return self._inbox.pop(i)
-            return None
+            return take_event(self._inbox, name, topic, match)
 
         try:
             found: dict[str, Any] = await self.wait(find, timeout)

@@ -40,7 +40,7 @@ from typing import Any
 import aiohttp
 
 from enf_client.codec import Codec, codec_named
-from enf_client.connection import RequestFailed
+from enf_client.connection import RequestFailed, take_event
 
 logger = logging.getLogger(__name__)
 
@@ -194,18 +194,8 @@ class ResilientClient:
     ) -> dict[str, Any]:
         """Take the first event not yet taken with this name, topic and data fields."""
 
-        def find() -> dict[str, Any] | None:
-            for i, ev in enumerate(self._inbox):
-                data = ev.get("data") or {}
-                if (name is None or ev.get("name") == name) and (
-                    topic is None or ev.get("topic") == topic
-                ):
-                    if all(data.get(k) == v for k, v in match.items()):
-                        return self._inbox.pop(i)
-            return None
-
         async with asyncio.timeout(timeout):
-            while (found := find()) is None:
+            while (found := take_event(self._inbox, name, topic, match)) is None:
                 self._changed.clear()
                 await self._changed.wait()
         return found
