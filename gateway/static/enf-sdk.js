@@ -91,7 +91,10 @@ var B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 function base64Decode(data) {
   const clean = data.replace(/=+$/, "");
   if (!g.atob) return base64DecodeSlow(clean);
-  return Uint8Array.from(g.atob(clean + "=".repeat((4 - clean.length % 4) % 4)), (c) => c.charCodeAt(0));
+  return Uint8Array.from(
+    g.atob(clean + "=".repeat((4 - clean.length % 4) % 4)),
+    (c) => c.charCodeAt(0)
+  );
 }
 function base64DecodeSlow(data) {
   const clean = data.replace(/=+$/, "");
@@ -177,7 +180,9 @@ var EnfClosedError = class extends EnfError {
 };
 var EnfConnectionLostError = class extends EnfError {
   constructor(type, id) {
-    super(`${type}: the connection dropped before the reply (not retried; it may have been applied)`);
+    super(
+      `${type}: the connection dropped before the reply (not retried; it may have been applied)`
+    );
     this.type = type;
     this.id = id;
   }
@@ -194,6 +199,231 @@ var EnfTooLargeError = class extends EnfError {
   type;
   name = "EnfTooLargeError";
   code = "too_large";
+};
+
+// src/events.ts
+var DEFAULT_WAIT_MS = 3e4;
+var EventHub = class {
+  constructor(reportError) {
+    this.reportError = reportError;
+  }
+  reportError;
+  handlers = /* @__PURE__ */ new Map();
+  listeners = /* @__PURE__ */ new Set();
+  ended = false;
+  on(name, handler) {
+    let set = this.handlers.get(name);
+    if (set === void 0) this.handlers.set(name, set = /* @__PURE__ */ new Set());
+    set.add(handler);
+    return () => {
+      set.delete(handler);
+    };
+  }
+  events(names, topic) {
+    const buffer = [];
+    let wake;
+    let done = this.ended;
+    const finish = () => {
+      done = true;
+      this.listeners.delete(listener);
+      wake?.({ value: void 0, done: true });
+      wake = void 0;
+      return { value: void 0, done: true };
+    };
+    const listener = {
+      names: names ? new Set(names) : void 0,
+      topic,
+      push: (event) => {
+        if (wake === void 0) buffer.push(event);
+        else {
+          const w = wake;
+          wake = void 0;
+          w({ value: event, done: false });
+        }
+      },
+      end: () => void finish()
+    };
+    if (!done) this.listeners.add(listener);
+    const iterator = {
+      next: () => {
+        const value = buffer.shift();
+        if (value !== void 0) return Promise.resolve({ value, done: false });
+        if (done) return Promise.resolve({ value: void 0, done: true });
+        return new Promise((resolve) => {
+          wake = resolve;
+        });
+      },
+      return: () => Promise.resolve(finish()),
+      [Symbol.asyncIterator]: () => iterator
+    };
+    return iterator;
+  }
+  waitFor(name, options) {
+    return new Promise((resolve, reject) => {
+      if (this.ended) {
+        reject(new EnfClosedError(`closed while waiting for ${name}`));
+        return;
+      }
+      const timeoutMs = options.timeoutMs ?? DEFAULT_WAIT_MS;
+      const settle = (outcome) => {
+        this.listeners.delete(listener);
+        clearTimeout(timer);
+        options.signal?.removeEventListener("abort", aborted);
+        outcome();
+      };
+      const listener = {
+        names: /* @__PURE__ */ new Set([name]),
+        topic: options.topic,
+        push: (event) => {
+          if (!options.match || options.match(event)) settle(() => resolve(event));
+        },
+        end: () => settle(() => reject(new EnfClosedError(`closed while waiting for ${name}`)))
+      };
+      const timer = setTimeout(
+        () => settle(() => reject(new EnfError(`no ${name} event within ${timeoutMs} ms`))),
+        timeoutMs
+      );
+      const aborted = () => settle(() => reject(options.signal?.reason ?? new EnfError("aborted")));
+      options.signal?.addEventListener("abort", aborted);
+      this.listeners.add(listener);
+    });
+  }
+  dispatch(event) {
+    for (const set of [this.handlers.get(event.name), this.handlers.get("*")]) {
+      for (const handler of set ?? []) {
+        try {
+          handler(event);
+        } catch (error) {
+          this.reportError(error, `a handler of ${event.name} threw`);
+        }
+      }
+    }
+    for (const listener of [...this.listeners]) {
+      if (listener.names && !listener.names.has(event.name)) continue;
+      if (listener.topic !== void 0 && listener.topic !== event.topic) continue;
+      try {
+        listener.push(event);
+      } catch (error) {
+        this.reportError(error, `a listener of ${event.name} threw`);
+      }
+    }
+  }
+  /** The client closed: iterators end, waits reject. */
+  end() {
+    this.ended = true;
+    for (const listener of [...this.listeners]) listener.end();
+    this.listeners.clear();
+  }
+};
+
+// src/following.ts
+var Following = class {
+  lastSeqs = /* @__PURE__ */ new Map();
+  /** Followed sessions; terminal ones are not re-joined. */
+  sessions = /* @__PURE__ */ new Map();
+  presence = { online: false, away: false, subscribed: false };
+  /** Events whose seq jumped past the next one expected (the contract says never). */
+  gaps = 0;
+  lastSeq(topic) {
+    return this.lastSeqs.get(topic) ?? 0;
+  }
+  followedSessions() {
+    return [...this.sessions].filter(([, s]) => !s.terminal).map(([id]) => id);
+  }
+  unfollow(sessionId) {
+    this.sessions.delete(sessionId);
+  }
+  /** Note what a successful request made this client follow (or stop following). */
+  observe(type, sent, reply, userId) {
+    const data = isObject(sent) ? sent : {};
+    const got = isObject(reply) ? reply : {};
+    switch (type) {
+      case "session.request":
+      // followed from its first event (PROTOCOL §8)
+      case "offer.accept":
+        if (typeof got.session_id === "string") this.follow(got.session_id);
+        break;
+      case "session.join": {
+        if (typeof data.session_id !== "string") break;
+        const session = isObject(got.session) ? got.session : {};
+        const since = typeof data.since_seq === "number" ? data.since_seq : session.seq;
+        this.follow(data.session_id, typeof since === "number" ? since : void 0);
+        if (typeof session.state === "string" && TERMINAL_STATES.includes(session.state)) {
+          this.sessions.get(data.session_id).terminal = true;
+        }
+        break;
+      }
+      case "session.leave":
+        if (typeof data.session_id === "string") this.sessions.delete(data.session_id);
+        break;
+      case "presence.online":
+        this.presence.online = true;
+        if (typeof got.seq === "number" && userId !== void 0)
+          this.advance(`notary:${userId}`, got.seq);
+        break;
+      case "presence.offline":
+        this.presence.online = this.presence.away = false;
+        break;
+      case "presence.set":
+        this.presence.away = data.status === "away";
+        break;
+      case "presence.subscribe":
+        this.presence.subscribed = true;
+        break;
+    }
+  }
+  /** Whether a durable event is new for the application (and note it), or a duplicate. */
+  accept(event) {
+    const last = this.lastSeqs.get(event.topic) ?? 0;
+    if (event.seq <= last) return false;
+    if (last > 0 && event.seq > last + 1) this.gaps += 1;
+    this.lastSeqs.set(event.topic, event.seq);
+    if (event.name === "session.state" && isObject(event.data)) {
+      const session = this.sessions.get(event.topic.slice("session:".length));
+      const state = event.data.state;
+      if (session && typeof state === "string" && TERMINAL_STATES.includes(state)) {
+        session.terminal = true;
+      }
+    }
+    return true;
+  }
+  /** What to send on a new connection to follow again all that is followed, from where it stands. */
+  resync(userId) {
+    const steps = this.followedSessions().map((sid) => ({
+      type: "session.join",
+      data: { session_id: sid, since_seq: this.lastSeq(`session:${sid}`) },
+      session_id: sid,
+      forget: () => this.sessions.delete(sid)
+    }));
+    if (this.presence.online && userId !== void 0) {
+      const seq = this.lastSeqs.get(`notary:${userId}`);
+      steps.push({
+        type: "presence.online",
+        data: seq === void 0 ? {} : { since_seq: seq },
+        ...this.presence.away ? { then: { type: "presence.set", data: { status: "away" } } } : {},
+        forget: () => {
+          this.presence.online = false;
+        }
+      });
+    }
+    if (this.presence.subscribed) {
+      steps.push({
+        type: "presence.subscribe",
+        data: {},
+        forget: () => {
+          this.presence.subscribed = false;
+        }
+      });
+    }
+    return steps;
+  }
+  follow(sessionId, since) {
+    if (!this.sessions.has(sessionId)) this.sessions.set(sessionId, { terminal: false });
+    if (since !== void 0) this.advance(`session:${sessionId}`, since);
+  }
+  advance(topic, seq) {
+    if (seq > (this.lastSeqs.get(topic) ?? 0)) this.lastSeqs.set(topic, seq);
+  }
 };
 
 // src/socket.ts
@@ -384,6 +614,7 @@ var EnfClient = class {
     };
     this.reportError = config.onError ?? ((error, context) => console.error(`enf: ${context}`, error));
     this.log = config.log ?? (() => void 0);
+    this.hub = new EventHub(this.reportError);
     let settle;
     const promise = new Promise((resolve, reject) => {
       settle = { resolve, reject };
@@ -417,12 +648,8 @@ var EnfClient = class {
   firstWelcome;
   fatal;
   lastCloseCode;
-  // What is followed, and where each topic stands.
-  lastSeqs = /* @__PURE__ */ new Map();
-  sessions = /* @__PURE__ */ new Map();
-  presence = { online: false, away: false, subscribed: false };
-  handlers = /* @__PURE__ */ new Map();
-  listeners = /* @__PURE__ */ new Set();
+  following = new Following();
+  hub;
   statusHandlers = /* @__PURE__ */ new Set();
   resyncHandlers = /* @__PURE__ */ new Set();
   idPrefix = randomId();
@@ -463,13 +690,7 @@ var EnfClient = class {
     return this.send(type, prepare(type, input ?? {}), options, false);
   }
   on(name, handler) {
-    let set = this.handlers.get(name);
-    if (set === void 0) this.handlers.set(name, set = /* @__PURE__ */ new Set());
-    const h = handler;
-    set.add(h);
-    return () => {
-      set.delete(h);
-    };
+    return this.hub.on(name, handler);
   }
   /** Connection status changes (`connecting`, `open`, `reconnecting`, `closed`). */
   onStatus(handler) {
@@ -496,94 +717,23 @@ var EnfClient = class {
    *     for await (const event of client.events({ names: ["offer"] })) { … }
    */
   events(filter = {}) {
-    const buffer = [];
-    let wake;
-    let done = false;
-    const finish = () => {
-      done = true;
-      this.listeners.delete(listener);
-      if (wake) wake({ value: void 0, done: true });
-      wake = void 0;
-      return { value: void 0, done: true };
-    };
-    const listener = {
-      filter: { names: filter.names ? new Set(filter.names) : void 0, topic: filter.topic },
-      push: (event) => {
-        if (wake) {
-          const w = wake;
-          wake = void 0;
-          w({ value: event, done: false });
-        } else buffer.push(event);
-      },
-      end: () => {
-        finish();
-      }
-    };
-    if (this.state === "closed") done = true;
-    else this.listeners.add(listener);
-    const iterator = {
-      next: () => {
-        const value = buffer.shift();
-        if (value !== void 0) return Promise.resolve({ value, done: false });
-        if (done) return Promise.resolve({ value: void 0, done: true });
-        return new Promise((resolve) => {
-          wake = resolve;
-        });
-      },
-      return: () => Promise.resolve(finish()),
-      [Symbol.asyncIterator]: () => iterator
-    };
-    return iterator;
+    return this.hub.events(filter.names, filter.topic);
   }
   /** The next event of this name (from now on) that passes `options.match`. */
   waitFor(name, options = {}) {
-    return new Promise((resolve, reject) => {
-      const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-      const cleanup = () => {
-        this.listeners.delete(listener);
-        clearTimeout(timer);
-        options.signal?.removeEventListener("abort", aborted);
-      };
-      const listener = {
-        filter: { names: /* @__PURE__ */ new Set([name]), topic: options.topic },
-        push: (event) => {
-          if (options.match && !options.match(event)) return;
-          cleanup();
-          resolve(event);
-        },
-        end: () => {
-          cleanup();
-          reject(new EnfClosedError(`closed while waiting for ${name}`));
-        }
-      };
-      const timer = setTimeout(() => {
-        cleanup();
-        reject(new EnfError(`no ${name} event within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const aborted = () => {
-        cleanup();
-        reject(options.signal?.reason ?? new EnfError("aborted"));
-      };
-      if (this.state === "closed") {
-        clearTimeout(timer);
-        reject(new EnfClosedError(`closed while waiting for ${name}`));
-        return;
-      }
-      options.signal?.addEventListener("abort", aborted);
-      this.listeners.add(listener);
-    });
+    return this.hub.waitFor(name, options);
   }
   /** The last seq delivered on a topic (`session:<id>`, `notary:<id>`), 0 if none. */
   lastSeq(topic) {
-    return this.lastSeqs.get(topic) ?? 0;
+    return this.following.lastSeq(topic);
   }
   /** Sessions this client follows again after a reconnect. */
   followedSessions() {
-    return [...this.sessions].filter(([, s]) => !s.terminal).map(([id]) => id);
+    return this.following.followedSessions();
   }
   /** Stop following a session after reconnects (it stays followed on the open socket). */
   unfollow(sessionId) {
-    this.sessions.delete(sessionId);
+    this.following.unfollow(sessionId);
   }
   /**
    * Replace the connection now (make before break); with `freshToken`, ask
@@ -676,12 +826,13 @@ var EnfClient = class {
     const p = frame.re === null ? void 0 : link.inFlight.get(String(frame.re));
     if (p === void 0) {
       this.stats.strayReplies += 1;
-      if (frame.re === null && !frame.ok) this.reportError(new Error(frame.error.message), "a frame the server could not read");
+      if (frame.re === null && !frame.ok)
+        this.reportError(new Error(frame.error.message), "a frame the server could not read");
       return;
     }
     link.inFlight.delete(p.id);
     if (frame.ok) {
-      this.observe(p.type, p.data, frame.data);
+      this.following.observe(p.type, p.data, frame.data, this.welcome?.user_id);
       p.resolve(frame.data);
     } else if (frame.error.code === "unavailable" && p.retry && !p.internal && this.options.retryUnavailable) {
       p.unavailable += 1;
@@ -698,97 +849,19 @@ var EnfClient = class {
     }
     this.closeIfDrained(link);
   }
-  /** Keep track of what a successful request made this connection follow. */
-  observe(type, sent, reply) {
-    const data = isObject(sent) ? sent : {};
-    const got = isObject(reply) ? reply : {};
-    switch (type) {
-      case "session.request":
-      case "offer.accept":
-        if (typeof got.session_id === "string") this.follow(got.session_id);
-        break;
-      case "session.join": {
-        const sid = data.session_id;
-        if (typeof sid !== "string") break;
-        const session = isObject(got.session) ? got.session : {};
-        const since = typeof data.since_seq === "number" ? data.since_seq : session.seq;
-        this.follow(sid, typeof since === "number" ? since : void 0);
-        if (typeof session.state === "string" && TERMINAL_STATES.includes(session.state)) {
-          this.sessions.get(sid).terminal = true;
-        }
-        break;
-      }
-      case "session.leave":
-        if (typeof data.session_id === "string") this.sessions.delete(data.session_id);
-        break;
-      case "presence.online":
-        this.presence.online = true;
-        if (typeof got.seq === "number" && this.welcome) {
-          this.advance(`notary:${this.welcome.user_id}`, got.seq);
-        }
-        break;
-      case "presence.offline":
-        this.presence.online = false;
-        this.presence.away = false;
-        break;
-      case "presence.set":
-        this.presence.away = data.status === "away";
-        break;
-      case "presence.subscribe":
-        this.presence.subscribed = true;
-        break;
-    }
-  }
-  follow(sessionId, since) {
-    if (!this.sessions.has(sessionId)) this.sessions.set(sessionId, { terminal: false });
-    if (since !== void 0) this.advance(`session:${sessionId}`, since);
-  }
-  advance(topic, seq) {
-    if (seq > (this.lastSeqs.get(topic) ?? 0)) this.lastSeqs.set(topic, seq);
-  }
   // -- events -------------------------------------------------------------------
   onEvent(link, frame) {
     if (typeof frame.seq === "number") {
-      const last = this.lastSeqs.get(frame.topic) ?? 0;
-      if (frame.seq <= last) {
+      if (!this.following.accept(frame)) {
         this.stats.duplicatesDropped += 1;
         return;
       }
-      if (last > 0 && frame.seq > last + 1) this.stats.gaps += 1;
-      this.lastSeqs.set(frame.topic, frame.seq);
-      if (frame.name === "session.state" && isObject(frame.data)) {
-        const session = this.sessions.get(frame.topic.slice("session:".length));
-        const state = frame.data.state;
-        if (session && typeof state === "string" && TERMINAL_STATES.includes(state)) {
-          session.terminal = true;
-        }
-      }
+      this.stats.gaps = this.following.gaps;
     } else if (link !== this.primary && this.primary?.state === "ready") {
       this.stats.ephemeralDropped += 1;
       return;
     }
-    this.dispatch(frame);
-  }
-  dispatch(event) {
-    for (const set of [this.handlers.get(event.name), this.handlers.get("*")]) {
-      for (const handler of set ?? []) {
-        try {
-          handler(event);
-        } catch (error) {
-          this.reportError(error, `a handler of ${event.name} threw`);
-        }
-      }
-    }
-    for (const listener of [...this.listeners]) {
-      const { names, topic } = listener.filter;
-      if (names && !names.has(event.name)) continue;
-      if (topic !== void 0 && topic !== event.topic) continue;
-      try {
-        listener.push(event);
-      } catch (error) {
-        this.reportError(error, `a listener of ${event.name} threw`);
-      }
-    }
+    this.hub.dispatch(frame);
   }
   // -- connections ----------------------------------------------------------------
   /** Open a link, resync it, and make it the primary. One at a time. */
@@ -805,12 +878,20 @@ var EnfClient = class {
         this.log("token refresh: the provider returned no later exp; waiting for 4401");
         return;
       }
-      link = new Link(this.url, token.value, token.times, this.codec, this.codecs, this.makeSocket, {
-        onEvent: (l, f) => this.onEvent(l, f),
-        onReply: (l, f) => this.onReply(l, f),
-        onClose: (l, code, why) => this.onClose(l, code, why),
-        onBadFrame: (_l, error) => this.reportError(error, "a frame that could not be read")
-      });
+      link = new Link(
+        this.url,
+        token.value,
+        token.times,
+        this.codec,
+        this.codecs,
+        this.makeSocket,
+        {
+          onEvent: (l, f) => this.onEvent(l, f),
+          onReply: (l, f) => this.onReply(l, f),
+          onClose: (l, code, why) => this.onClose(l, code, why),
+          onBadFrame: (_l, error) => this.reportError(error, "a frame that could not be read")
+        }
+      );
       this.pending = link;
       this.log(`link ${link.n}: connecting (${reason})`);
       const welcome = await withTimeout(link.ready, this.options.connectTimeoutMs, () => {
@@ -823,7 +904,8 @@ var EnfClient = class {
       this.promote(link, reason);
       this.reportResync(resynced);
     } catch (error) {
-      if (link !== void 0 && link.state !== "closed") link.close(CloseCode.NORMAL, "not resynced");
+      if (link !== void 0 && link.state !== "closed")
+        link.close(CloseCode.NORMAL, "not resynced");
       this.failed(error, reason);
     } finally {
       if (this.pending === link) this.pending = void 0;
@@ -842,7 +924,8 @@ var EnfClient = class {
       return cached;
     }
     const value = await source({ reason });
-    if (typeof value !== "string" || value === "") throw new EnfError("the token provider returned no token");
+    if (typeof value !== "string" || value === "")
+      throw new EnfError("the token provider returned no token");
     this.token = { value, times: tokenTimes(value) };
     return this.token;
   }
@@ -854,55 +937,23 @@ var EnfClient = class {
   /** Follow again, on a new link, what the client follows; what the server answered. */
   async resync(link) {
     const results = [];
-    const jobs = [];
     const internal = (type, data) => this.send(type, data, { retry: false }, true, link);
-    const refused = (error) => error instanceof EnfRequestError && ["not_found", "forbidden", "bad_request"].includes(error.code);
-    for (const sid of this.followedSessions()) {
-      const since_seq = this.lastSeq(`session:${sid}`);
-      jobs.push(
-        internal("session.join", { session_id: sid, since_seq }).then(
-          (data) => {
-            results.push({ kind: "session.join", session_id: sid, data });
-          },
-          (error) => {
-            if (!refused(error)) throw error;
-            this.sessions.delete(sid);
-            results.push({ kind: "failed", request: "session.join", session_id: sid, error });
-          }
-        )
-      );
-    }
-    if (this.presence.online && this.welcome) {
-      const seq = this.lastSeqs.get(`notary:${this.welcome.user_id}`);
-      const online = seq === void 0 ? {} : { since_seq: seq };
-      jobs.push(
-        internal("presence.online", online).then(
-          async (data) => {
-            results.push({ kind: "presence.online", data });
-            if (this.presence.away) await internal("presence.set", { status: "away" });
-          },
-          (error) => {
-            if (!refused(error)) throw error;
-            this.presence.online = false;
-            results.push({ kind: "failed", request: "presence.online", error });
-          }
-        )
-      );
-    }
-    if (this.presence.subscribed) {
-      jobs.push(
-        internal("presence.subscribe", {}).then(
-          (data) => {
-            results.push({ kind: "presence.subscribe", data });
-          },
-          (error) => {
-            if (!refused(error)) throw error;
-            this.presence.subscribed = false;
-            results.push({ kind: "failed", request: "presence.subscribe", error });
-          }
-        )
-      );
-    }
+    const jobs = this.following.resync(this.welcome?.user_id).map(
+      (step) => internal(step.type, step.data).then(
+        async (data) => {
+          results.push(
+            step.session_id === void 0 ? { kind: step.type, data } : { kind: "session.join", session_id: step.session_id, data }
+          );
+          if (step.then) await internal(step.then.type, step.then.data);
+        },
+        (error) => {
+          const refused = ["not_found", "forbidden", "bad_request"];
+          if (!(error instanceof EnfRequestError && refused.includes(error.code))) throw error;
+          step.forget();
+          results.push({ kind: "failed", request: step.type, session_id: step.session_id, error });
+        }
+      )
+    );
     const outcomes = await Promise.allSettled(jobs);
     const failure = outcomes.find((o) => o.status === "rejected");
     if (failure) throw failure.reason;
@@ -967,7 +1018,13 @@ var EnfClient = class {
     this.stopTimers();
     if (this.state === "closed") return;
     if (code === CloseCode.PROTOCOL) {
-      this.shutDown(new EnfClosedError(`the server closed with 4400 (protocol violation): ${reason}`, false, code));
+      this.shutDown(
+        new EnfClosedError(
+          `the server closed with 4400 (protocol violation): ${reason}`,
+          false,
+          code
+        )
+      );
       return;
     }
     this.setStatus({ status: "reconnecting", code, reason });
@@ -979,14 +1036,18 @@ var EnfClient = class {
     const code = error instanceof LinkClosed ? error.code : void 0;
     this.log(`connecting failed (${reason}): ${String(error)}`);
     if (code === CloseCode.PROTOCOL) {
-      this.shutDown(new EnfClosedError(`the server closed with 4400 (protocol violation)`, false, code));
+      this.shutDown(
+        new EnfClosedError(`the server closed with 4400 (protocol violation)`, false, code)
+      );
       return;
     }
     if (code === CloseCode.BAD_TOKEN && error instanceof LinkClosed) {
       this.token = void 0;
       this.tokenRefusals += 1;
       if (this.tokenRefusals >= MAX_TOKEN_REFUSALS || typeof this.config.token === "string") {
-        this.shutDown(new EnfClosedError(`the server refused the token: ${error.reason}`, false, code));
+        this.shutDown(
+          new EnfClosedError(`the server refused the token: ${error.reason}`, false, code)
+        );
         return;
       }
     }
@@ -1052,7 +1113,9 @@ var EnfClient = class {
       }
       if (!pinged) {
         pinged = true;
-        this.send("ping", {}, { retry: false, timeoutMs: 2 * everyMs }, true, link).catch(() => void 0);
+        this.send("ping", {}, { retry: false, timeoutMs: 2 * everyMs }, true, link).catch(
+          () => void 0
+        );
       }
     }, everyMs / 2);
   }
@@ -1091,7 +1154,9 @@ var EnfClient = class {
     this.stopTimers();
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
-    const links = [this.primary, this.pending, ...this.draining].filter((l) => l !== void 0);
+    const links = [this.primary, this.pending, ...this.draining].filter(
+      (l) => l !== void 0
+    );
     this.primary = this.pending = void 0;
     this.draining.clear();
     const waiting = [...this.queue, ...links.flatMap((l) => [...l.inFlight.values()])];
@@ -1105,8 +1170,7 @@ var EnfClient = class {
         error instanceof EnfClosedError ? new EnfClosedError(error.message, p.sent, error.closeCode) : new EnfClosedError("the client is closed", p.sent)
       );
     }
-    for (const listener of [...this.listeners]) listener.end();
-    this.listeners.clear();
+    this.hub.end();
     this.firstWelcome.reject(error ?? new EnfClosedError("the client is closed"));
   }
 };

@@ -77,7 +77,10 @@ function payloadOf(doc, messageRef) {
   const payload = message?.payload;
   if (!payload) throw new Error(`a message without a payload: ${JSON.stringify(messageRef)}`);
   // AsyncAPI 3: a Multi Format Schema Object ({schemaFormat, schema}) or a schema.
-  return deref(doc, payload.schema !== undefined && payload.schemaFormat !== undefined ? payload.schema : payload);
+  return deref(
+    doc,
+    payload.schema !== undefined && payload.schemaFormat !== undefined ? payload.schema : payload,
+  );
 }
 
 const constOf = (schema, key) => schema?.properties?.[key]?.const;
@@ -100,7 +103,8 @@ function untitled(schema) {
         : untitled(value);
   }
   // An object with no declared keys is open (the document's objects are): a record, not `{}`.
-  const isObject = out.type === "object" || (Array.isArray(out.type) && out.type.includes("object"));
+  const isObject =
+    out.type === "object" || (Array.isArray(out.type) && out.type.includes("object"));
   if (isObject && out.properties === undefined && out.additionalProperties === undefined) {
     out.additionalProperties = true;
   }
@@ -133,7 +137,8 @@ export function extract(doc) {
         });
       } else if (op.action === "send" && type === "event") {
         const name = constOf(payload, "name");
-        if (typeof name !== "string") throw new Error(`event operation ${opName} has no name const`);
+        if (typeof name !== "string")
+          throw new Error(`event operation ${opName} has no name const`);
         events.push({
           name,
           summary: op.summary ?? "",
@@ -206,7 +211,8 @@ export async function generate(doc) {
     format: true,
     style: { printWidth: 100, singleQuote: false, trailingComma: "all" },
   });
-  const list = (items) => `[\n${items.map((i) => `  ${JSON.stringify(i)},`).join("\n")}\n] as const`;
+  const list = (items) =>
+    `[\n${items.map((i) => `  ${JSON.stringify(i)},`).join("\n")}\n] as const`;
   const roles = requests.map((r) => `  ${JSON.stringify(r.type)}: ${JSON.stringify(r.roles)},`);
   const topics = events.map((e) => `  ${JSON.stringify(e.name)}: ${JSON.stringify(e.topic)},`);
   return [

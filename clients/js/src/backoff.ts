@@ -15,7 +15,10 @@ export class Backoff {
   private readonly maxMs: number;
   private readonly factor: number;
 
-  constructor(options: BackoffOptions = {}, private readonly random: () => number = Math.random) {
+  constructor(
+    options: BackoffOptions = {},
+    private readonly random: () => number = Math.random,
+  ) {
     this.initialMs = options.initialMs ?? 250;
     this.maxMs = options.maxMs ?? 30_000;
     this.factor = options.factor ?? 2;

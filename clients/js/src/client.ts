@@ -18,14 +18,7 @@
 
 import { Backoff, type BackoffOptions } from "./backoff.js";
 import { frameBytes, jsonCodec, type Codec } from "./codec.js";
-import type {
-  EnfEvent,
-  EventName,
-  ReplyData,
-  RequestData,
-  RequestInput,
-  RequestType,
-} from "./contract.js";
+import type { EnfEvent, EventName, ReplyData, RequestInput, RequestType } from "./contract.js";
 import {
   EnfClosedError,
   EnfConnectionLostError,
@@ -34,11 +27,12 @@ import {
   EnfTimeoutError,
   EnfTooLargeError,
 } from "./errors.js";
+import { EventHub, type AnyHandler, type WaitOptions } from "./events.js";
+import { Following } from "./following.js";
 import { Link, LinkClosed, type Pending } from "./link.js";
 import {
   CloseCode,
   MAX_FRAME_BYTES,
-  TERMINAL_STATES,
   isObject,
   type EventFrameOf,
   type ReplyFrame,
@@ -119,16 +113,6 @@ export interface RequestOptions {
   signal?: AbortSignal;
 }
 
-export interface WaitOptions<E> {
-  /** Only an event for which this holds. */
-  match?: (event: E) => boolean;
-  /** Only events on this topic (`session:<id>`, `notary:<id>`, `presence`). */
-  topic?: string;
-  /** Default 30,000 ms. */
-  timeoutMs?: number;
-  signal?: AbortSignal;
-}
-
 export interface ClientStats {
   /** Sockets welcomed. */
   connections: number;
@@ -146,16 +130,6 @@ export interface ClientStats {
   retried: number;
   /** Replies to no request of ours (late, after a timeout). */
   strayReplies: number;
-}
-
-type AnyHandler = (event: EnfEvent) => void;
-type EventFilter = { names?: ReadonlySet<string>; topic?: string };
-
-interface Listener {
-  filter: EventFilter;
-  push(event: EnfEvent): void;
-  /** The client closed. */
-  end(): void;
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
@@ -192,17 +166,16 @@ export class EnfClient {
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
   private watchdog: ReturnType<typeof setInterval> | undefined;
-  private firstWelcome: { promise: Promise<Welcome>; resolve(w: Welcome): void; reject(e: unknown): void };
+  private firstWelcome: {
+    promise: Promise<Welcome>;
+    resolve(w: Welcome): void;
+    reject(e: unknown): void;
+  };
   private fatal: unknown;
   private lastCloseCode: number | undefined;
 
-  // What is followed, and where each topic stands.
-  private readonly lastSeqs = new Map<string, number>();
-  private readonly sessions = new Map<string, { terminal: boolean }>();
-  private presence = { online: false, away: false, subscribed: false };
-
-  private readonly handlers = new Map<string, Set<AnyHandler>>();
-  private readonly listeners = new Set<Listener>();
+  private readonly following = new Following();
+  private readonly hub: EventHub;
   private readonly statusHandlers = new Set<(change: StatusChange) => void>();
   private readonly resyncHandlers = new Set<(resync: Resync) => void>();
 
@@ -236,8 +209,10 @@ export class EnfClient {
       refreshMarginMs: config.refreshMarginMs ?? 30_000,
       retryUnavailable: config.retryUnavailable ?? true,
     };
-    this.reportError = config.onError ?? ((error, context) => console.error(`enf: ${context}`, error));
+    this.reportError =
+      config.onError ?? ((error, context) => console.error(`enf: ${context}`, error));
     this.log = config.log ?? (() => undefined);
+    this.hub = new EventHub(this.reportError);
     let settle!: { resolve(w: Welcome): void; reject(e: unknown): void };
     const promise = new Promise<Welcome>((resolve, reject) => {
       settle = { resolve, reject };
@@ -281,13 +256,7 @@ export class EnfClient {
   on<N extends EventName>(name: N, handler: (event: EnfEvent<N>) => void): () => void;
   on(name: "*", handler: (event: EnfEvent) => void): () => void;
   on(name: string, handler: (event: never) => void): () => void {
-    let set = this.handlers.get(name);
-    if (set === undefined) this.handlers.set(name, (set = new Set()));
-    const h = handler as AnyHandler;
-    set.add(h);
-    return () => {
-      set.delete(h);
-    };
+    return this.hub.on(name, handler as AnyHandler);
   }
 
   /** Connection status changes (`connecting`, `open`, `reconnecting`, `closed`). */
@@ -319,98 +288,30 @@ export class EnfClient {
   events<N extends EventName = EventName>(
     filter: { names?: readonly N[]; topic?: string } = {},
   ): AsyncIterableIterator<EnfEvent<N>> {
-    const buffer: EnfEvent<N>[] = [];
-    let wake: ((r: IteratorResult<EnfEvent<N>>) => void) | undefined;
-    let done = false;
-    const finish = (): IteratorResult<EnfEvent<N>> => {
-      done = true;
-      this.listeners.delete(listener);
-      if (wake) wake({ value: undefined, done: true });
-      wake = undefined;
-      return { value: undefined, done: true };
-    };
-    const listener: Listener = {
-      filter: { names: filter.names ? new Set(filter.names) : undefined, topic: filter.topic },
-      push: (event) => {
-        if (wake) {
-          const w = wake;
-          wake = undefined;
-          w({ value: event as EnfEvent<N>, done: false });
-        } else buffer.push(event as EnfEvent<N>);
-      },
-      end: () => {
-        finish();
-      },
-    };
-    if (this.state === "closed") done = true;
-    else this.listeners.add(listener);
-    const iterator: AsyncIterableIterator<EnfEvent<N>> = {
-      next: () => {
-        const value = buffer.shift();
-        if (value !== undefined) return Promise.resolve({ value, done: false });
-        if (done) return Promise.resolve({ value: undefined, done: true });
-        return new Promise((resolve) => {
-          wake = resolve;
-        });
-      },
-      return: () => Promise.resolve(finish()),
-      [Symbol.asyncIterator]: () => iterator,
-    };
-    return iterator;
+    return this.hub.events(filter.names, filter.topic) as AsyncIterableIterator<EnfEvent<N>>;
   }
 
   /** The next event of this name (from now on) that passes `options.match`. */
-  waitFor<N extends EventName>(name: N, options: WaitOptions<EnfEvent<N>> = {}): Promise<EnfEvent<N>> {
-    return new Promise((resolve, reject) => {
-      const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-      const cleanup = (): void => {
-        this.listeners.delete(listener);
-        clearTimeout(timer);
-        options.signal?.removeEventListener("abort", aborted);
-      };
-      const listener: Listener = {
-        filter: { names: new Set([name]), topic: options.topic },
-        push: (event) => {
-          if (options.match && !options.match(event as EnfEvent<N>)) return;
-          cleanup();
-          resolve(event as EnfEvent<N>);
-        },
-        end: () => {
-          cleanup();
-          reject(new EnfClosedError(`closed while waiting for ${name}`));
-        },
-      };
-      const timer = setTimeout(() => {
-        cleanup();
-        reject(new EnfError(`no ${name} event within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const aborted = (): void => {
-        cleanup();
-        reject(options.signal?.reason ?? new EnfError("aborted"));
-      };
-      if (this.state === "closed") {
-        clearTimeout(timer);
-        reject(new EnfClosedError(`closed while waiting for ${name}`));
-        return;
-      }
-      options.signal?.addEventListener("abort", aborted);
-      this.listeners.add(listener);
-    });
+  waitFor<N extends EventName>(
+    name: N,
+    options: WaitOptions<EnfEvent<N>> = {},
+  ): Promise<EnfEvent<N>> {
+    return this.hub.waitFor(name, options as WaitOptions<EnfEvent>) as Promise<EnfEvent<N>>;
   }
 
   /** The last seq delivered on a topic (`session:<id>`, `notary:<id>`), 0 if none. */
   lastSeq(topic: string): number {
-    return this.lastSeqs.get(topic) ?? 0;
+    return this.following.lastSeq(topic);
   }
 
   /** Sessions this client follows again after a reconnect. */
   followedSessions(): string[] {
-    return [...this.sessions].filter(([, s]) => !s.terminal).map(([id]) => id);
+    return this.following.followedSessions();
   }
 
   /** Stop following a session after reconnects (it stays followed on the open socket). */
   unfollow(sessionId: string): void {
-    this.sessions.delete(sessionId);
+    this.following.unfollow(sessionId);
   }
 
   /**
@@ -432,7 +333,13 @@ export class EnfClient {
 
   // -- requests -----------------------------------------------------------------
 
-  private send(type: string, data: unknown, options: RequestOptions, internal: boolean, on?: Link): Promise<unknown> {
+  private send(
+    type: string,
+    data: unknown,
+    options: RequestOptions,
+    internal: boolean,
+    on?: Link,
+  ): Promise<unknown> {
     if (this.state === "closed") {
       return Promise.reject(this.fatal ?? new EnfClosedError("the client is closed"));
     }
@@ -442,7 +349,8 @@ export class EnfClient {
     return new Promise((resolve, reject) => {
       const timeoutMs = options.timeoutMs ?? this.options.requestTimeoutMs;
       let timer: ReturnType<typeof setTimeout> | undefined;
-      const aborted = (): void => p.reject(options.signal?.reason ?? new EnfError(`${type}: aborted`));
+      const aborted = (): void =>
+        p.reject(options.signal?.reason ?? new EnfError(`${type}: aborted`));
       const p: Pending = {
         id,
         type,
@@ -511,14 +419,20 @@ export class EnfClient {
     const p = frame.re === null ? undefined : link.inFlight.get(String(frame.re));
     if (p === undefined) {
       this.stats.strayReplies += 1;
-      if (frame.re === null && !frame.ok) this.reportError(new Error(frame.error.message), "a frame the server could not read");
+      if (frame.re === null && !frame.ok)
+        this.reportError(new Error(frame.error.message), "a frame the server could not read");
       return;
     }
     link.inFlight.delete(p.id);
     if (frame.ok) {
-      this.observe(p.type, p.data, frame.data);
+      this.following.observe(p.type, p.data, frame.data, this.welcome?.user_id);
       p.resolve(frame.data);
-    } else if (frame.error.code === "unavailable" && p.retry && !p.internal && this.options.retryUnavailable) {
+    } else if (
+      frame.error.code === "unavailable" &&
+      p.retry &&
+      !p.internal &&
+      this.options.retryUnavailable
+    ) {
       // Nothing was applied (PROTOCOL §7): the same request again, later.
       p.unavailable += 1;
       const delay = Math.round(Math.random() * Math.min(5_000, 250 * 2 ** p.unavailable));
@@ -535,104 +449,21 @@ export class EnfClient {
     this.closeIfDrained(link);
   }
 
-  /** Keep track of what a successful request made this connection follow. */
-  private observe(type: string, sent: unknown, reply: unknown): void {
-    const data = isObject(sent) ? sent : {};
-    const got = isObject(reply) ? reply : {};
-    switch (type) {
-      case "session.request":
-      case "offer.accept":
-        if (typeof got.session_id === "string") this.follow(got.session_id);
-        break;
-      case "session.join": {
-        const sid = data.session_id;
-        if (typeof sid !== "string") break;
-        const session = isObject(got.session) ? got.session : {};
-        const since = typeof data.since_seq === "number" ? data.since_seq : session.seq;
-        this.follow(sid, typeof since === "number" ? since : undefined);
-        if (typeof session.state === "string" && TERMINAL_STATES.includes(session.state)) {
-          this.sessions.get(sid)!.terminal = true;
-        }
-        break;
-      }
-      case "session.leave":
-        if (typeof data.session_id === "string") this.sessions.delete(data.session_id);
-        break;
-      case "presence.online":
-        this.presence.online = true;
-        if (typeof got.seq === "number" && this.welcome) {
-          // Not in the contract yet (see README): the topic's head, if the server says it.
-          this.advance(`notary:${this.welcome.user_id}`, got.seq);
-        }
-        break;
-      case "presence.offline":
-        this.presence.online = false;
-        this.presence.away = false;
-        break;
-      case "presence.set":
-        this.presence.away = data.status === "away";
-        break;
-      case "presence.subscribe":
-        this.presence.subscribed = true;
-        break;
-    }
-  }
-
-  private follow(sessionId: string, since?: number): void {
-    if (!this.sessions.has(sessionId)) this.sessions.set(sessionId, { terminal: false });
-    if (since !== undefined) this.advance(`session:${sessionId}`, since);
-  }
-
-  private advance(topic: string, seq: number): void {
-    if (seq > (this.lastSeqs.get(topic) ?? 0)) this.lastSeqs.set(topic, seq);
-  }
-
   // -- events -------------------------------------------------------------------
 
   private onEvent(link: Link, frame: EventFrameOf): void {
     if (typeof frame.seq === "number") {
-      const last = this.lastSeqs.get(frame.topic) ?? 0;
-      if (frame.seq <= last) {
+      if (!this.following.accept(frame as EventFrameOf & { seq: number })) {
         this.stats.duplicatesDropped += 1;
         return;
       }
-      if (last > 0 && frame.seq > last + 1) this.stats.gaps += 1;
-      this.lastSeqs.set(frame.topic, frame.seq);
-      if (frame.name === "session.state" && isObject(frame.data)) {
-        const session = this.sessions.get(frame.topic.slice("session:".length));
-        const state = frame.data.state;
-        if (session && typeof state === "string" && TERMINAL_STATES.includes(state)) {
-          session.terminal = true; // nothing follows: not re-joined after a reconnect
-        }
-      }
+      this.stats.gaps = this.following.gaps;
     } else if (link !== this.primary && this.primary?.state === "ready") {
       // Ephemeral: during a refresh both sockets get it; the primary's copy counts.
       this.stats.ephemeralDropped += 1;
       return;
     }
-    this.dispatch(frame as EnfEvent);
-  }
-
-  private dispatch(event: EnfEvent): void {
-    for (const set of [this.handlers.get(event.name), this.handlers.get("*")]) {
-      for (const handler of set ?? []) {
-        try {
-          handler(event);
-        } catch (error) {
-          this.reportError(error, `a handler of ${event.name} threw`);
-        }
-      }
-    }
-    for (const listener of [...this.listeners]) {
-      const { names, topic } = listener.filter;
-      if (names && !names.has(event.name)) continue;
-      if (topic !== undefined && topic !== event.topic) continue;
-      try {
-        listener.push(event);
-      } catch (error) {
-        this.reportError(error, `a listener of ${event.name} threw`);
-      }
-    }
+    this.hub.dispatch(frame as EnfEvent);
   }
 
   // -- connections ----------------------------------------------------------------
@@ -652,12 +483,20 @@ export class EnfClient {
         this.log("token refresh: the provider returned no later exp; waiting for 4401");
         return;
       }
-      link = new Link(this.url, token.value, token.times, this.codec, this.codecs, this.makeSocket, {
-        onEvent: (l, f) => this.onEvent(l, f),
-        onReply: (l, f) => this.onReply(l, f),
-        onClose: (l, code, why) => this.onClose(l, code, why),
-        onBadFrame: (_l, error) => this.reportError(error, "a frame that could not be read"),
-      });
+      link = new Link(
+        this.url,
+        token.value,
+        token.times,
+        this.codec,
+        this.codecs,
+        this.makeSocket,
+        {
+          onEvent: (l, f) => this.onEvent(l, f),
+          onReply: (l, f) => this.onReply(l, f),
+          onClose: (l, code, why) => this.onClose(l, code, why),
+          onBadFrame: (_l, error) => this.reportError(error, "a frame that could not be read"),
+        },
+      );
       this.pending = link;
       this.log(`link ${link.n}: connecting (${reason})`);
       const welcome = await withTimeout(link.ready, this.options.connectTimeoutMs, () => {
@@ -670,7 +509,8 @@ export class EnfClient {
       this.promote(link, reason);
       this.reportResync(resynced);
     } catch (error) {
-      if (link !== undefined && link.state !== "closed") link.close(CloseCode.NORMAL, "not resynced");
+      if (link !== undefined && link.state !== "closed")
+        link.close(CloseCode.NORMAL, "not resynced");
       this.failed(error, reason);
     } finally {
       if (this.pending === link) this.pending = undefined;
@@ -687,11 +527,16 @@ export class EnfClient {
     const source = this.config.token;
     if (typeof source === "string") return { value: source, times: tokenTimes(source) };
     const cached = this.token;
-    if (cached && reason === "reconnect" && (cached.times.expMs ?? Infinity) - Date.now() > this.marginFor(cached.times)) {
+    if (
+      cached &&
+      reason === "reconnect" &&
+      (cached.times.expMs ?? Infinity) - Date.now() > this.marginFor(cached.times)
+    ) {
       return cached;
     }
     const value = await source({ reason });
-    if (typeof value !== "string" || value === "") throw new EnfError("the token provider returned no token");
+    if (typeof value !== "string" || value === "")
+      throw new EnfError("the token provider returned no token");
     this.token = { value, times: tokenTimes(value) };
     return this.token;
   }
@@ -705,58 +550,27 @@ export class EnfClient {
   /** Follow again, on a new link, what the client follows; what the server answered. */
   private async resync(link: Link): Promise<Resync[]> {
     const results: Resync[] = [];
-    const jobs: Promise<void>[] = [];
     const internal = (type: string, data: unknown): Promise<unknown> =>
       this.send(type, data, { retry: false }, true, link);
-    const refused = (error: unknown): error is EnfRequestError =>
-      error instanceof EnfRequestError && ["not_found", "forbidden", "bad_request"].includes(error.code);
-
-    for (const sid of this.followedSessions()) {
-      const since_seq = this.lastSeq(`session:${sid}`);
-      jobs.push(
-        internal("session.join", { session_id: sid, since_seq }).then(
-          (data) => {
-            results.push({ kind: "session.join", session_id: sid, data: data as ReplyData<"session.join"> });
-          },
-          (error: unknown) => {
-            if (!refused(error)) throw error;
-            this.sessions.delete(sid);
-            results.push({ kind: "failed", request: "session.join", session_id: sid, error });
-          },
-        ),
-      );
-    }
-    if (this.presence.online && this.welcome) {
-      const seq = this.lastSeqs.get(`notary:${this.welcome.user_id}`);
-      const online: RequestData<"presence.online"> = seq === undefined ? {} : { since_seq: seq };
-      jobs.push(
-        internal("presence.online", online).then(
-          async (data) => {
-            results.push({ kind: "presence.online", data: data as ReplyData<"presence.online"> });
-            if (this.presence.away) await internal("presence.set", { status: "away" });
-          },
-          (error: unknown) => {
-            if (!refused(error)) throw error;
-            this.presence.online = false;
-            results.push({ kind: "failed", request: "presence.online", error });
-          },
-        ),
-      );
-    }
-    if (this.presence.subscribed) {
-      jobs.push(
-        internal("presence.subscribe", {}).then(
-          (data) => {
-            results.push({ kind: "presence.subscribe", data: data as ReplyData<"presence.subscribe"> });
-          },
-          (error: unknown) => {
-            if (!refused(error)) throw error;
-            this.presence.subscribed = false;
-            results.push({ kind: "failed", request: "presence.subscribe", error });
-          },
-        ),
-      );
-    }
+    const jobs = this.following.resync(this.welcome?.user_id).map((step) =>
+      internal(step.type, step.data).then(
+        async (data) => {
+          results.push(
+            step.session_id === undefined
+              ? ({ kind: step.type, data } as Resync)
+              : ({ kind: "session.join", session_id: step.session_id, data } as Resync),
+          );
+          if (step.then) await internal(step.then.type, step.then.data);
+        },
+        (error: unknown) => {
+          // Refused (no longer ours, no longer allowed): stop following it; anything else: a failed link.
+          const refused = ["not_found", "forbidden", "bad_request"];
+          if (!(error instanceof EnfRequestError && refused.includes(error.code))) throw error;
+          step.forget();
+          results.push({ kind: "failed", request: step.type, session_id: step.session_id, error });
+        },
+      ),
+    );
     const outcomes = await Promise.allSettled(jobs);
     const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
     if (failure) throw failure.reason;
@@ -826,7 +640,13 @@ export class EnfClient {
     this.stopTimers();
     if (this.state === "closed") return;
     if (code === CloseCode.PROTOCOL) {
-      this.shutDown(new EnfClosedError(`the server closed with 4400 (protocol violation): ${reason}`, false, code));
+      this.shutDown(
+        new EnfClosedError(
+          `the server closed with 4400 (protocol violation): ${reason}`,
+          false,
+          code,
+        ),
+      );
       return;
     }
     this.setStatus({ status: "reconnecting", code, reason });
@@ -839,14 +659,18 @@ export class EnfClient {
     const code = error instanceof LinkClosed ? error.code : undefined;
     this.log(`connecting failed (${reason}): ${String(error)}`);
     if (code === CloseCode.PROTOCOL) {
-      this.shutDown(new EnfClosedError(`the server closed with 4400 (protocol violation)`, false, code));
+      this.shutDown(
+        new EnfClosedError(`the server closed with 4400 (protocol violation)`, false, code),
+      );
       return;
     }
     if (code === CloseCode.BAD_TOKEN && error instanceof LinkClosed) {
       this.token = undefined; // refused: never offered again
       this.tokenRefusals += 1;
       if (this.tokenRefusals >= MAX_TOKEN_REFUSALS || typeof this.config.token === "string") {
-        this.shutDown(new EnfClosedError(`the server refused the token: ${error.reason}`, false, code));
+        this.shutDown(
+          new EnfClosedError(`the server refused the token: ${error.reason}`, false, code),
+        );
         return;
       }
     }
@@ -917,7 +741,9 @@ export class EnfClient {
       }
       if (!pinged) {
         pinged = true;
-        this.send("ping", {}, { retry: false, timeoutMs: 2 * everyMs }, true, link).catch(() => undefined);
+        this.send("ping", {}, { retry: false, timeoutMs: 2 * everyMs }, true, link).catch(
+          () => undefined,
+        );
       }
     }, everyMs / 2);
   }
@@ -961,7 +787,9 @@ export class EnfClient {
     this.stopTimers();
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
-    const links = [this.primary, this.pending, ...this.draining].filter((l): l is Link => l !== undefined);
+    const links = [this.primary, this.pending, ...this.draining].filter(
+      (l): l is Link => l !== undefined,
+    );
     this.primary = this.pending = undefined;
     this.draining.clear();
     const waiting = [...this.queue, ...links.flatMap((l) => [...l.inFlight.values()])];
@@ -977,8 +805,7 @@ export class EnfClient {
           : new EnfClosedError("the client is closed", p.sent),
       );
     }
-    for (const listener of [...this.listeners]) listener.end();
-    this.listeners.clear();
+    this.hub.end();
     this.firstWelcome.reject(error ?? new EnfClosedError("the client is closed"));
   }
 }

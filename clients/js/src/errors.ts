@@ -62,7 +62,9 @@ export class EnfConnectionLostError extends EnfError {
     readonly type: string,
     readonly id: string,
   ) {
-    super(`${type}: the connection dropped before the reply (not retried; it may have been applied)`);
+    super(
+      `${type}: the connection dropped before the reply (not retried; it may have been applied)`,
+    );
   }
 }
 

@@ -8,8 +8,8 @@ export type {
   RequestOptions,
   Resync,
   StatusChange,
-  WaitOptions,
 } from "./client.js";
+export type { WaitOptions } from "./events.js";
 export type {
   EnfEvent,
   EventData,

@@ -17,6 +17,10 @@ export const NodeWebSocket: WebSocketConstructor =
 
 export class EnfClient extends BaseClient {
   constructor(options: EnfClientOptions) {
-    super(options.WebSocket || options.createWebSocket ? options : { ...options, WebSocket: NodeWebSocket });
+    super(
+      options.WebSocket || options.createWebSocket
+        ? options
+        : { ...options, WebSocket: NodeWebSocket },
+    );
   }
 }

@@ -18,7 +18,10 @@ export interface WebSocketLike {
 }
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
-export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+export type WebSocketConstructor = new (
+  url: string,
+  protocols?: string | string[],
+) => WebSocketLike;
 
 /** Makes the socket of each connection (tests wrap it; Node 20 passes `ws`'s). */
 export type WebSocketFactory = (url: string, protocols: string[]) => WebSocketLike;
@@ -30,12 +33,11 @@ export function socketFactory(
   ctor: WebSocketConstructor | undefined,
 ): WebSocketFactory {
   if (factory) return factory;
-  const found =
-    ctor ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? undefined;
+  const found = ctor ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? undefined;
   if (found === undefined) {
     throw new TypeError(
-      "no WebSocket here: pass the WebSocket option (on Node 20: `import { WebSocket } from \"ws\"`), " +
-        "or import EnfClient from \"@enf/client/node\"",
+      'no WebSocket here: pass the WebSocket option (on Node 20: `import { WebSocket } from "ws"`), ' +
+        'or import EnfClient from "@enf/client/node"',
     );
   }
   return (url, protocols) => new found(url, protocols);

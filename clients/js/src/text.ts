@@ -38,7 +38,7 @@ export function utf8Decode(bytes: Uint8Array): string {
 /** (Without TextDecoder.) */
 export function utf8DecodeSlow(bytes: Uint8Array): string {
   let out = "";
-  for (let i = 0; i < bytes.length; ) {
+  for (let i = 0; i < bytes.length;) {
     const b = bytes[i]!;
     const n = b < 0x80 ? 1 : b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : 2;
     let cp = n === 1 ? b : b & (0xff >> (n + 1));
@@ -55,7 +55,9 @@ const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 export function base64Decode(data: string): Uint8Array {
   const clean = data.replace(/=+$/, "");
   if (!g.atob) return base64DecodeSlow(clean);
-  return Uint8Array.from(g.atob(clean + "=".repeat((4 - (clean.length % 4)) % 4)), (c) => c.charCodeAt(0));
+  return Uint8Array.from(g.atob(clean + "=".repeat((4 - (clean.length % 4)) % 4)), (c) =>
+    c.charCodeAt(0),
+  );
 }
 
 /** (Without atob.) */

@@ -17,22 +17,37 @@ import {
   tokenTimes,
   type Resync,
 } from "../src/index.js";
+import type { EnfClient } from "../src/index.js";
 import { EnfClient as NodeEnfClient } from "../src/node.js";
 import { wsUrl } from "../src/socket.js";
 import { base64DecodeSlow, utf8DecodeSlow, utf8LengthSlow, uuidOf } from "../src/text.js";
-import { BASE_URL, PH, closeAll, connect, documentOf, mintToken, offerFor, putNotary, unique } from "./helpers.js";
+import {
+  BASE_URL,
+  PH,
+  closeAll,
+  connect,
+  documentOf,
+  mintToken,
+  offerFor,
+  putNotary,
+  unique,
+} from "./helpers.js";
 
 afterEach(closeAll);
 
 test("a refused request rejects with the contract's error code", async () => {
   const { client } = await connect(unique("c-errors"), "customer");
   const missing = "00000000-0000-4000-8000-000000000000";
-  const error = await client.request("session.join", { session_id: missing }).catch((e: unknown) => e);
+  const error = await client
+    .request("session.join", { session_id: missing })
+    .catch((e: unknown) => e);
   assert.ok(error instanceof EnfRequestError);
   assert.equal(error.code, "not_found");
   assert.equal(error.type, "session.join");
   // The role is checked before anything else of the session (PROTOCOL §8 "Which error").
-  await assert.rejects(client.request("video.start", { session_id: missing }), { code: "forbidden" });
+  await assert.rejects(client.request("video.start", { session_id: missing }), {
+    code: "forbidden",
+  });
   // The socket is still there.
   assert.match((await client.request("ping")).server_time, /Z$/);
 });
@@ -40,7 +55,10 @@ test("a refused request rejects with the contract's error code", async () => {
 test("a frame over 64 KiB is refused before it is sent; the socket stays open", async () => {
   const { client, sockets } = await connect(unique("c-large"), "customer");
   const signature = "x".repeat(MAX_FRAME_BYTES);
-  await assert.rejects(client.request("act.sign", { session_id: unique("s"), signature }), EnfTooLargeError);
+  await assert.rejects(
+    client.request("act.sign", { session_id: unique("s"), signature }),
+    EnfTooLargeError,
+  );
   assert.equal(sockets.all.length, 1);
   await client.request("ping");
   assert.equal(client.stats.reconnects, 0);
@@ -68,7 +86,11 @@ test("events as an async iterator; close() ends it and rejects what waits", asyn
     assert.equal(event.data.state, "ENP_ASSIGNED");
     break; // leaving the loop ends the iterator
   }
-  await client.request("session.join", { session_id: sid, consent: { recording: true, privacy: true }, location: PH });
+  await client.request("session.join", {
+    session_id: sid,
+    consent: { recording: true, privacy: true },
+    location: PH,
+  });
 
   const waiting = client.waitFor("session.notarized");
   const later = client.events();
@@ -135,3 +157,31 @@ test("UTF-8, base64 and UUIDs without the platform's helpers (React Native's Her
   const uuid = uuidOf(new Uint8Array(16).fill(0xff));
   assert.match(uuid, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
 });
+
+/** Compile-time checks, never run: `tsc` fails the test build if the typing drifts. */
+export function typeChecks(client: EnfClient): void {
+  // @ts-expect-error: an unknown request type
+  void client.request("session.teleport", {});
+  // @ts-expect-error: a required field missing
+  void client.request("act.sign", { session_id: "s" });
+  void client.request("checks.record", {
+    session_id: "s",
+    // @ts-expect-error: a field of the wrong type
+    comprehension_confirmed: "yes",
+    duress_check_passed: true,
+  });
+  void client.request("ping"); // data may be left out where nothing is required
+  void client.request("session.request", { document: documentOf(1) }); // the key is optional here
+  void client.request("video.start", { session_id: "s" }).then((video) => {
+    const provider: "webrtc" | "twilio" = video.provider;
+    void provider;
+  });
+  client.on("offer", (e) => {
+    const id: string = e.data.offer_id;
+    void id;
+  });
+  // @ts-expect-error: not a field of offer
+  client.on("offer", (e) => e.data.nonsense);
+  // @ts-expect-error: not an event
+  client.on("offer.nonsense", () => undefined);
+}

@@ -26,7 +26,9 @@ interface Bundler {
 test("src/generated/contract.ts is what the server's /asyncapi.json generates", async () => {
   const { status, json } = await http("GET", "/asyncapi.json");
   assert.equal(status, 200);
-  const { generate, OUTPUT } = (await import(new URL("scripts/generate.mjs", PACKAGE).href)) as Generator;
+  const { generate, OUTPUT } = (await import(
+    new URL("scripts/generate.mjs", PACKAGE).href
+  )) as Generator;
   const fresh = await generate(json);
   const committed = readFileSync(OUTPUT, "utf8");
   assert.ok(
@@ -42,11 +44,17 @@ test("the generated maps name every request type and event of the document", asy
   const generated = await import(new URL("dist/generated/contract.js", PACKAGE).href);
   assert.deepEqual(
     [...generated.REQUEST_TYPES].sort(),
-    names.filter((n) => n.startsWith("request.")).map((n) => n.slice("request.".length)).sort(),
+    names
+      .filter((n) => n.startsWith("request."))
+      .map((n) => n.slice("request.".length))
+      .sort(),
   );
   assert.deepEqual(
     [...generated.DURABLE_EVENTS, ...generated.EPHEMERAL_EVENTS].sort(),
-    names.filter((n) => n.startsWith("event.")).map((n) => n.slice("event.".length)).sort(),
+    names
+      .filter((n) => n.startsWith("event."))
+      .map((n) => n.slice("event.".length))
+      .sort(),
   );
 });
 
@@ -54,7 +62,10 @@ test("gateway/static/enf-sdk.js is the bundle of src/, and the server serves it"
   const { bundle, BUNDLE } = (await import(new URL("scripts/bundle.mjs", PACKAGE).href)) as Bundler;
   const fresh = await bundle();
   const committed = readFileSync(BUNDLE, "utf8");
-  assert.ok(committed === fresh, `${BUNDLE} is stale: run \`npm run bundle\` in clients/js and commit it`);
+  assert.ok(
+    committed === fresh,
+    `${BUNDLE} is stale: run \`npm run bundle\` in clients/js and commit it`,
+  );
   assert.doesNotMatch(committed, /^\s*import\s/m, "the bundle imports nothing");
   const served = await fetch(`${BASE_URL}/console/enf-sdk.js`);
   assert.equal(served.status, 200);

@@ -20,7 +20,8 @@ import {
 
 function required(name: string): string {
   const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set: run these tests through tests/functional/test_js_sdk.py`);
+  if (!value)
+    throw new Error(`${name} is not set: run these tests through tests/functional/test_js_sdk.py`);
   return value;
 }
 
@@ -55,7 +56,12 @@ export function unique(prefix: string): string {
   return `${prefix}-${Math.random().toString(36).slice(2, 10)}`;
 }
 
-export async function http(method: string, path: string, token?: string, body?: unknown): Promise<{ status: number; json: unknown }> {
+export async function http(
+  method: string,
+  path: string,
+  token?: string,
+  body?: unknown,
+): Promise<{ status: number; json: unknown }> {
   const response = await fetch(BASE_URL + path, {
     method,
     headers: {
@@ -75,18 +81,26 @@ export async function http(method: string, path: string, token?: string, body?: 
 }
 
 /** A notary profile, as an admin (PROTOCOL §6), so that the notary can be matched. */
-export async function putNotary(notaryId: string, profile: Record<string, unknown> = {}): Promise<void> {
+export async function putNotary(
+  notaryId: string,
+  profile: Record<string, unknown> = {},
+): Promise<void> {
   const expires = new Date(Date.now() + 5 * 365 * 86_400_000).toISOString().slice(0, 10);
-  const { status, json } = await http("PUT", `/v1/notaries/${notaryId}`, mintToken("admin-js", "admin"), {
-    name: `Atty. ${notaryId}`,
-    license_number: `LIC-${notaryId}`,
-    commission_expires: expires,
-    rating: 4.5,
-    tariff: 500,
-    specializations: ["affidavit"],
-    avg_response_time_s: 30,
-    ...profile,
-  });
+  const { status, json } = await http(
+    "PUT",
+    `/v1/notaries/${notaryId}`,
+    mintToken("admin-js", "admin"),
+    {
+      name: `Atty. ${notaryId}`,
+      license_number: `LIC-${notaryId}`,
+      commission_expires: expires,
+      rating: 4.5,
+      tariff: 500,
+      specializations: ["affidavit"],
+      avg_response_time_s: 30,
+      ...profile,
+    },
+  );
   if (status !== 200) throw new Error(`PUT notary ${notaryId}: ${status} ${JSON.stringify(json)}`);
 }
 
@@ -222,7 +236,9 @@ export class Inbox {
       if (i >= 0) return this.untaken.splice(i, 1)[0] as EnfEvent<N>;
       const left = deadline - Date.now();
       if (left <= 0) {
-        throw new Error(`no ${name} within ${timeoutMs} ms; got ${this.untaken.map((e) => e.name).join(", ")}`);
+        throw new Error(
+          `no ${name} within ${timeoutMs} ms; got ${this.untaken.map((e) => e.name).join(", ")}`,
+        );
       }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, left);
@@ -235,7 +251,11 @@ export class Inbox {
   }
 
   /** Wait until `predicate` holds over what was seen. */
-  async until(predicate: (seen: readonly EnfEvent[]) => boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  async until(
+    predicate: (seen: readonly EnfEvent[]) => boolean,
+    what: string,
+    timeoutMs = 15_000,
+  ): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (!predicate(this.seen)) {
       const left = deadline - Date.now();
@@ -264,7 +284,9 @@ export async function offerFor(notary: TestClient, sid: string): Promise<EnfEven
   for (;;) {
     const offer = await notary.inbox.expect("offer");
     if (offer.data.session_id === sid) return offer;
-    await notary.client.request("offer.decline", { offer_id: offer.data.offer_id }).catch(() => undefined);
+    await notary.client
+      .request("offer.decline", { offer_id: offer.data.offer_id })
+      .catch(() => undefined);
   }
 }
 
@@ -321,7 +343,9 @@ export async function closeAll(): Promise<void> {
   for (const { client, role } of clients) {
     if (role === "customer" && client.status === "open") {
       for (const sid of client.followedSessions()) {
-        await client.request("session.cancel", { session_id: sid, reason: "test over" }).catch(() => undefined);
+        await client
+          .request("session.cancel", { session_id: sid, reason: "test over" })
+          .catch(() => undefined);
       }
     }
   }
@@ -339,6 +363,8 @@ export async function closeAll(): Promise<void> {
 export function assertGapless(seqs: readonly number[], first: number, what: string): void {
   const expected = Array.from({ length: seqs.length }, (_, i) => first + i);
   if (JSON.stringify(seqs) !== JSON.stringify(expected)) {
-    throw new Error(`${what}: seqs ${JSON.stringify(seqs)} are not ${first}..${first + seqs.length - 1} once each`);
+    throw new Error(
+      `${what}: seqs ${JSON.stringify(seqs)} are not ${first}..${first + seqs.length - 1} once each`,
+    );
   }
 }

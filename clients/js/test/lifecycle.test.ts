@@ -12,7 +12,16 @@ import { afterEach, test } from "node:test";
 import type { Codec } from "../src/index.js";
 import { jsonCodec } from "../src/index.js";
 import { msgpackCodec } from "../src/msgpack.js";
-import { PH, assertGapless, closeAll, connect, documentOf, offerFor, putNotary, unique } from "./helpers.js";
+import {
+  PH,
+  assertGapless,
+  closeAll,
+  connect,
+  documentOf,
+  offerFor,
+  putNotary,
+  unique,
+} from "./helpers.js";
 
 afterEach(closeAll);
 
@@ -54,7 +63,10 @@ for (const codec of [jsonCodec, msgpackCodec] as Codec[]) {
     assert.equal(offer.topic, `notary:${notaryId}`);
     const accepted = await notary.client.request("offer.accept", { offer_id: offer.data.offer_id });
     assert.deepEqual(accepted, { session_id: sid });
-    const assigned = await notary.inbox.expect("session.state", (e) => e.data.state === "ENP_ASSIGNED");
+    const assigned = await notary.inbox.expect(
+      "session.state",
+      (e) => e.data.state === "ENP_ASSIGNED",
+    );
     assert.equal(assigned.data.enp_id, notaryId);
     await customer.inbox.expect("session.state", (e) => e.data.state === "ENP_ASSIGNED");
 
@@ -77,7 +89,11 @@ for (const codec of [jsonCodec, msgpackCodec] as Codec[]) {
       duress_check_passed: true,
     });
     await customer.client.request("act.sign", { session_id: sid, signature: "c2lnbmF0dXJl" });
-    await notary.client.request("act.seal", { session_id: sid, signature: "ZW5wLXNpZw==", seal: "c2VhbA==" });
+    await notary.client.request("act.seal", {
+      session_id: sid,
+      signature: "ZW5wLXNpZw==",
+      seal: "c2VhbA==",
+    });
     await notary.client.request("video.end", { session_id: sid });
     await notary.client.request("session.notarize", { session_id: sid });
     const notarized = await customer.inbox.expect("session.notarized");

@@ -68,9 +68,15 @@ test("sockets cut while events are produced: nothing lost, nothing doubled", asy
         topic?: string;
         seq?: number;
       };
-      if (frame.re !== undefined && frame.re === joins.get(socket)) heads.set(socket, frame.data?.session?.seq ?? 0);
+      if (frame.re !== undefined && frame.re === joins.get(socket))
+        heads.set(socket, frame.data?.session?.seq ?? 0);
       const head = heads.get(socket);
-      if (frame.topic === topic && frame.seq !== undefined && head !== undefined && frame.seq <= head) {
+      if (
+        frame.topic === topic &&
+        frame.seq !== undefined &&
+        head !== undefined &&
+        frame.seq <= head
+      ) {
         replayed.push(frame.seq); // missed while away, replayed after since_seq
       }
     },
@@ -128,7 +134,10 @@ test("sockets cut while events are produced: nothing lost, nothing doubled", asy
   assert.ok(customer.sockets.all.length >= cuts + 2, "a reconnecting socket was cut too");
   // The head: a join that changes nothing commits nothing and tells the seq.
   const head = (await notary.client.request("session.join", { session_id: sid })).session.seq!;
-  await customer.inbox.until((seen) => seen.some((e) => e.topic === topic && e.seq === head), `seq ${head}`);
+  await customer.inbox.until(
+    (seen) => seen.some((e) => e.topic === topic && e.seq === head),
+    `seq ${head}`,
+  );
 
   assertGapless(customer.inbox.seqs(topic), 1, "customer");
   assert.equal(customer.inbox.seqs(topic).at(-1), head);
@@ -136,10 +145,14 @@ test("sockets cut while events are produced: nothing lost, nothing doubled", asy
   assertGapless(notarySeqs, notarySeqs[0]!, "notary");
   assert.equal(notarySeqs.at(-1), head);
   const moved = customer.inbox.seen.filter(
-    (e) => e.topic === topic && e.name === "participant.joined" && (e.data.location?.lat ?? 0) > PH.lat,
+    (e) =>
+      e.topic === topic && e.name === "participant.joined" && (e.data.location?.lat ?? 0) > PH.lat,
   );
   assert.equal(moved.length, moves);
-  assert.ok(customer.client.stats.reconnects >= cuts, `reconnects: ${customer.client.stats.reconnects}`);
+  assert.ok(
+    customer.client.stats.reconnects >= cuts,
+    `reconnects: ${customer.client.stats.reconnects}`,
+  );
   assert.ok(replayed.length > 0, "some events were missed while away and replayed after a re-join");
   assert.ok(notary.client.stats.reconnects >= 1);
   assert.deepEqual(customer.client.followedSessions(), [sid]);
@@ -162,19 +175,27 @@ test("a request whose reply was lost is sent again with the same id and answered
   customer.sockets.hooks = {
     outgoing: (data) => {
       const frame = JSON.parse(String(data)) as { id?: string; type?: string };
-      if (frame.id !== undefined && frame.type !== undefined) sent.push({ id: frame.id, type: frame.type });
+      if (frame.id !== undefined && frame.type !== undefined)
+        sent.push({ id: frame.id, type: frame.type });
       if (frame.type === "act.sign") signId = frame.id;
     },
     incoming: (data, socket) => {
       const frame = JSON.parse(String(data)) as { re?: string };
-      if (signId !== undefined && frame.re === signId && sent.filter((s) => s.id === signId).length === 1) {
+      if (
+        signId !== undefined &&
+        frame.re === signId &&
+        sent.filter((s) => s.id === signId).length === 1
+      ) {
         socket.cut();
         return false;
       }
       return true;
     },
   };
-  const reply = await customer.client.request("act.sign", { session_id: sid, signature: "c2lnbmF0dXJl" });
+  const reply = await customer.client.request("act.sign", {
+    session_id: sid,
+    signature: "c2lnbmF0dXJl",
+  });
   assert.deepEqual(reply, {}); // the first reply, not `conflict: the act is already signed`
   const signs = sent.filter((s) => s.type === "act.sign");
   assert.equal(signs.length, 2, "sent twice");
@@ -182,11 +203,17 @@ test("a request whose reply was lost is sent again with the same id and answered
   // The re-join came before the retry (so its events are replayed first).
   const rejoin = sent.findIndex((s, i) => i > 0 && s.type === "session.join");
   assert.ok(rejoin >= 0 && rejoin < sent.lastIndexOf(signs[1]!));
-  const signed = customer.inbox.seen.filter((e) => e.topic === `session:${sid}` && e.name === "act.signed");
+  const signed = customer.inbox.seen.filter(
+    (e) => e.topic === `session:${sid}` && e.name === "act.signed",
+  );
   assert.equal(signed.length, 1);
 
   // The act goes on: the customer is connected and joined again.
-  await notary.client.request("act.seal", { session_id: sid, signature: "ZW5wLXNpZw==", seal: "c2VhbA==" });
+  await notary.client.request("act.seal", {
+    session_id: sid,
+    signature: "ZW5wLXNpZw==",
+    seal: "c2VhbA==",
+  });
   await customer.inbox.expect("act.sealed");
   assertGapless(customer.inbox.seqs(`session:${sid}`), 1, "customer");
 });
@@ -205,7 +232,10 @@ test("a notary's socket drops while online: online again with since_seq, the nex
     preferred_notary_id: notaryId,
   });
   await offerFor(notary, first.session_id);
-  await customer.client.request("session.cancel", { session_id: first.session_id, reason: "changed my mind" });
+  await customer.client.request("session.cancel", {
+    session_id: first.session_id,
+    reason: "changed my mind",
+  });
   await notary.inbox.expect("offer.withdrawn", (e) => e.data.session_id === first.session_id);
 
   const sent: { type: string; data: unknown }[] = [];
@@ -229,7 +259,10 @@ test("a notary's socket drops while online: online again with since_seq, the nex
   const online = sent.find((f) => f.type === "presence.online");
   assert.ok(online, "presence.online sent again");
   assert.deepEqual(online.data, { since_seq: cursor });
-  const offers = notary.inbox.seen.filter((e) => e.name === "offer" && (e.data as { session_id: string }).session_id === second.session_id);
+  const offers = notary.inbox.seen.filter(
+    (e) =>
+      e.name === "offer" && (e.data as { session_id: string }).session_id === second.session_id,
+  );
   assert.equal(offers.length, 1);
   const seqs = notary.inbox.seqs(topic);
   assertGapless(seqs, seqs[0]!, "notary topic");

@@ -10,7 +10,16 @@ import assert from "node:assert/strict";
 import { afterEach, test } from "node:test";
 
 import { EnfClosedError, EnfClient, tokenTimes, type TokenReason } from "../src/index.js";
-import { BASE_URL, Sockets, assertGapless, closeAll, connect, documentOf, mintToken, unique } from "./helpers.js";
+import {
+  BASE_URL,
+  Sockets,
+  assertGapless,
+  closeAll,
+  connect,
+  documentOf,
+  mintToken,
+  unique,
+} from "./helpers.js";
 
 afterEach(closeAll);
 
@@ -72,7 +81,8 @@ test("when the provider has nothing newer, the 4401 at exp brings a reconnect wi
   let current = "";
   const tokens = provider(sub, (reason) => {
     // A provider that refreshes only once the server refused: "refresh" gets the same token.
-    if (reason !== "refresh" || current === "") current = mintToken(sub, "customer", { ttlS: TTL_S });
+    if (reason !== "refresh" || current === "")
+      current = mintToken(sub, "customer", { ttlS: TTL_S });
     return current;
   });
   const closes: number[] = [];
