@@ -358,6 +358,7 @@ export class EnfClient {
         retry: options.retry ?? type !== "signal",
         internal,
         sent: false,
+        resent: false,
         unavailable: 0,
         settled: false,
         resolve: (value) => {
@@ -443,6 +444,12 @@ export class EnfClient {
         this.queue.push(p);
         this.pump();
       });
+    } else if (p.resent && this.following.appliedBefore(p.type, p.data, frame.error.code)) {
+      // A retry the server does not recognise by id, whose first attempt the events show applied.
+      this.log(
+        `${p.type} ${p.id}: ${frame.error.code} on a retry, but the first attempt was applied`,
+      );
+      p.resolve({});
     } else {
       p.reject(new EnfRequestError(frame.error.code, frame.error.message, p.type, p.id));
     }
@@ -625,7 +632,10 @@ export class EnfClient {
     for (const p of waiting) {
       if (p.internal) p.reject(new LinkClosed(code, reason));
       else if (!p.retry) p.reject(new EnfConnectionLostError(p.type, p.id));
-      else moved.push(p);
+      else {
+        p.resent = true;
+        moved.push(p);
+      }
     }
     if (moved.length > 0) {
       this.stats.retried += moved.length;

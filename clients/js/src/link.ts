@@ -29,6 +29,8 @@ export interface Pending {
   readonly internal: boolean;
   /** Ever written on a socket. */
   sent: boolean;
+  /** Written again after the socket it was sent on dropped before the reply. */
+  resent: boolean;
   /** Times it was answered `unavailable` and sent again. */
   unavailable: number;
   settled: boolean;

@@ -268,3 +268,51 @@ test("a notary's socket drops while online: online again with since_seq, the nex
   assertGapless(seqs, seqs[0]!, "notary topic");
   assert.equal(jsonCodec.subprotocol, notary.sockets.current.protocol);
 });
+
+test("a lost offer.decline reply: the retry's conflict is resolved by the replayed offer.withdrawn", async () => {
+  const notaryId = unique("n-decline");
+  await putNotary(notaryId);
+  const notary = await connect(notaryId, "enp");
+  const customer = await connect(unique("c-decline"), "customer");
+  await notary.client.request("presence.online");
+  const { session_id: sid } = await customer.client.request("session.request", {
+    document: documentOf(8),
+    preferred_notary_id: notaryId,
+  });
+  const offer = await offerFor(notary, sid);
+
+  // The decline is applied; its reply is lost with the socket.
+  let declineId: string | undefined;
+  const replies: { ok: boolean; code?: string }[] = [];
+  notary.sockets.hooks = {
+    outgoing: (data) => {
+      const frame = JSON.parse(String(data)) as { id?: string; type?: string };
+      if (frame.type === "offer.decline") declineId = frame.id;
+    },
+    incoming: (data, socket) => {
+      const frame = JSON.parse(String(data)) as {
+        re?: string;
+        ok?: boolean;
+        error?: { code: string };
+      };
+      if (declineId === undefined || frame.re !== declineId) return true;
+      replies.push({ ok: frame.ok === true, code: frame.error?.code });
+      if (replies.length > 1) return true;
+      socket.cut();
+      return false;
+    },
+  };
+  const reply = await notary.client.request("offer.decline", { offer_id: offer.data.offer_id });
+  assert.deepEqual(reply, {});
+  // The server applied the first; it answers the same id again with `conflict` (it keeps no
+  // reply for offer.decline), which the SDK resolves from the replayed offer.withdrawn.
+  assert.deepEqual(replies, [
+    { ok: true, code: undefined },
+    { ok: false, code: "conflict" },
+  ]);
+  const withdrawn = notary.inbox.seen.filter(
+    (e) => e.name === "offer.withdrawn" && e.data.offer_id === offer.data.offer_id,
+  );
+  assert.equal(withdrawn.length, 1);
+  assert.equal(notary.client.stats.reconnects, 1);
+});
