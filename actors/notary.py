@@ -249,12 +249,20 @@ class NotaryActor(NotaryPresence):
     async def on_offer_decline(self, msg: Message) -> Reply:
         self._self(msg.caller)
         offer = self._holds(msg.data["offer_id"])
+        reply = Reply({})
+        # The reply is journaled with the decline: a retry by id after a lost
+        # reply gets it again, not "no longer open".
         await self._close_offer_row(
-            offer["offer_id"], offer["session_id"], "offer.withdrawn", "declined", "declined"
+            offer["offer_id"],
+            offer["session_id"],
+            "offer.withdrawn",
+            "declined",
+            "declined",
+            answering=(msg, reply),
         )
         self._offer_resolved(offer, "declined")
         self._status_changed()
-        return Reply({})
+        return reply
 
     async def on_expire_offer(self, msg: Message) -> dict[str, Any]:
         """From the Matchmaker's timer."""
@@ -301,12 +309,19 @@ class NotaryActor(NotaryPresence):
         state: str,
         reason: str | None,
         extra: list[tuple[str, tuple[Any, ...]]] | None = None,
+        answering: tuple[Message, Reply] | None = None,
     ) -> None:
+        """`answering`: the client's request and its reply, journaled for retries."""
         data: dict[str, Any] = {"offer_id": offer_id, "session_id": session_id}
         if reason is not None:
             data["reason"] = reason
+        msg, reply = answering if answering is not None else (None, None)
         await self.commit(
-            [(event, data)], statements=[offers.resolved(offer_id, state), *(extra or [])]
+            [(event, data)],
+            caller=msg.caller if msg is not None else None,
+            request=(msg.kind, msg.data) if msg is not None else None,
+            reply=reply,
+            statements=[offers.resolved(offer_id, state), *(extra or [])],
         )
         if self.offer is not None and self.offer["offer_id"] == offer_id:
             self.offer = None

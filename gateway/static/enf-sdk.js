@@ -324,8 +324,6 @@ var Following = class {
   presence = { online: false, away: false, subscribed: false };
   /** Events whose seq jumped past the next one expected (the contract says never). */
   gaps = 0;
-  /** Offers this notary declined, as its `offer.withdrawn` events say (the latest few). */
-  declined = [];
   lastSeq(topic) {
     return this.lastSeqs.get(topic) ?? 0;
   }
@@ -380,10 +378,6 @@ var Following = class {
     if (event.seq <= last) return false;
     if (last > 0 && event.seq > last + 1) this.gaps += 1;
     this.lastSeqs.set(event.topic, event.seq);
-    if (event.name === "offer.withdrawn" && isObject(event.data) && event.data.reason === "declined") {
-      if (typeof event.data.offer_id === "string") this.declined.push(event.data.offer_id);
-      if (this.declined.length > 32) this.declined.shift();
-    }
     if (event.name === "session.state" && isObject(event.data)) {
       const session = this.sessions.get(event.topic.slice("session:".length));
       const state = event.data.state;
@@ -392,17 +386,6 @@ var Following = class {
       }
     }
     return true;
-  }
-  /**
-   * Whether a retried request refused with `code` had in fact been applied
-   * by its first attempt, as the events replayed since show. For the one
-   * request the server does not answer again by id: `offer.decline` (a
-   * repeat finds the offer closed: `conflict`), whose `offer.withdrawn`
-   * (reason `declined`) comes back with `presence.online {since_seq}`.
-   */
-  appliedBefore(type, sent, code) {
-    const offerId = isObject(sent) ? sent.offer_id : void 0;
-    return type === "offer.decline" && code === "conflict" && typeof offerId === "string" && this.declined.includes(offerId);
   }
   /** What to send on a new connection to follow again all that is followed, from where it stands. */
   resync(userId) {
@@ -862,11 +845,6 @@ var EnfClient = class {
         this.queue.push(p);
         this.pump();
       });
-    } else if (p.resent && this.following.appliedBefore(p.type, p.data, frame.error.code)) {
-      this.log(
-        `${p.type} ${p.id}: ${frame.error.code} on a retry, but the first attempt was applied`
-      );
-      p.resolve({});
     } else {
       p.reject(new EnfRequestError(frame.error.code, frame.error.message, p.type, p.id));
     }

@@ -444,12 +444,6 @@ export class EnfClient {
         this.queue.push(p);
         this.pump();
       });
-    } else if (p.resent && this.following.appliedBefore(p.type, p.data, frame.error.code)) {
-      // A retry the server does not recognise by id, whose first attempt the events show applied.
-      this.log(
-        `${p.type} ${p.id}: ${frame.error.code} on a retry, but the first attempt was applied`,
-      );
-      p.resolve({});
     } else {
       p.reject(new EnfRequestError(frame.error.code, frame.error.message, p.type, p.id));
     }
