@@ -636,6 +636,8 @@ var EnfClient = class {
   /** A link being opened and resynced (a reconnect or a refresh). */
   pending;
   establishing = false;
+  /** Who waits for the next connection to be open (`reconnect()`). */
+  promoted = [];
   draining = /* @__PURE__ */ new Set();
   /** Requests to send when a link is ready, in order (new ones and retries). */
   queue = [];
@@ -740,11 +742,14 @@ var EnfClient = class {
    * the provider for a new token first (e.g. a token issued after a pause).
    */
   reconnect(options = {}) {
-    if (this.state === "closed" || this.state === "idle") return;
+    if (this.state === "closed" || this.state === "idle") return Promise.resolve();
+    const opened = new Promise((resolve) => this.promoted.push(resolve));
     if (options.freshToken) this.token = void 0;
-    if (this.establishing) return;
-    this.clearReconnect();
-    void this.establish(options.freshToken ? "forced" : "reconnect");
+    if (!this.establishing) {
+      this.clearReconnect();
+      void this.establish(options.freshToken ? "forced" : "reconnect");
+    }
+    return opened;
   }
   /** Close for good: pending requests reject with `EnfClosedError`. Safe to call twice. */
   async close() {
@@ -988,6 +993,7 @@ var EnfClient = class {
     this.startWatchdog(link);
     this.setStatus({ status: "open" });
     this.firstWelcome.resolve(link.welcome);
+    for (const resolve of this.promoted.splice(0)) resolve();
     this.pump();
   }
   closeIfDrained(link) {
@@ -1154,6 +1160,7 @@ var EnfClient = class {
     if (this.state === "closed") return;
     this.fatal = error;
     this.setStatus(error === void 0 ? { status: "closed" } : { status: "closed", error });
+    for (const resolve of this.promoted.splice(0)) resolve();
     this.clearReconnect();
     this.stopTimers();
     for (const t of this.timers) clearTimeout(t);

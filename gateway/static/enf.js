@@ -1,102 +1,59 @@
-// The ENF WebSocket client of the console: hello authentication, requests with
-// replies, events, and reconnection that resumes every followed topic with
-// since_seq (PROTOCOL.md §3, §8).
-"use strict";
+// The console's link to the server: the TypeScript SDK's EnfClient
+// (clients/js, built to /console/enf-sdk.js), which authenticates with
+// `hello`, reconnects with backoff, re-joins every followed session and the
+// notary's topic with since_seq, drops duplicate events and retries
+// unanswered requests by id (PROTOCOL.md §3, §7, §8). This module adapts it to
+// the pages: errors as "code: message", session snapshots and refused
+// re-joins handed to whoever listens, HTTP with the same token.
+import { EnfClient, EnfRequestError } from "/console/enf-sdk.js";
 
 class Enf {
   constructor(token) {
     this.token = token;
     this.claims = Enf.claimsOf(token);
-    this.n = 0;
-    this.pending = new Map();
-    this.handlers = [];
-    this.lastSeq = new Map(); // topic -> last seq seen
-    this.resume = new Map(); // topic -> async (sinceSeq) => request that follows it again
-    this.closed = false;
-    this.retry = 500;
-    this.welcomed = false;
-    this.waiting = [];
-    this.snapshots = []; // fn(snapshot): each session.join reply's session
-    this.refusals = []; // fn(sid, error): a session.join refused
+    this.snapshots = []; // fn(snapshot): each session.join reply's session (re-joins included)
+    this.refusals = []; // fn(sid, error): a session.join refused (a re-join after a reconnect too)
+    this.client = new EnfClient({ url: location.origin, token: () => this.token });
+    this.client.onStatus(({ status, code }) => {
+      const words = { connecting: "connecting", open: "online", reconnecting: `reconnecting (${code ?? ""})`, closed: "offline" };
+      this.status(code === 4401 && status !== "open" ? "token refused" : words[status] || status);
+    });
+    this.client.onResync((r) => {
+      if (r.kind === "session.join") for (const h of this.snapshots) h(r.data.session);
+      if (r.kind === "failed" && r.session_id) for (const h of this.refusals) h(r.session_id, Enf.error(r.error));
+    });
   }
-
-  on(fn) { this.handlers.push(fn); }
 
   static claimsOf(token) {
     return JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
   }
 
-  status(text) { const el = document.getElementById("link"); if (el) el.textContent = text; }
-
-  connect() {
-    return new Promise((resolve, reject) => {
-      const url = location.origin.replace(/^http/, "ws") + "/v1/ws";
-      const ws = (this.ws = new WebSocket(url, ["enf.v1.json"]));
-      ws.onopen = () => ws.send(JSON.stringify({ type: "hello", data: { token: this.token } }));
-      ws.onmessage = (m) => {
-        const f = JSON.parse(m.data);
-        if (f.type === "welcome") {
-          this.retry = 500;
-          this.welcomed = true;
-          this.status("online");
-          resolve(f.data);
-          for (const w of this.waiting.splice(0)) w();
-          this.resumeAll();
-          return;
-        }
-        if ("re" in f) {
-          const p = this.pending.get(f.re);
-          if (p) { this.pending.delete(f.re); p(f); }
-          return;
-        }
-        if (f.type === "event") {
-          if (f.seq !== undefined) {
-            const last = this.lastSeq.get(f.topic) || 0;
-            if (f.seq <= last) return; // already seen (a replay)
-            this.lastSeq.set(f.topic, f.seq);
-          }
-          for (const h of this.handlers) h(f);
-        }
-      };
-      ws.onclose = (e) => {
-        this.welcomed = false;
-        for (const p of this.pending.values()) p({ ok: false, error: { code: "unavailable", message: "disconnected" } });
-        this.pending.clear();
-        if (e.code === 4401) { reject(new Error("token refused")); this.status("token refused"); return; }
-        if (this.closed) return;
-        this.status(`reconnecting (${e.code})`);
-        this.timer = setTimeout(() => this.connect().catch(() => {}), this.retry);
-        this.retry = Math.min(this.retry * 2, 10000);
-      };
-    });
+  // The SDK's refusal as the pages show it: "conflict: the act is paused".
+  static error(e) {
+    if (e instanceof EnfRequestError) return new Error(`${e.code}: ${e.message.slice(e.type.length + e.code.length + 4)}`);
+    return e instanceof Error ? e : new Error(String(e));
   }
 
-  async resumeAll() {
-    for (const [topic, fn] of this.resume) {
-      try { await fn(this.lastSeq.get(topic) || 0); } catch (e) { console.warn("resume", topic, e); }
+  on(fn) { this.client.on("*", fn); }
+
+  status(text) { const el = document.getElementById("link"); if (el) el.textContent = text; }
+
+  connect() { return this.client.connect(); }
+
+  // The last seq seen on a topic (0: none).
+  lastSeq(topic) { return this.client.lastSeq(topic); }
+
+  async call(type, data) {
+    try {
+      return await this.client.request(type, data || {});
+    } catch (e) {
+      throw Enf.error(e);
     }
   }
 
-  // Resolves once signed in on the current socket (at once if already).
-  ready(timeoutMs) {
-    if (this.ws && this.ws.readyState === 1 && this.welcomed) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error("unavailable: not connected")), timeoutMs);
-      this.waiting.push(() => { clearTimeout(t); resolve(); });
-    });
-  }
-
-  async call(type, data) {
-    await this.ready(10000); // a request made while reconnecting waits for it
-    const id = "r" + ++this.n;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, (f) => (f.ok ? resolve(f.data) : reject(new Error(`${f.error.code}: ${f.error.message}`))));
-      this.ws.send(JSON.stringify({ id, type, data: data || {} }));
-    });
-  }
-
   // session.join, its snapshot handed to the page (or its refusal: a party
-  // back after a pause needs a fresh token, PROTOCOL §5).
+  // back after a pause needs a fresh token, PROTOCOL §5). The SDK follows
+  // the session from then on, across reconnects.
   async joinWith(sid, data) {
     try {
       const r = await this.call("session.join", Object.assign({ session_id: sid }, data || {}));
@@ -108,33 +65,21 @@ class Enf {
     }
   }
 
-  // Follow a session again with since_seq after each reconnect.
-  follow(sid) {
-    this.resume.set("session:" + sid, (since) => this.joinWith(sid, { since_seq: since }));
-  }
+  // Follow a session: join now (again with since_seq after each reconnect).
+  joinSession(sid, extra) { return this.joinWith(sid, extra); }
 
-  // Follow a session: join now, and again with since_seq after a reconnect.
-  async joinSession(sid, extra) {
-    const topic = "session:" + sid;
-    this.follow(sid);
-    const r = await this.joinWith(sid, extra);
-    if (!this.lastSeq.has(topic)) this.lastSeq.set(topic, r.session.seq);
-    return r;
-  }
-
-  // Sign in again on a new socket with a fresh token (identity verified
-  // again); every followed topic resumes on the new socket.
-  reauth(token) {
+  // Sign in again with a fresh token (identity verified again) on a new
+  // socket, then re-join `sid` (a refused re-join is no longer followed).
+  async reauth(token, sid) {
     const claims = Enf.claimsOf(token);
     if (claims.sub !== this.claims.sub) throw new Error(`that token is for ${claims.sub}, not ${this.claims.sub}`);
     this.token = token;
     this.claims = claims;
-    this.retry = 100;
-    if (this.ws && this.ws.readyState <= 1) this.ws.close(4000, "signing in again");
-    else { clearTimeout(this.timer); this.connect().catch(() => {}); }
+    await this.client.reconnect({ freshToken: true }); // then requests go on the new socket
+    if (sid) return this.joinWith(sid, { since_seq: this.lastSeq("session:" + sid) });
   }
 
-  close() { this.closed = true; if (this.ws) this.ws.close(1000); }
+  close() { return this.client.close(); }
 
   async http(path, opts) {
     const r = await fetch(path, Object.assign({ headers: { Authorization: "Bearer " + this.token } }, opts || {}));

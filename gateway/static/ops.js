@@ -127,10 +127,10 @@ function opsPage() {
     for (const [id, st] of notaries) { if (st === "offline") continue; const li = document.createElement("li"); li.textContent = `${id}: ${st}`; $("notaries").append(li); }
   };
   pageHandlers.push(onPresence);
-  enf.resume.set("presence", () => enf.call("presence.subscribe"));
-  enf.call("presence.subscribe").then((r) => {
-    for (const n of r.notaries || []) onPresence({ name: "notary.presence", data: n });
-  }).catch(fail);
+  const fill = (list) => { notaries.clear(); for (const n of list || []) onPresence({ name: "notary.presence", data: n }); };
+  // The SDK subscribes again after a reconnect; its fresh list replaces ours.
+  enf.client.onResync((r) => { if (r.kind === "presence.subscribe") fill(r.data.notaries); });
+  enf.call("presence.subscribe").then((r) => fill(r.notaries)).catch(fail);
   refresh();
   setInterval(refresh, 5000);
 }

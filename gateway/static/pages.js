@@ -43,9 +43,9 @@ function sessionStatus(role) {
   const status = new SessionStatus(enf, role);
   $("rejoin").onclick = guard(async () => {
     const token = $("fresh-token").value.trim();
-    enf.reauth(token);
-    sessionStorage.setItem("enf-token", token);
     log("signing in again with a fresh token");
+    sessionStorage.setItem("enf-token", token);
+    await enf.reauth(token, status.sid);
   });
   status.render();
   return status;
@@ -85,8 +85,7 @@ function customerPage() {
       principal,
     });
     sid = r.session_id;
-    status.follow(sid);
-    enf.follow(sid);
+    status.follow(sid); // the SDK follows it too, from the request on
     setState(r.state);
     $("session-controls").hidden = false;
     log("requested session " + sid);
@@ -139,12 +138,13 @@ function notaryPage() {
   const me = "notary:" + enf.claims.sub;
   const presence = (st) => { $("presence").textContent = st; status.setPresence(st); };
   const goOnline = (since) => enf.call("presence.online", { since_seq: since }).then((r) => { presence(r.status); return r; });
-  $("online").onclick = guard(async () => { enf.resume.set(me, goOnline); await goOnline(enf.lastSeq.get(me) || 0); });
-  $("offline").onclick = guard(async () => { enf.resume.delete(me); const r = await enf.call("presence.offline"); presence(r.status || "offline"); });
+  // The SDK goes online again (with since_seq) after a reconnect, until presence.offline.
+  $("online").onclick = guard(async () => { await goOnline(enf.lastSeq(me)); });
+  $("offline").onclick = guard(async () => { const r = await enf.call("presence.offline"); presence(r.status || "offline"); });
   $("start-video").onclick = guard(async () => {
     const r = await enf.call("video.start", { session_id: sid });
     call = new Call(enf, sid, r.ice_servers);
-    const snap = await enf.joinWith(sid, { since_seq: enf.lastSeq.get("session:" + sid) || 0 });
+    const snap = await enf.joinWith(sid, { since_seq: enf.lastSeq("session:" + sid) });
     const customer = snap.session.participants.find((p) => p.role === "customer");
     await call.offerTo(customer.user_id);
     if (r.recorder) await call.offerTo("recorder");

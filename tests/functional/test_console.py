@@ -52,6 +52,11 @@ async def test_customer_and_notary_pages_run_a_whole_session(make_server: MakeSe
                 await page.fill("#token", token)
                 await page.click("#go")
                 await expect(page.locator("#link")).to_have_text("online")
+                # The console talks through the TypeScript SDK's bundle (clients/js).
+                sdk = await page.evaluate(
+                    "[enf.client.constructor.name, enf.client.stats.connections]"
+                )
+                assert sdk == ["EnfClient", 1], sdk
             await notary.click("#online")
             await expect(notary.locator("#presence")).to_have_text("available")
 

@@ -157,6 +157,8 @@ export class EnfClient {
   /** A link being opened and resynced (a reconnect or a refresh). */
   private pending: Link | undefined;
   private establishing = false;
+  /** Who waits for the next connection to be open (`reconnect()`). */
+  private promoted: (() => void)[] = [];
   private readonly draining = new Set<Link>();
   /** Requests to send when a link is ready, in order (new ones and retries). */
   private queue: Pending[] = [];
@@ -318,12 +320,17 @@ export class EnfClient {
    * Replace the connection now (make before break); with `freshToken`, ask
    * the provider for a new token first (e.g. a token issued after a pause).
    */
-  reconnect(options: { freshToken?: boolean } = {}): void {
-    if (this.state === "closed" || this.state === "idle") return;
+  reconnect(options: { freshToken?: boolean } = {}): Promise<void> {
+    if (this.state === "closed" || this.state === "idle") return Promise.resolve();
+    // Resolves once the next connection is open and resynced: requests made
+    // after that go on it (with a fresh token, signed in with that one).
+    const opened = new Promise<void>((resolve) => this.promoted.push(resolve));
     if (options.freshToken) this.token = undefined;
-    if (this.establishing) return;
-    this.clearReconnect();
-    void this.establish(options.freshToken ? "forced" : "reconnect");
+    if (!this.establishing) {
+      this.clearReconnect();
+      void this.establish(options.freshToken ? "forced" : "reconnect");
+    }
+    return opened;
   }
 
   /** Close for good: pending requests reject with `EnfClosedError`. Safe to call twice. */
@@ -607,6 +614,7 @@ export class EnfClient {
     this.startWatchdog(link);
     this.setStatus({ status: "open" });
     this.firstWelcome.resolve(link.welcome!);
+    for (const resolve of this.promoted.splice(0)) resolve();
     this.pump();
   }
 
@@ -787,6 +795,7 @@ export class EnfClient {
     if (this.state === "closed") return;
     this.fatal = error;
     this.setStatus(error === undefined ? { status: "closed" } : { status: "closed", error });
+    for (const resolve of this.promoted.splice(0)) resolve(); // what they send next is refused
     this.clearReconnect();
     this.stopTimers();
     for (const t of this.timers) clearTimeout(t);
