@@ -36,8 +36,8 @@ _WAITING = (
     " FROM sessions WHERE state = 'REQUESTED'"
 )
 
-# Scans the accepted offers resolved within the window (offers has no index
-# on resolved_at: the table holds a few rows per session).
+# The accepted offers resolved within the window, by their partial index on
+# resolved_at (migration 0009).
 _LATENCY = (
     "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY w),"
     " percentile_cont(0.95) WITHIN GROUP (ORDER BY w), max(w)"

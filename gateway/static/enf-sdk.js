@@ -636,8 +636,10 @@ var EnfClient = class {
   /** A link being opened and resynced (a reconnect or a refresh). */
   pending;
   establishing = false;
-  /** Who waits for the next connection to be open (`reconnect()`). */
+  /** Who waits for the next connection to be open (`reconnect()`); `fresh`: one with a new token. */
   promoted = [];
+  /** A fresh token was asked for while a connection was being made: make another after it. */
+  forceNext = false;
   draining = /* @__PURE__ */ new Set();
   /** Requests to send when a link is ready, in order (new ones and retries). */
   queue = [];
@@ -743,11 +745,14 @@ var EnfClient = class {
    */
   reconnect(options = {}) {
     if (this.state === "closed" || this.state === "idle") return Promise.resolve();
-    const opened = new Promise((resolve) => this.promoted.push(resolve));
-    if (options.freshToken) this.token = void 0;
-    if (!this.establishing) {
+    const fresh = options.freshToken === true;
+    const opened = new Promise((resolve) => this.promoted.push({ fresh, resolve }));
+    if (fresh) this.token = void 0;
+    if (this.establishing) {
+      if (fresh) this.forceNext = true;
+    } else {
       this.clearReconnect();
-      void this.establish(options.freshToken ? "forced" : "reconnect");
+      void this.establish(fresh ? "forced" : "reconnect");
     }
     return opened;
   }
@@ -916,6 +921,11 @@ var EnfClient = class {
     } finally {
       if (this.pending === link) this.pending = void 0;
       this.establishing = false;
+      if (this.forceNext && !this.isClosed()) {
+        this.forceNext = false;
+        void this.establish("forced");
+        return;
+      }
       if (this.primary === void 0 && !this.isClosed() && this.reconnectTimer === void 0) {
         this.scheduleReconnect(this.lastCloseCode);
       }
@@ -993,7 +1003,9 @@ var EnfClient = class {
     this.startWatchdog(link);
     this.setStatus({ status: "open" });
     this.firstWelcome.resolve(link.welcome);
-    for (const resolve of this.promoted.splice(0)) resolve();
+    const ready = this.promoted.filter((w) => !w.fresh || reason === "forced");
+    this.promoted = this.promoted.filter((w) => !ready.includes(w));
+    for (const w of ready) w.resolve();
     this.pump();
   }
   closeIfDrained(link) {
@@ -1160,7 +1172,7 @@ var EnfClient = class {
     if (this.state === "closed") return;
     this.fatal = error;
     this.setStatus(error === void 0 ? { status: "closed" } : { status: "closed", error });
-    for (const resolve of this.promoted.splice(0)) resolve();
+    for (const w of this.promoted.splice(0)) w.resolve();
     this.clearReconnect();
     this.stopTimers();
     for (const t of this.timers) clearTimeout(t);

@@ -13,7 +13,7 @@ from typing import Any
 from enf_client import ResilientClient, token_expiry
 
 from tests.conftest import Harness
-from tests.flows import HAPPY_STATES, PH, doc, passed_checks, put_notary
+from tests.flows import ADMIN, HAPPY_STATES, PH, doc, passed_checks, put_notary
 
 
 def client(server: Harness, sub: str, role: str, **kw: Any) -> ResilientClient:
@@ -129,3 +129,45 @@ async def test_the_token_is_refreshed_before_it_expires(server: Harness) -> None
         assert 4401 not in c.close_codes  # it left each socket before its token expired
         assert len(c.close_codes) == c.connects - 1 >= 3
         assert durable(c, sid) == [1, 2]  # REQUESTED, then the first re-join's participant.joined
+
+
+async def test_a_resume_keeps_the_notary_away_and_the_subscription(server: Harness) -> None:
+    await put_notary(server, "n1")
+    async with client(server, "n1", "enp") as notary, client(server, ADMIN, "admin") as admin:
+        await notary.call("presence.online")
+        await notary.call("presence.set", {"status": "away"})
+        listed = await admin.call("presence.subscribe")
+        assert {"notary_id": "n1", "status": "away"} in listed["notaries"]
+        await dropped(notary)
+        await dropped(admin)
+        # Still away after the re-online (which alone would make it available),
+        # and the admin's subscription was sent again on its new socket.
+        fresh = await admin.call("presence.subscribe")
+        assert {"notary_id": "n1", "status": "away"} in fresh["notaries"], fresh
+        await notary.call("presence.set", {"status": "available"})
+        await admin.expect("notary.presence", notary_id="n1", status="available")
+
+
+async def test_a_join_without_since_seq_resumes_from_its_snapshot(server: Harness) -> None:
+    async with client(server, "c1", "customer") as customer:
+        sid = (await customer.call("session.request", {"document": doc()}))["session_id"]
+        await customer.expect("session.state", state="REQUESTED")
+    async with client(server, ADMIN, "admin") as admin:
+        snapshot = (await admin.call("session.join", {"session_id": sid}))["session"]
+        assert admin.last_seq[f"session:{sid}"] == snapshot["seq"] >= 1
+        await dropped(admin)
+        # The resume asked for what came after the snapshot: no history replayed.
+        assert durable(admin, sid) == [] and admin.duplicates_dropped == 0
+
+
+async def test_a_provider_with_nothing_fresher_does_not_loop(server: Harness) -> None:
+    token = server.token("c1", "customer", ttl_s=2)
+
+    async def same() -> str:
+        return token
+
+    async with ResilientClient(server.ws_url, same, refresh_margin_s=30.0) as c:
+        # The refresh finds no later exp: the socket stays until the server's 4401.
+        await c.until(lambda: 4401 in c.close_codes, timeout=10)
+        assert c.close_codes[0] == 4401  # not 1000: the client did not leave it
+        assert c.close_codes.count(4401) == 1

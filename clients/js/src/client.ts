@@ -157,8 +157,10 @@ export class EnfClient {
   /** A link being opened and resynced (a reconnect or a refresh). */
   private pending: Link | undefined;
   private establishing = false;
-  /** Who waits for the next connection to be open (`reconnect()`). */
-  private promoted: (() => void)[] = [];
+  /** Who waits for the next connection to be open (`reconnect()`); `fresh`: one with a new token. */
+  private promoted: { fresh: boolean; resolve: () => void }[] = [];
+  /** A fresh token was asked for while a connection was being made: make another after it. */
+  private forceNext = false;
   private readonly draining = new Set<Link>();
   /** Requests to send when a link is ready, in order (new ones and retries). */
   private queue: Pending[] = [];
@@ -322,13 +324,18 @@ export class EnfClient {
    */
   reconnect(options: { freshToken?: boolean } = {}): Promise<void> {
     if (this.state === "closed" || this.state === "idle") return Promise.resolve();
-    // Resolves once the next connection is open and resynced: requests made
-    // after that go on it (with a fresh token, signed in with that one).
-    const opened = new Promise<void>((resolve) => this.promoted.push(resolve));
-    if (options.freshToken) this.token = undefined;
-    if (!this.establishing) {
+    // Resolves once a connection made after this call is open and resynced:
+    // requests made after that go on it (with a fresh token, signed in with
+    // that one; a connection already being made may hold an older token, so
+    // another one follows it).
+    const fresh = options.freshToken === true;
+    const opened = new Promise<void>((resolve) => this.promoted.push({ fresh, resolve }));
+    if (fresh) this.token = undefined;
+    if (this.establishing) {
+      if (fresh) this.forceNext = true;
+    } else {
       this.clearReconnect();
-      void this.establish(options.freshToken ? "forced" : "reconnect");
+      void this.establish(fresh ? "forced" : "reconnect");
     }
     return opened;
   }
@@ -523,6 +530,12 @@ export class EnfClient {
     } finally {
       if (this.pending === link) this.pending = undefined;
       this.establishing = false;
+      if (this.forceNext && !this.isClosed()) {
+        // reconnect({freshToken}) came while this ran, perhaps with an older token.
+        this.forceNext = false;
+        void this.establish("forced");
+        return;
+      }
       // The primary closed while this ran, and this did not replace it.
       if (this.primary === undefined && !this.isClosed() && this.reconnectTimer === undefined) {
         this.scheduleReconnect(this.lastCloseCode);
@@ -614,7 +627,9 @@ export class EnfClient {
     this.startWatchdog(link);
     this.setStatus({ status: "open" });
     this.firstWelcome.resolve(link.welcome!);
-    for (const resolve of this.promoted.splice(0)) resolve();
+    const ready = this.promoted.filter((w) => !w.fresh || reason === "forced");
+    this.promoted = this.promoted.filter((w) => !ready.includes(w));
+    for (const w of ready) w.resolve();
     this.pump();
   }
 
@@ -795,7 +810,7 @@ export class EnfClient {
     if (this.state === "closed") return;
     this.fatal = error;
     this.setStatus(error === undefined ? { status: "closed" } : { status: "closed", error });
-    for (const resolve of this.promoted.splice(0)) resolve(); // what they send next is refused
+    for (const w of this.promoted.splice(0)) w.resolve(); // what they send next is refused
     this.clearReconnect();
     this.stopTimers();
     for (const t of this.timers) clearTimeout(t);

@@ -128,3 +128,18 @@ test("a token the server refuses ends the client after a few tries, with the clo
   assert.equal(client.status, "closed");
   await assert.rejects(client.request("ping"), EnfClosedError);
 });
+
+test("reconnect({freshToken}) resolves on a connection made with a token asked for after the call", async () => {
+  const sub = unique("c-forced");
+  const tokens = provider(sub, () => mintToken(sub, "customer", { ttlS: 600 }));
+  const { client } = await connect(sub, "customer", { token: tokens.token });
+  // A reconnect is under way when a fresh token is asked for: that one may carry an
+  // older token, so the promise waits for the forced connection after it.
+  const first = client.reconnect();
+  const forced = client.reconnect({ freshToken: true });
+  await first;
+  await forced;
+  assert.equal(tokens.calls.at(-1), "forced");
+  assert.equal(client.stats.connections, 3, "initial, the reconnect, the forced one");
+  assert.ok(await client.request("ping"));
+});

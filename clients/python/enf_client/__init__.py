@@ -6,6 +6,7 @@
 """
 
 from enf_client.connection import EnfClient, RequestFailed
-from enf_client.resilient import ResilientClient, token_expiry
+from enf_client.resilient import ResilientClient
+from enf_client.tokens import token_expiry
 
 __all__ = ["EnfClient", "RequestFailed", "ResilientClient", "token_expiry"]

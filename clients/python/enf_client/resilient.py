@@ -26,10 +26,8 @@ What it does for you:
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import itertools
-import json
 import logging
 import random
 import time
@@ -41,6 +39,7 @@ import aiohttp
 
 from enf_client.codec import Codec, codec_named
 from enf_client.connection import RequestFailed, take_event
+from enf_client.tokens import claim, token_expiry
 
 logger = logging.getLogger(__name__)
 
@@ -50,17 +49,6 @@ FINAL_STATES = frozenset({"COMPLETED", "CANCELLED", "FAILED"})
 # violation, a frame over the limit. 4401 (token refused or expired) is
 # retried with a fresh token; 1001, 1013, 4408, 4429 and drops with backoff.
 FATAL_CLOSES = frozenset({1009, 4400})
-
-
-def token_expiry(token: str) -> float | None:
-    """The `exp` claim of a JWT, read without verifying it (the server does)."""
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        exp = claims.get("exp")
-        return float(exp) if isinstance(exp, int | float) else None
-    except (IndexError, ValueError):
-        return None
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -94,6 +82,9 @@ class ResilientClient:
         self.last_seq: dict[str, int] = {}  # topic -> last seq delivered
         self.sessions: set[str] = set()  # session ids followed
         self.online_notary: str | None = None  # set by presence.online
+        self.away = False  # presence.set away (set again after a re-online)
+        self.subscribed = False  # presence.subscribe (sent again after a reconnect)
+        self._fresh_token: str | None = None  # fetched by the refresh, for the next socket
         self.close_codes: list[int | None] = []  # of each socket closed, in order
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._pending: dict[str, tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = {}
@@ -217,10 +208,17 @@ class ResilientClient:
             self.sessions.add(reply["session_id"])
         elif type_ == "session.join":
             self.sessions.add(data["session_id"])
+            if data.get("since_seq") is None:  # no replay: we stand where the snapshot does
+                topic, head = f"session:{data['session_id']}", reply["session"]["seq"]
+                self.last_seq[topic] = max(self.last_seq.get(topic, 0), head)
         elif type_ == "presence.online" and self.welcome is not None:
-            self.online_notary = self.welcome["user_id"]
+            self.online_notary, self.away = self.welcome["user_id"], False
+        elif type_ == "presence.set":
+            self.away = data.get("status") == "away"
         elif type_ == "presence.offline":
-            self.online_notary = None
+            self.online_notary, self.away = None, False
+        elif type_ == "presence.subscribe":
+            self.subscribed = True
 
     # -- the connection loop ----------------------------------------------
 
@@ -242,6 +240,9 @@ class ResilientClient:
             except (aiohttp.ClientError, OSError, TimeoutError, ConnectionError) as exc:
                 logger.info("connect to %s failed: %r", self.url, exc)
                 lived = False
+            except Exception:  # the token provider's own error, a frame it cannot read
+                logger.warning("connection to %s failed; trying again", self.url, exc_info=True)
+                lived = False
             if self._closing or self._fatal is not None:
                 break
             attempt = 0 if lived else attempt + 1
@@ -251,7 +252,7 @@ class ResilientClient:
     async def _connection(self) -> bool:
         """One socket, from connect to close; True if it got as far as welcome."""
         assert self._session is not None
-        token = await self.token_provider()
+        token, self._fresh_token = self._fresh_token or await self.token_provider(), None
         ws = await self._session.ws_connect(
             self.url,
             protocols=(self.codec.name,),
@@ -304,8 +305,15 @@ class ResilientClient:
                 if code is not None or state in FINAL_STATES:
                     self.sessions.discard(sid)  # nothing more will come
             if self.online_notary is not None:
+                # With no event seen on the topic yet, from its start: an offer
+                # made while the socket was down is not missed (the reply to
+                # presence.online carries no seq to resume from).
                 since = self.last_seq.get(f"notary:{self.online_notary}", 0)
                 await self._call_on(ws, "presence.online", {"since_seq": since})
+                if self.away:
+                    await self._call_on(ws, "presence.set", {"status": "away"})
+            if self.subscribed:
+                await self._call_on(ws, "presence.subscribe", {})
             self._up.set()
             self._changed.set()
             for frame, fut in list(self._pending.values()):
@@ -313,6 +321,9 @@ class ResilientClient:
                     await self._send(frame)
         except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
             logger.info("resume interrupted: %r", exc)  # the next socket resumes
+        except TimeoutError:  # a re-join unanswered: this socket is of no use
+            logger.info("resume unanswered; reconnecting")
+            await ws.close(code=4000)
 
     async def _call_on(
         self, ws: aiohttp.ClientWebSocketResponse, type_: str, data: dict[str, Any]
@@ -327,11 +338,22 @@ class ResilientClient:
             self._pending.pop(rid, None)
 
     async def _refresh_before_expiry(self, ws: aiohttp.ClientWebSocketResponse, token: str) -> None:
-        exp = token_expiry(token)
+        """Shortly before the token expires (the margin, at most a quarter of
+        its lifetime), a new socket with a fresh one; a provider with nothing
+        fresher leaves this socket until the server closes it (4401)."""
+        exp, iat = token_expiry(token), claim(token, "iat")
         if exp is None:
             return
-        await asyncio.sleep(max(0.0, exp - self.refresh_margin_s - time.time()))
+        margin = (
+            self.refresh_margin_s if iat is None else min(self.refresh_margin_s, (exp - iat) / 4)
+        )
+        await asyncio.sleep(max(0.0, exp - margin - time.time()))
+        fresh = await self.token_provider()
+        if (token_expiry(fresh) or 0.0) <= exp:
+            logger.info("token expires at %s and the provider has no fresher one", exp)
+            return
         logger.info("token expires at %s: reconnecting with a fresh one", exp)
+        self._fresh_token = fresh
         await ws.close(code=1000)
 
     def _deliver(self, event: dict[str, Any]) -> None:
