@@ -29,6 +29,23 @@ class RequestFailed(Exception):
         self.reply = reply
 
 
+def reply_data(reply: dict[str, Any]) -> dict[str, Any]:
+    """An ok reply's data; a refusal raises RequestFailed."""
+    if not reply.get("ok"):
+        raise RequestFailed(reply)
+    data: dict[str, Any] = reply["data"]
+    return data
+
+
+async def send_frame(ws: aiohttp.ClientWebSocketResponse, codec: Codec, frame: Any) -> None:
+    """`frame` encoded by `codec`: a binary frame or a text frame."""
+    data = codec.encode(frame)
+    if isinstance(data, bytes):
+        await ws.send_bytes(data)
+    else:
+        await ws.send_str(data)
+
+
 def take_event(
     inbox: list[dict[str, Any]], name: str | None, topic: str | None, match: dict[str, Any]
 ) -> dict[str, Any] | None:
@@ -145,11 +162,7 @@ class EnfClient:
         if isinstance(frame, dict) and frame.get("id") is not None:
             rid = frame["id"]
             self._sent_ids[rid if isinstance(rid, Hashable) else repr(rid)] += 1
-        data = self.codec.encode(frame)
-        if isinstance(data, bytes):
-            await self.ws.send_bytes(data)
-        else:
-            await self.ws.send_str(data)
+        await send_frame(self.ws, self.codec, frame)
 
     async def request(
         self,
@@ -173,11 +186,7 @@ class EnfClient:
         self, type_: str, data: dict[str, Any] | None = None, **kw: Any
     ) -> dict[str, Any]:
         """Send a request; return its data, or raise RequestFailed."""
-        reply = await self.request(type_, data, **kw)
-        if not reply.get("ok"):
-            raise RequestFailed(reply)
-        result: dict[str, Any] = reply["data"]
-        return result
+        return reply_data(await self.request(type_, data, **kw))
 
     async def expect(
         self,

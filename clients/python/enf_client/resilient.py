@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 
 from enf_client.codec import Codec, codec_named
-from enf_client.connection import RequestFailed, take_event
+from enf_client.connection import reply_data, send_frame, take_event
 from enf_client.tokens import claim, token_expiry
 
 logger = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class ResilientClient:
         data = dict(data or {})
         if type_ == "session.request" and "idempotency_key" not in data:
             data["idempotency_key"] = str(uuid.uuid4())
-        rid = f"{self._prefix}-{next(self._ids)}"
+        rid = self._new_id()
         frame = {"id": rid, "type": type_, "data": data}
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = (frame, fut)
@@ -169,11 +169,7 @@ class ResilientClient:
         self, type_: str, data: dict[str, Any] | None = None, *, timeout: float = 30.0
     ) -> dict[str, Any]:
         """`request`, returning the reply's data or raising RequestFailed."""
-        reply = await self.request(type_, data, timeout=timeout)
-        if not reply.get("ok"):
-            raise RequestFailed(reply)
-        result: dict[str, Any] = reply["data"]
-        return result
+        return reply_data(await self.request(type_, data, timeout=timeout))
 
     async def expect(
         self,
@@ -325,14 +321,18 @@ class ResilientClient:
             logger.info("resume unanswered; reconnecting")
             await ws.close(code=4000)
 
+    def _new_id(self) -> str:
+        """An id unique over this client's sockets (a retry by id is recognised)."""
+        return f"{self._prefix}-{next(self._ids)}"
+
     async def _call_on(
         self, ws: aiohttp.ClientWebSocketResponse, type_: str, data: dict[str, Any]
     ) -> dict[str, Any]:
-        rid = f"{self._prefix}-{next(self._ids)}"
+        rid = self._new_id()
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = ({"id": rid, "type": type_, "data": data}, fut)
         try:
-            await self._send_on(ws, self._pending[rid][0])
+            await send_frame(ws, self.codec, self._pending[rid][0])
             return await asyncio.wait_for(fut, 30)
         finally:
             self._pending.pop(rid, None)
@@ -377,11 +377,4 @@ class ResilientClient:
         if self._ws is None or self._ws.closed:
             return  # the resume sends it
         with contextlib.suppress(ConnectionError, RuntimeError):
-            await self._send_on(self._ws, frame)
-
-    async def _send_on(self, ws: aiohttp.ClientWebSocketResponse, frame: dict[str, Any]) -> None:
-        data = self.codec.encode(frame)
-        if isinstance(data, bytes):
-            await ws.send_bytes(data)
-        else:
-            await ws.send_str(data)
+            await send_frame(self._ws, self.codec, frame)
