@@ -86,16 +86,23 @@ def _set_outbox(m: Metrics, figures: list[stats.OutboxFigure]) -> None:
         m.outbox_attempts.labels(kind, result).set(n)
 
 
-async def _notaries_online(services: Services) -> None:
-    """`enf_notaries_online{status}` from the Matchmaker's presence list."""
+async def notaries_online(services: Services) -> dict[str, int] | None:
+    """Online notaries by status, from the Matchmaker's presence list (None
+    when it does not answer within 2 s: the caller answers without it)."""
     try:
         reply = await services.host.ask(MATCHMAKER, Message("presence_list"), timeout=2.0)
-    except Exception as exc:  # a scrape must still answer
-        logger.warning("metrics: presence unavailable: %s", exc)
-        return
+    except Exception as exc:
+        logger.warning("presence unavailable: %s", exc)
+        return None
     counts = dict.fromkeys(ONLINE, 0)
     for notary in reply["notaries"]:
         if notary["status"] in counts:  # a closed set (bounded labels)
             counts[notary["status"]] += 1
-    for status, n in counts.items():
+    return counts
+
+
+async def _notaries_online(services: Services) -> None:
+    """`enf_notaries_online{status}`."""
+    counts = await notaries_online(services)
+    for status, n in (counts or {}).items():
         services.metrics.notaries_online.labels(status).set(n)

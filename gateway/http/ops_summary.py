@@ -28,9 +28,8 @@ from cluster.ops import shard_state
 from cluster.redisbus import RedisBus
 from cluster.registry import live_gateways
 from core.clock import now_iso
-from core.ids import MATCHMAKER
-from core.messages import Message
 from gateway.http.access import identify, services_of
+from gateway.scrape import notaries_online
 from gateway.services import Services
 from persistence import queue_stats, stats
 from persistence.shardmap import load_map
@@ -40,7 +39,6 @@ logger = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 LATENCY_WINDOW_S = 3600.0
-ONLINE = ("available", "away", "busy")  # the presence statuses of an online notary
 
 
 @routes.get("/v1/ops/summary")
@@ -56,7 +54,7 @@ async def ops_summary(request: web.Request) -> web.Response:
         "requests_waiting": waiting.requests,
         "oldest_request_s": waiting.oldest_s,
         "offers_open": offers.get("open", 0),
-        "notaries_online": await _notaries_online(services),
+        "notaries_online": await notaries_online(services),
         "match_latency": {
             "window_s": latency.window_s,
             "count": latency.count,
@@ -74,20 +72,6 @@ async def ops_summary(request: web.Request) -> web.Response:
             "cluster": cluster,
         }
     )
-
-
-async def _notaries_online(services: Services) -> dict[str, int] | None:
-    """Online notaries by status, from the Matchmaker's presence list."""
-    try:
-        reply = await services.host.ask(MATCHMAKER, Message("presence_list"), timeout=2.0)
-    except Exception as exc:  # the summary still answers, without it
-        logger.warning("ops summary: presence unavailable: %s", exc)
-        return None
-    counts = dict.fromkeys(ONLINE, 0)
-    for notary in reply["notaries"]:
-        if notary["status"] in counts:
-            counts[notary["status"]] += 1
-    return counts
 
 
 async def _cluster(services: Services) -> dict[str, Any]:
