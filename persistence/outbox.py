@@ -89,16 +89,23 @@ def sms_message(
     return _row(eid, f"sms:{stream}", session_id, "sms", "sms", payload, recipient)
 
 
-_DUE = (
-    "SELECT * FROM (SELECT DISTINCT ON (stream) id, stream, session_id, destination, type,"
-    " payload, recipient, attempts, next_attempt_at FROM outbox WHERE status = 'pending'"
-    " ORDER BY stream, n) heads WHERE next_attempt_at <= now() ORDER BY next_attempt_at LIMIT $1"
+# The pending rows in the order they fall due (index outbox_pending_by_time),
+# each kept only if it heads its stream (no earlier pending row: index
+# outbox_due). The cost is the rows that are due, not the pending outbox: a
+# row behind a head that is waiting out a retry has its time moved to the
+# head's (`reschedule`), so it is not walked over on every poll.
+DUE_SQL = (
+    "SELECT id, stream, session_id, destination, type, payload, recipient, attempts,"
+    " next_attempt_at FROM outbox o WHERE status = 'pending' AND next_attempt_at <= now()"
+    " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.stream = o.stream"
+    " AND p.status = 'pending' AND p.n < o.n)"
+    " ORDER BY next_attempt_at, n LIMIT $1"
 )
 
 
 async def due(pool: asyncpg.Pool, limit: int) -> list[asyncpg.Record]:
-    """The oldest pending row of each stream whose time has come."""
-    rows: list[asyncpg.Record] = await pool.fetch(_DUE, limit)
+    """The oldest pending row of each stream whose time has come, soonest first."""
+    rows: list[asyncpg.Record] = await pool.fetch(DUE_SQL, limit)
     return rows
 
 
@@ -123,9 +130,13 @@ async def mark_dead(pool: asyncpg.Pool, delivery_id: str, attempts: int, why: st
 async def reschedule(
     pool: asyncpg.Pool, delivery_id: str, attempts: int, error: str, delay_s: float
 ) -> None:
+    """The row's next attempt later; the rows behind it in its stream wait
+    as long (they cannot go before it), so the poll does not walk them."""
     await pool.execute(
-        "UPDATE outbox SET attempts = $2, last_error = $3, next_attempt_at = $4"
-        " WHERE id = $1 AND status = 'pending'",
+        "WITH h AS (UPDATE outbox SET attempts = $2, last_error = $3, next_attempt_at = $4"
+        " WHERE id = $1 AND status = 'pending' RETURNING stream, n)"
+        " UPDATE outbox o SET next_attempt_at = $4 FROM h WHERE o.stream = h.stream"
+        " AND o.status = 'pending' AND o.n > h.n AND o.next_attempt_at < $4",
         delivery_id,
         attempts,
         error,
