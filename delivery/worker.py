@@ -42,6 +42,11 @@ class Outcome:
     postpone_s: float | None = None  # not an attempt: try again later (e.g. not configured)
 
 
+# How often rows held for want of a sender are released for the destinations
+# that have one (they all are at start).
+RELEASE_EVERY_S = 60.0
+
+
 class Sender(Protocol):
     key: str  # the destination, for its circuit breaker
 
@@ -168,6 +173,19 @@ class DeliveryWorker:
     async def start(self) -> None:
         self._loop.start()
 
+    async def _release_held(self, quiet: bool) -> None:
+        """Rows held for want of a sender are due again once it has one; say
+        (at start) which destinations have none and how much waits for them."""
+        for dest, sender in sorted(self._senders.items()):
+            if sender is not None:
+                n = await outbox.release_held(self._pool, dest)
+                if n:
+                    logger.info("%s: %d held deliveries are due again", dest, n)
+            elif not quiet:
+                why = self.why_missing.get(dest, f"no sender for {dest}")
+                n = await outbox.held(self._pool, dest)
+                logger.warning("%s deliveries are off (%d waiting): %s", dest, n, why)
+
     async def stop(self) -> None:
         await self._loop.stop()
         # A sender stuck on a dead peer must not hold up shutdown.
@@ -179,10 +197,17 @@ class DeliveryWorker:
                     await close()
 
     async def _run(self) -> None:
+        released_at: float | None = None
         while True:
             fetched_at = time.monotonic()
             try:
-                rows = await outbox.due(self._pool, 200)
+                # At start (when the database first answers), then each minute:
+                # a row written behind a held one while it was being released
+                # is held too, and goes with the next release.
+                if released_at is None or fetched_at - released_at > RELEASE_EVERY_S:
+                    await self._release_held(quiet=released_at is not None)
+                    released_at = fetched_at
+                rows = await outbox.due(self._pool, 200, sorted(self._senders))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -224,7 +249,7 @@ class DeliveryWorker:
         sender = self._senders.get(dest)
         if sender is None:
             reason = self.why_missing.get(dest, f"no sender for {dest}")
-            await self._reschedule(row, row["attempts"], reason, 60.0)
+            await outbox.hold(self._pool, row["id"], reason)
             return
         breaker = self.breakers.get(sender.key)
         if breaker is None:

@@ -60,9 +60,12 @@ def batch_sql(tables: Sequence[ProjectionTable]) -> str:
     for k, t in enumerate(tables):
         arrays = ", ".join(f"${n + i}::{ty}[]" for i, ty in enumerate(t.types))
         n += len(t.types)
+        columns = ", ".join((*t.columns, *(c for c, _ in t.computed)))
+        values = ", ".join(("u.*", *(e for _, e in t.computed)))
         parts.append(
-            f"p{k} AS (INSERT INTO {t.table} ({', '.join(t.columns)})"
-            f" SELECT * FROM unnest({arrays}) ON CONFLICT {t.on_conflict})"
+            f"p{k} AS (INSERT INTO {t.table} ({columns})"
+            f" SELECT {values} FROM unnest({arrays}) AS u({', '.join(t.columns)}) {t.joined}"
+            f" ON CONFLICT {t.on_conflict})"
         )
     return "WITH " + ",\n".join(parts) + "\nSELECT 1"
 

@@ -19,6 +19,10 @@ class ProjectionTable:
     columns: tuple[str, ...]  # the first one is the key
     types: tuple[str, ...]  # Postgres types, for the unnest arrays
     on_conflict: str  # what an existing row becomes
+    # Columns computed in SQL at insert: (column, expression over the new row
+    # `u` and what `joined` joins to it).
+    computed: tuple[tuple[str, str], ...] = ()
+    joined: str = ""
 
     def __post_init__(self) -> None:
         if len(self.columns) != len(self.types):
@@ -65,12 +69,29 @@ SESSIONS = ProjectionTable(
     ),
 )
 
-# Outbox rows (persistence/outbox.py): inserted once, never upserted.
+# Outbox rows (persistence/outbox.py): inserted once, never upserted. A row
+# falls due no sooner than the last pending row of its stream (it cannot go
+# before it): behind a head that waits out a retry, or that is held for want
+# of a sender ('infinity', and then for the same reason), it waits as long,
+# and the poll does not walk it.
+# (The last row by `n`, through index outbox_stream, and "not delivered or
+# dead" rather than "pending": the journal's statement keeps a generic plan,
+# and one made while the table was empty must not be able to reach for an
+# index of pending rows and walk them all.)
 OUTBOX = ProjectionTable(
     table="outbox",
     columns=("id", "stream", "session_id", "destination", "type", "payload", "recipient"),
     types=("text", "text", "text", "text", "text", "jsonb", "integer"),
     on_conflict="(id) DO NOTHING",
+    computed=(
+        ("next_attempt_at", "GREATEST(now(), last.next_attempt_at)"),
+        ("last_error", "CASE WHEN last.next_attempt_at = 'infinity' THEN last.last_error END"),
+    ),
+    joined=(
+        "LEFT JOIN LATERAL (SELECT p.next_attempt_at, p.last_error FROM outbox p"
+        " WHERE p.stream = u.stream AND p.status NOT IN ('delivered', 'dead')"
+        " ORDER BY p.n DESC LIMIT 1) last ON true"
+    ),
 )
 
 # Every table the journal batches; the order fixes the batch statement's text.

@@ -345,3 +345,43 @@ class MessagesStandIn:
             },
             status=201,
         )
+
+
+async def test_events_held_without_a_receiver_go_once_one_is_set(
+    make_server: MakeServer, database: str
+) -> None:
+    """With no ENF_WEBHOOK_URL, a session's events wait in the outbox with the
+    reason, untouched by later polls; the first server with a receiver sends
+    them all, in order."""
+    h = await make_server()
+    customer, notary, sid = await assigned_session(h)
+    await run_to_notarized(customer, notary, sid)
+
+    async def held() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(database)
+        try:
+            return list(
+                await conn.fetch(
+                    "SELECT id, last_error, attempts FROM outbox WHERE session_id = $1"
+                    " AND next_attempt_at = 'infinity' ORDER BY n",
+                    sid,
+                )
+            )
+        finally:
+            await conn.close()
+
+    rows = await outbox_rows(database, sid)
+    assert len(rows) >= 3
+    async with asyncio.timeout(30):  # the worker's next polls hold them
+        while True:
+            if len(await held()) == len(rows):
+                break
+            await asyncio.sleep(0.05)
+    assert all("ENF_WEBHOOK_URL" in r["last_error"] and r["attempts"] == 0 for r in await held())
+    await h.close_clients()
+    await h.server.close()
+    async with Receiver() as rx:
+        await make_server(webhook_url=rx.url, **fast_retries())
+        await rx.wait_for(lambda: len(rx.unique()) >= len(rows))
+        assert [e["id"] for e in rx.unique()] == [r["id"] for r in rows]
+        assert all(verify(q) for q in rx.requests)
