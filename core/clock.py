@@ -11,7 +11,8 @@ def now_iso() -> str:
 
 
 def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    # isoformat, not strftime: half the cost, on every event and audit row.
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_iso(value: str) -> datetime:

@@ -45,6 +45,8 @@ class Outcome:
 # How often rows held for want of a sender are released for the destinations
 # that have one (they all are at start).
 RELEASE_EVERY_S = 60.0
+# The least time between two polls.
+POLL_GAP_S = 0.02
 
 
 class Sender(Protocol):
@@ -160,6 +162,7 @@ class DeliveryWorker:
         # be stale (already delivered) and are skipped until the next fetch.
         self._ended: dict[str, float] = {}
         self._wake = asyncio.Event()
+        self._poller = outbox.Poller(pool)
         self._loop = BackgroundLoop("delivery-worker", self._run)
         self._tasks: set[asyncio.Task[None]] = set()  # one per delivery under way
         self.breakers: dict[str, CircuitBreaker] = {}
@@ -188,6 +191,7 @@ class DeliveryWorker:
 
     async def stop(self) -> None:
         await self._loop.stop()
+        await self._poller.close()
         # A sender stuck on a dead peer must not hold up shutdown.
         await stop_tasks(list(self._tasks), timeout_s=5)
         for sender in self._senders.values():
@@ -198,7 +202,13 @@ class DeliveryWorker:
 
     async def _run(self) -> None:
         released_at: float | None = None
+        fetched_at = 0.0
         while True:
+            # Wake-ups come with every commit that writes a row and every
+            # delivery that ends: one poll serves those of POLL_GAP_S.
+            gap = POLL_GAP_S - (time.monotonic() - fetched_at)
+            if gap > 0:
+                await asyncio.sleep(gap)
             fetched_at = time.monotonic()
             try:
                 # At start (when the database first answers), then each minute:
@@ -207,7 +217,7 @@ class DeliveryWorker:
                 if released_at is None or fetched_at - released_at > RELEASE_EVERY_S:
                     await self._release_held(quiet=released_at is not None)
                     released_at = fetched_at
-                rows = await outbox.due(self._pool, 200, sorted(self._senders))
+                rows = await self._poller.due(200, sorted(self._senders))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -17,6 +17,7 @@ signs the same link again just before sending.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -141,13 +142,48 @@ async def _planned_now(db: Db, sql: str, *args: Any) -> list[asyncpg.Record]:
 
 async def due(db: Db, limit: int, destinations: Sequence[str]) -> list[asyncpg.Record]:
     """The oldest pending row of each stream whose time has come, soonest
-    first, for the destinations given."""
+    first, for the destinations given (on a `Poller`'s connection, planned
+    each time by its setting; elsewhere by `_planned_now`)."""
     rows: list[asyncpg.Record] = []
     for destination in destinations:
-        rows += await _planned_now(db, DUE_SQL, limit, destination, max(limit, SCAN_WINDOW))
+        args = (limit, destination, max(limit, SCAN_WINDOW))
+        if isinstance(db, asyncpg.Pool):
+            rows += await _planned_now(db, DUE_SQL, *args)
+        else:
+            rows += await db.fetch(DUE_SQL, *args)
     if len(destinations) > 1:
         rows.sort(key=lambda r: r["next_attempt_at"])
     return rows[:limit]
+
+
+class Poller:
+    """The delivery worker's poll on a connection of its own that plans each
+    statement each time (as `_planned_now`, without a transaction around
+    every poll): one round trip a poll."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._conn: asyncpg.Connection | None = None
+
+    async def due(self, limit: int, destinations: Sequence[str]) -> list[asyncpg.Record]:
+        """As `due`; on any error the connection goes back to the pool."""
+        try:
+            if self._conn is None:
+                self._conn = await self._pool.acquire()
+                await self._conn.execute("SET plan_cache_mode = force_custom_plan")
+            return await due(self._conn, limit, destinations)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            await conn.execute("RESET plan_cache_mode")
+        with contextlib.suppress(Exception):
+            await self._pool.release(conn, timeout=2)
 
 
 async def mark_delivered(pool: asyncpg.Pool, delivery_id: str, attempts: int) -> None:

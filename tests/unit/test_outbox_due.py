@@ -11,10 +11,12 @@ import json
 from typing import Any
 
 import asyncpg
+import pytest
 
 from persistence import outbox
 from persistence.events import Append
 from persistence.journal import Journal
+from persistence.pool import create_pool
 
 
 async def _put(
@@ -219,45 +221,78 @@ async def test_rows_journaled_behind_a_waiting_head_wait_as_long(pool: asyncpg.P
         await journal.stop()
 
 
+# Rows of the outbox this backend has read, by any scan, and not yet reported.
+_ROWS_READ = (
+    "SELECT seq_tup_read + idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'outbox'"
+)
+
+
 async def test_plans_made_on_a_new_outbox_do_not_walk_a_full_one(
     pool: asyncpg.Pool, database: str
 ) -> None:
-    """A server prepares its statements when the table is empty, and Postgres
-    may reuse a generic plan made then until the table is analyzed: one was
-    seen to walk every pending row on each poll under load. The worker's
+    """A server prepares its statements on a new table, and Postgres may reuse
+    a generic plan made then until the table is first analyzed: one was seen
+    to walk every pending row on each poll under load. The worker's
     statements are planned each run, whatever the connection would do."""
-    conn = await asyncpg.connect(database)
+    one = await create_pool(database, min_size=1, max_size=1)
+    poller = outbox.Poller(one)
     try:
-        await conn.execute("SET plan_cache_mode = force_generic_plan")  # the worst case
-        # A new database: a few rows, never analyzed (a generic plan made now
-        # walks the pending rows by the index of pending rows' times).
-        await _put(pool, [(f"p{s}.{k}", f"pre{s}", -1.0) for s in range(10) for k in range(3)])
-        for s in range(10):
-            await outbox.hold(pool, f"p{s}.0", "no receiver")
-        for _ in range(6):  # prepared, and planned, now
-            await outbox.due(conn, 200, ["webhook"])
-            await outbox.reschedule(conn, "x", 1, "e", 1.0)
-            await outbox.hold(conn, "x", "e")
+        async with one.acquire() as conn:
+            # The worst a pooled connection may hold: generic plans, made on a
+            # new table (a few rows, never analyzed), where the plan walks the
+            # pending rows by the index of their times.
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+            await _put(pool, [(f"p{s}.{k}", f"pre{s}", -1.0) for s in range(10) for k in range(3)])
+            for s in range(10):
+                await outbox.hold(pool, f"p{s}.0", "no receiver")
+            for _ in range(6):
+                await outbox.due(conn, 200, ["webhook"])
+                await outbox.reschedule(conn, "x", 1, "e", 1.0)
+                await outbox.hold(conn, "x", "e")
         await _put(pool, [(f"w{s}.{k}", f"wait{s}", -1.0) for s in range(2000) for k in range(3)])
         for s in range(2000):
             await outbox.hold(pool, f"w{s}.0", "no receiver")
         await _put(pool, [("a", "A", -1.0), ("b1", "B", 60.0), ("b2", "B", -1.0)])
         await _put(pool, [("c1", "C", -1.0), ("c2", "C", -1.0), ("d1", "D", -1.0)])
+        await poller.due(200, ["webhook"])  # takes that connection
+        conn = poller._conn
+        assert conn is not None
         read: dict[str, int] = {}
         for name, call in (
-            ("poll", lambda: outbox.due(conn, 200, ["webhook"])),
+            ("poll", lambda: poller.due(200, ["webhook"])),
             ("retry", lambda: outbox.reschedule(conn, "c1", 1, "503", 60.0)),
             ("hold", lambda: outbox.hold(conn, "d1", "no receiver")),
         ):
-            async with conn.transaction():  # rows this transaction read, by any scan
+            async with conn.transaction():
+                before = await conn.fetchval(_ROWS_READ)
                 await call()
-                read[name] = await conn.fetchval(
-                    "SELECT seq_tup_read + idx_tup_fetch FROM pg_stat_xact_user_tables"
-                    " WHERE relname = 'outbox'"
-                )
+                read[name] = await conn.fetchval(_ROWS_READ) - before
         # A walk of the pending outbox reads 6,000 rows and more.
         assert max(read.values()) < 100, read
         # b2, found behind b1, waits as long; c2 waits with c1, d1 is held.
-        assert await _due_ids(pool) == ["a"]
+        assert [r["id"] for r in await poller.due(200, ["webhook"])] == ["a"]
     finally:
-        await conn.close()
+        await poller.close()
+        await one.close()
+
+
+async def test_the_workers_poller_plans_each_time_and_gives_back_a_clean_connection(
+    pool: asyncpg.Pool, database: str
+) -> None:
+    await _put(pool, [("a", "A", -1.0), ("a2", "A", -1.0), ("b", "B", -2.0)])
+    one = await create_pool(database, min_size=1, max_size=1)
+    poller = outbox.Poller(one)
+    try:
+        assert [r["id"] for r in await poller.due(10, ["webhook"])] == ["b", "a"]
+        with pytest.raises(TimeoutError):  # its one connection is held
+            await one.acquire(timeout=0.5)
+        await poller.close()
+        async with one.acquire() as conn:
+            assert await conn.fetchval("SHOW plan_cache_mode") == "auto"
+            await conn.execute("SET plan_cache_mode = force_custom_plan")
+            shown = await conn.fetchval("SHOW plan_cache_mode")
+            await conn.execute("RESET plan_cache_mode")
+        assert shown == "force_custom_plan"  # the setting the poller had made
+    finally:
+        await poller.close()
+        await one.close()
