@@ -41,7 +41,7 @@ from typing import Any
 import asyncpg
 
 from core.loops import BackgroundLoop
-from persistence.audit_chain import COLUMNS, write_chained
+from persistence.audit_chain import COLUMNS, ChainHead, write_chained
 from persistence.filters import where
 
 logger = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ class AuditLog:
         self._max_batch = max_batch
         self._max_pending = max_pending
         self._wake = asyncio.Event()
+        self._head = ChainHead()  # where this writer left the chain
         self._writer = BackgroundLoop("audit-writer", self._run)
         self.written = 0
         self.dropped = 0
@@ -147,7 +148,7 @@ class AuditLog:
             try:
                 async with self._pool.acquire() as conn:
                     try:
-                        await _copy(conn, batch)
+                        await _copy(conn, batch, self._head)
                     except _ROW_ERRORS:
                         # Some row of it cannot be stored: find it, keep the rest.
                         await self._one_by_one(conn, batch)
@@ -163,7 +164,7 @@ class AuditLog:
         yet goes back to the head of the queue."""
         for i, rec in enumerate(batch):
             try:
-                await _copy(conn, [rec])
+                await _copy(conn, [rec], self._head)
             except _ROW_ERRORS as exc:
                 self.refused += 1
                 logger.error(
@@ -200,9 +201,9 @@ class AuditLog:
 _ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueError, TypeError)
 
 
-async def _copy(conn: asyncpg.Connection, batch: list[AuditRecord]) -> None:
-    # Binary COPY (the cheapest way in), hash-chained, in one transaction.
-    await write_chained(conn, [r.fields() for r in batch])
+async def _copy(conn: asyncpg.Connection, batch: list[AuditRecord], head: ChainHead) -> None:
+    # Hash-chained, in one transaction (one statement while this writer knows the head).
+    await write_chained(conn, [r.fields() for r in batch], head)
 
 
 EXPORT_COLUMNS = ("id", *COLUMNS)

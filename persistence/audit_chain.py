@@ -17,7 +17,11 @@ canonical JSON of the stored value is the one hashed.
 Several processes write (cluster mode): each batch's transaction locks the
 one-row `audit_chain_head` (`SELECT … FOR UPDATE`), hashes its rows after the
 head, copies them in and moves the head, so the chains of all writers are one
-chain, and ids (taken during the COPY, under the lock) follow it.
+chain, and ids (taken during the COPY, under the lock) follow it. A writer
+that knows the head (it wrote last) does it all in one statement instead: it
+moves the head on condition that it is still where it left it (taking the
+same row lock) and inserts its rows only if it did; otherwise it takes the
+locked way.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = [
     "COLUMNS",
     "GENESIS_HASH",
     "AuditReport",
+    "ChainHead",
     "audit_hash",
     "hashed_at",
     "jsonb_value",
@@ -117,10 +122,57 @@ def _utc(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at
 
 
-async def write_chained(conn: asyncpg.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+@dataclass
+class ChainHead:
+    """A writer's idea of the chain's head: what it last wrote (or read)."""
+
+    seq: int | None = None
+    hash: str | None = None
+
+
+# One statement, one round trip: the head moves from where this writer left it
+# and the rows go in, or (another writer moved it) nothing happens.
+_APPEND_AFTER = (
+    "WITH h AS (UPDATE audit_chain_head SET seq = $1, hash = $2"
+    " WHERE singleton AND seq = $3 AND hash = $4 RETURNING 1)"
+    " INSERT INTO audit_log (" + ", ".join((*COLUMNS, *CHAIN_COLUMNS)) + ")"
+    " SELECT * FROM unnest($5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[],"
+    " $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],"
+    " $16::jsonb[], $17::bigint[], $18::text[], $19::text[]) WHERE EXISTS (SELECT FROM h)"
+)
+
+
+async def write_chained(
+    conn: asyncpg.Connection, rows: Sequence[Mapping[str, Any]], head: ChainHead | None = None
+) -> None:
     """Append `rows` to the chain in one transaction: all of them or none.
     A row that cannot be hashed or stored raises (ValueError, a DataError…)
-    and leaves the chain as it was."""
+    and leaves the chain as it was.
+
+    With `head` (a writer's own, kept between calls): first in one statement
+    after the head it knows, which is right unless another writer (another
+    process of a cluster) moved it since; then as below, and `head` follows."""
+    if not rows:
+        return
+    if head is not None and head.seq is not None and head.hash is not None:
+        records, seq, digest = _chain(rows, head.seq, head.hash)
+        columns = [list(col) for col in zip(*records, strict=True)]
+        done = await conn.execute(
+            _APPEND_AFTER, seq, digest, head.seq, head.hash, *columns, timeout=5
+        )
+        if done.split()[-1] != "0":
+            head.seq, head.hash = seq, digest
+            return
+    seq, digest = await _write_locked(conn, rows)
+    if head is not None:
+        head.seq, head.hash = seq, digest
+
+
+async def _write_locked(
+    conn: asyncpg.Connection, rows: Sequence[Mapping[str, Any]]
+) -> tuple[int, str]:
+    """The head locked and read, the rows hashed after it and copied in, the
+    head moved: the new head."""
     async with conn.transaction():
         # A writer whose connection hangs while holding the head must not stall
         # the others for long: its backend gives the lock up once idle 10 s, and
@@ -140,6 +192,7 @@ async def write_chained(conn: asyncpg.Connection, rows: Sequence[Mapping[str, An
         await conn.execute(
             "UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE singleton", seq, digest
         )
+    return seq, digest
 
 
 # -- verification ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 from enf_client import EnfClient
 
 from persistence.audit import AuditLog, AuditRecord
-from persistence.audit_chain import verify_audit
+from persistence.audit_chain import ChainHead, verify_audit, write_chained
 from persistence.pool import create_pool
 from tests.conftest import Harness
 from tests.flows import (
@@ -264,3 +264,23 @@ async def test_http_refusals_are_audited_under_the_contracts_codes(server: Harne
     assert ("GET /v1/sessions", "unauthorized") in seen
     assert ("GET /v1/audit", "forbidden") in seen
     assert not {code for _, code in seen if code is not None and code.isdigit()}
+
+
+async def test_a_writer_behind_another_takes_the_locked_way(pool: asyncpg.Pool) -> None:
+    """A writer writes after the head it knows in one statement; when another
+    writer moved the head since, that statement writes nothing and the rows
+    go the locked way, after the real head."""
+    a, b = ChainHead(), ChainHead()
+    async with pool.acquire() as conn:
+        await write_chained(conn, [_row(1).fields()], a)  # locked: a knew nothing
+        assert a.seq == 1
+        await write_chained(conn, [_row(2).fields(), _row(3).fields()], a)  # one statement
+        assert a.seq == 3
+        await write_chained(conn, [_row(4).fields()], b)  # b reads the head: 4
+        await write_chained(conn, [_row(5).fields()], a)  # a is stale: 0 rows, then locked
+        assert (a.seq, b.seq) == (5, 4)
+        await write_chained(conn, [_row(6).fields()], b)  # b is stale too
+    report = await verify_audit(pool)
+    assert report.valid and report.rows == 6, report
+    rows = await pool.fetch("SELECT chain_seq, action FROM audit_log ORDER BY id")
+    assert [(r["chain_seq"], r["action"]) for r in rows] == [(i, f"act {i}") for i in range(1, 7)]
