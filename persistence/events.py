@@ -54,7 +54,12 @@ class Fenced(Exception):
 
 
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The text hashed. A float that is not finite raises ValueError: jsonb
+    cannot hold it, so no hash may cover it (the jsonb encoder, orjson, would
+    store it as null)."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
 
 
 def chain_hash(

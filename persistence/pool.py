@@ -6,11 +6,17 @@ import json
 from typing import Any
 
 import asyncpg
+import orjson
 
 
 def _encode_jsonb(value: Any) -> bytes:
-    # jsonb's binary format: a version byte (1), then the JSON text.
-    return b"\x01" + json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    """jsonb's binary format: a version byte (1), then the JSON text. By
+    orjson (every event, snapshot and reply the journal writes passes here);
+    by `json` for what orjson does not take (integers past 64 bits)."""
+    try:
+        return b"\x01" + orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return b"\x01" + json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _decode_jsonb(data: bytes) -> Any:
