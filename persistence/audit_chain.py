@@ -27,7 +27,6 @@ locked way.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,7 +34,7 @@ from typing import Any
 
 import asyncpg
 
-from persistence.events import GENESIS_HASH, canonical_json
+from persistence.events import GENESIS_HASH, canonical_json, jsonb_value
 
 __all__ = [
     "COLUMNS",
@@ -66,30 +65,10 @@ COLUMNS = (
 )
 CHAIN_COLUMNS = ("chain_seq", "prev_hash", "hash")
 
-# Above this, Python writes a float with an exponent and jsonb gives it back
-# as an integer (numeric has no exponent in its output).
-_EXPONENT_FROM = 1e16
-
 
 def hashed_at(at: datetime) -> str:
     """`at` as hashed: UTC, microseconds, what `timestamptz` keeps exactly."""
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def jsonb_value(value: Any) -> Any:
-    """`value` as jsonb will give it back (so its hash survives the trip);
-    a float that is not finite raises ValueError (jsonb refuses it)."""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("jsonb cannot hold NaN or infinity")
-        if value == 0:
-            return 0.0  # numeric has no -0
-        return int(value) if value.is_integer() and abs(value) >= _EXPONENT_FROM else value
-    if isinstance(value, dict):
-        return {k: jsonb_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonb_value(v) for v in value]
-    return value
 
 
 def audit_hash(prev_hash: str, chain_seq: int, row: Mapping[str, Any]) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,27 @@ def canonical_json(value: Any) -> str:
     )
 
 
+# Above this, Python writes a float with an exponent and jsonb gives it back
+# as an integer (numeric has no exponent in its output).
+_EXPONENT_FROM = 1e16
+
+
+def jsonb_value(value: Any) -> Any:
+    """`value` as jsonb will give it back (so its hash survives the trip);
+    a float that is not finite raises ValueError (jsonb refuses it)."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("jsonb cannot hold NaN or infinity")
+        if value == 0:
+            return 0.0  # numeric has no -0
+        return int(value) if value.is_integer() and abs(value) >= _EXPONENT_FROM else value
+    if isinstance(value, dict):
+        return {k: jsonb_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonb_value(v) for v in value]
+    return value
+
+
 def chain_hash(
     prev_hash: str, actor_id: str, seq: int, name: str, data: dict[str, Any], at: str
 ) -> str:
@@ -93,6 +115,9 @@ class StoredEvent:
     def make(
         cls, actor_id: str, seq: int, name: str, data: dict[str, Any], at: str, prev_hash: str
     ) -> StoredEvent:
+        """The event as the journal will give it back (`jsonb_value`: a float
+        jsonb returns as an integer is one already), hashed."""
+        data = jsonb_value(data)
         return cls(
             actor_id,
             seq,

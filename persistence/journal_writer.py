@@ -12,16 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from config import tracing
-from core.clock import parse_iso
 from core.loops import BackgroundLoop, stop_loops
 from persistence import in_doubt
 from persistence.events import (
@@ -39,68 +41,109 @@ from persistence.projections import OUTBOX, TABLES, ProjectionTable
 logger = logging.getLogger(__name__)
 
 
+def _rows_of(param: int, columns: Sequence[str], types: Sequence[str]) -> str:
+    """A table of rows from one parameter: a JSON array of objects."""
+    defs = ", ".join(f"{c} {t}" for c, t in zip(columns, types, strict=True))
+    return f"json_to_recordset(${param}::json) AS u({defs})"
+
+
+_JOURNAL = (
+    ("actor_id", "seq", "name", "data", "at", "prev_hash", "hash"),
+    ("text", "bigint", "text", "jsonb", "timestamptz", "text", "text"),
+)
+_IDEMPOTENCY = (
+    ("actor_id", "user_id", "request_id", "fingerprint", "reply"),
+    ("text", "text", "text", "text", "jsonb"),
+)
+_SNAPSHOTS = (("actor_id", "seq", "state"), ("text", "bigint", "jsonb"))
+
+
 def batch_sql(tables: Sequence[ProjectionTable]) -> str:
     """One statement for a whole batch: journal rows, idempotency records,
-    snapshots and each projection table, every one an `unnest` of arrays (empty
-    arrays insert nothing). Data-modifying CTEs all run, in one transaction."""
+    snapshots and each projection table, every one a table of rows from one
+    parameter (an empty array inserts nothing). Data-modifying CTEs all run,
+    in one transaction.
+
+    Each table travels as one JSON text, encoded by orjson: asyncpg encodes
+    an array parameter element by element, with isinstance checks against
+    abstract classes on each, which cost more than the rest of the commit
+    (measured: 1.1 ms of the server's CPU for a batch of two appends)."""
     parts = [
-        "j AS (INSERT INTO journal (actor_id, seq, name, data, at, prev_hash, hash)"
-        " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[],"
-        " $5::timestamptz[], $6::text[], $7::text[]))",
-        "i AS (INSERT INTO idempotency (actor_id, user_id, request_id, fingerprint, reply)"
-        " SELECT * FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::jsonb[])"
+        f"j AS (INSERT INTO journal ({', '.join(_JOURNAL[0])})"
+        f" SELECT u.* FROM {_rows_of(1, *_JOURNAL)})",
+        f"i AS (INSERT INTO idempotency ({', '.join(_IDEMPOTENCY[0])})"
+        f" SELECT u.* FROM {_rows_of(2, *_IDEMPOTENCY)}"
         " ON CONFLICT (actor_id, user_id, request_id) DO UPDATE"
         " SET fingerprint = EXCLUDED.fingerprint, reply = EXCLUDED.reply, created_at = now())",
-        "s AS (INSERT INTO snapshots (actor_id, seq, state)"
-        " SELECT * FROM unnest($13::text[], $14::bigint[], $15::jsonb[])"
+        f"s AS (INSERT INTO snapshots ({', '.join(_SNAPSHOTS[0])})"
+        f" SELECT u.* FROM {_rows_of(3, *_SNAPSHOTS)}"
         " ON CONFLICT (actor_id) DO UPDATE SET seq = EXCLUDED.seq, state = EXCLUDED.state,"
         " at = now() WHERE snapshots.seq <= EXCLUDED.seq)",
     ]
-    n = 16
     for k, t in enumerate(tables):
-        arrays = ", ".join(f"${n + i}::{ty}[]" for i, ty in enumerate(t.types))
-        n += len(t.types)
         columns = ", ".join((*t.columns, *(c for c, _ in t.computed)))
         values = ", ".join(("u.*", *(e for _, e in t.computed)))
         parts.append(
             f"p{k} AS (INSERT INTO {t.table} ({columns})"
-            f" SELECT {values} FROM unnest({arrays}) AS u({', '.join(t.columns)}) {t.joined}"
+            f" SELECT {values} FROM {_rows_of(4 + k, t.columns, t.types)} {t.joined}"
             f" ON CONFLICT {t.on_conflict})"
         )
     return "WITH " + ",\n".join(parts) + "\nSELECT 1"
 
 
-def batch_args(batch: list[Append], tables: Sequence[ProjectionTable]) -> list[Any]:
-    """The arguments of `batch_sql` for a batch: one array per column. A later
-    row for the same key (idempotency, snapshot, projection) replaces an earlier one."""
-    events = [e for a in batch for e in a.events]
+def batch_args(batch: list[Append], tables: Sequence[ProjectionTable]) -> list[str]:
+    """The arguments of `batch_sql` for a batch: one JSON array of rows per
+    table. A later row for the same key (idempotency, snapshot, projection)
+    replaces an earlier one."""
     idem = {(a.actor_id, r.user_id, r.request_id): r for a in batch for r in a.idempotency}
     snaps = {a.actor_id: a.snapshot for a in batch if a.snapshot is not None}
     rows: dict[ProjectionTable, dict[Any, tuple[Any, ...]]] = {t: {} for t in tables}
     for a in batch:
         for p in a.projections:
             rows[p.table][p.key] = p.row
-    args: list[Any] = [
-        [e.actor_id for e in events],
-        [e.seq for e in events],
-        [e.name for e in events],
-        [e.data for e in events],
-        [parse_iso(e.at) for e in events],
-        [e.prev_hash for e in events],
-        [e.hash for e in events],
-        [k[0] for k in idem],
-        [k[1] for k in idem],
-        [k[2] for k in idem],
-        [r.fingerprint for r in idem.values()],
-        [r.reply for r in idem.values()],
-        list(snaps),
-        [s[0] for s in snaps.values()],
-        [s[1] for s in snaps.values()],
+    tabled: list[list[dict[str, Any]]] = [
+        [
+            {
+                "actor_id": e.actor_id,
+                "seq": e.seq,
+                "name": e.name,
+                "data": e.data,
+                "at": e.at,
+                "prev_hash": e.prev_hash,
+                "hash": e.hash,
+            }
+            for a in batch
+            for e in a.events
+        ],
+        [
+            {
+                "actor_id": k[0],
+                "user_id": k[1],
+                "request_id": k[2],
+                "fingerprint": r.fingerprint,
+                "reply": r.reply,
+            }
+            for k, r in idem.items()
+        ],
+        [{"actor_id": k, "seq": v[0], "state": v[1]} for k, v in snaps.items()],
     ]
     for table in tables:
-        table_rows = list(rows[table].values())
-        args.extend([row[i] for row in table_rows] for i in range(len(table.columns)))
-    return args
+        tabled.append([dict(zip(table.columns, row, strict=True)) for row in rows[table].values()])
+    return [_json(t) for t in tabled]
+
+
+def _json(value: Any) -> str:
+    """orjson; `json` for what it does not take (integers past 64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_default)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 @dataclass(slots=True)

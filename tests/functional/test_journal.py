@@ -158,3 +158,24 @@ async def test_projection_rows_of_a_batch_commit_with_it_last_row_per_key_winnin
         ("s-1", "VIDEO_IN_PROGRESS", 2),
         ("s-2", "REQUESTED", 1),
     ]
+
+
+async def test_values_past_64_bits_and_every_other_shape_round_trip(journal: Journal) -> None:
+    """A batch travels as JSON text (orjson; `json` for integers orjson does
+    not take): what comes back, and its hash, are what went in."""
+    odd = {
+        "huge": 10**30,
+        "neg": -(2**63),
+        "floats": [0.1, 1e-7, 2.5, 1e300],
+        "text": "ünïcødé \u2028 \U0001f642 \"quoted\" \\ back",
+        "nested": {"k": [None, True, False, {"é": ""}]},
+    }
+    plain = _event("o:2", 1, GENESIS_HASH, text="plain")
+    big = StoredEvent.make("o:1", 1, "test.event", odd, now_iso(), GENESIS_HASH)
+    results = await _beside(journal, Append("o:1", [big]), [plain])
+    assert results == [None, None]
+    (back,) = await journal.read("o:1")
+    assert back == big and back.data["huge"] == 10**30
+    again = StoredEvent.make(back.actor_id, back.seq, back.name, back.data, back.at, GENESIS_HASH)
+    assert again.hash == big.hash
+    assert await journal.read("o:2") == [plain]
