@@ -13,13 +13,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from cluster.node_probe import node_takes_work
 from cluster.raycluster import (
     connect_ray,
     recorder_name,
@@ -188,40 +188,6 @@ async def stop_cluster(settings: Settings, pool: Any) -> dict[str, Any]:
         for i in range(settings.recorders)
     ]
     return {"shards": shards, "recorders": recorders}
-
-
-def _node_id() -> str:
-    import ray
-
-    return str(ray.get_runtime_context().get_node_id())
-
-
-async def node_takes_work(node: str, timeout: float = 120.0) -> None:
-    """Wait until `node` runs work: a task pinned to it (hard affinity) has
-    run there. A raylet that just joined is listed alive before its workers
-    start, and a soft placement made before then lands on another node."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    probe = (
-        ray.remote(_node_id)
-        .options(
-            num_cpus=0,
-            max_retries=0,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False),
-        )
-        .remote()
-    )
-    started = asyncio.get_running_loop().time()
-    try:
-        ran_on = await asyncio.wait_for(probe, timeout)
-    except Exception as exc:  # timed out, or the node died: the moves below say where it went
-        with contextlib.suppress(Exception):
-            ray.cancel(probe, force=True)
-        logger.warning("node %s ran no probe task (%r): moving anyway", node, exc)
-        return
-    waited = asyncio.get_running_loop().time() - started
-    logger.info("node %s takes work (probe ran on %s after %.1f s)", node, ran_on, waited)
 
 
 async def move_shard(
