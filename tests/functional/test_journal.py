@@ -167,7 +167,7 @@ async def test_values_past_64_bits_and_every_other_shape_round_trip(journal: Jou
         "huge": 10**30,
         "neg": -(2**63),
         "floats": [0.1, 1e-7, 2.5, 1e300],
-        "text": "ünïcødé \u2028 \U0001f642 \"quoted\" \\ back",
+        "text": 'ünïcødé \u2028 \U0001f642 "quoted" \\ back',
         "nested": {"k": [None, True, False, {"é": ""}]},
     }
     plain = _event("o:2", 1, GENESIS_HASH, text="plain")
