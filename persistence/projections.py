@@ -2,7 +2,7 @@
 that produce them, batched across actors by the journal.
 
 An actor returns `Projection` rows from `projections()`; the journal writes
-every row of a batch for one table with a single `unnest` upsert inside the
+every row of a batch for one table with a single upsert inside the
 batch's one statement. Within a batch the last row per key wins (an actor
 appends one batch at a time, so rows of one key arrive in order).
 """
@@ -17,7 +17,7 @@ from typing import Any
 class ProjectionTable:
     table: str
     columns: tuple[str, ...]  # the first one is the key
-    types: tuple[str, ...]  # Postgres types, for the unnest arrays
+    types: tuple[str, ...]  # Postgres types, of the batch's rows (json_to_recordset)
     on_conflict: str  # what an existing row becomes
     # Columns computed in SQL at insert: (column, expression over the new row
     # `u` and what `joined` joins to it).
