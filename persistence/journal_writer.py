@@ -12,16 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import asyncpg
-import orjson
 
 from config import tracing
 from core.loops import BackgroundLoop, stop_loops
@@ -36,6 +33,7 @@ from persistence.events import (
     StaleActivation,
     Unavailable,
 )
+from persistence.pool import compact_json
 from persistence.projections import OUTBOX, TABLES, ProjectionTable
 
 logger = logging.getLogger(__name__)
@@ -130,21 +128,7 @@ def batch_args(batch: list[Append], tables: Sequence[ProjectionTable]) -> list[s
     ]
     for table in tables:
         tabled.append([dict(zip(table.columns, row, strict=True)) for row in rows[table].values()])
-    return [_json(t) for t in tabled]
-
-
-def _json(value: Any) -> str:
-    """orjson; `json` for what it does not take (integers past 64 bits)."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_default)
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON")
+    return [compact_json(t).decode() for t in tabled]
 
 
 @dataclass(slots=True)

@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
 
 
-def _encode_jsonb(value: Any) -> bytes:
-    """jsonb's binary format: a version byte (1), then the JSON text. By
-    orjson (every event, snapshot and reply the journal writes passes here);
-    by `json` for what orjson does not take (integers past 64 bits)."""
+def compact_json(value: Any) -> bytes:
+    """JSON text by orjson; by `json` for what orjson does not take (integers
+    past 64 bits), datetimes written as orjson writes them. What the journal
+    writes to jsonb, and its batches' rows, go through here."""
     try:
-        return b"\x01" + orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
     except TypeError:
-        return b"\x01" + json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        return json.dumps(
+            value, separators=(",", ":"), ensure_ascii=False, default=_datetime_text
+        ).encode()
+
+
+def _datetime_text(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    """jsonb's binary format: a version byte (1), then the JSON text."""
+    return b"\x01" + compact_json(value)
 
 
 def _decode_jsonb(data: bytes) -> Any:
