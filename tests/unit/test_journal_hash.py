@@ -6,12 +6,18 @@ tests/functional/test_journal.py."""
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import enum
 import itertools
+import json
+import uuid
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from persistence.journal import GENESIS_HASH, StoredEvent, chain_hash
+from persistence.journal import GENESIS_HASH, StoredEvent, canonical_json, chain_hash
 
 AT = "2026-11-24T08:00:00.000000Z"
 
@@ -63,3 +69,81 @@ def test_any_changed_field_changes_the_hash(field: str, value: Any) -> None:
         changed.prev_hash, changed.actor_id, changed.seq, changed.name, changed.data, changed.at
     )
     assert again != e.hash
+
+
+# -- the canonical text: stored hashes cover `json`'s, byte for byte ---------------------------
+
+
+def reference_canonical(value: Any) -> str:
+    """What every stored hash covers: the standard library's canonical JSON."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from([1e-05, 1.5e-7, 9.999999999999999e-05, 1e16, 1.2e300, -0.0, 2**63, 2**64 - 1])
+    | st.text()
+    | st.sampled_from(["\x00", "\x1f\x7f", "\u2028\u2029", "é\U0001f600", '"\\/', Level.HIGH])
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_values)
+def test_canonical_json_is_the_standard_librarys_text(value: Any) -> None:
+    """The fast path (orjson, for what it writes as `json` does) and the
+    fallback together write exactly what the hashes already stored cover."""
+    assert canonical_json(value) == reference_canonical(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": "\ud800"},  # a lone surrogate: json writes it, the hash's encode() refuses it
+        {"big": 2**64},  # past orjson's integers
+        {1: "int key"},  # json makes the key a string
+        [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["deep"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],
+    ],
+)
+def test_canonical_json_falls_back_where_orjson_differs(value: Any) -> None:
+    assert canonical_json(value) == reference_canonical(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"nan": float("nan")},
+        {"inf": float("inf")},
+        {"when": datetime.datetime(2026, 1, 1)},
+        {"id": uuid.UUID(int=1)},
+        {"colour": Colour.RED},
+    ],
+)
+def test_canonical_json_refuses_what_json_refuses(value: Any) -> None:
+    """orjson would write these (NaN as null, a datetime as text); the hash
+    refuses them as before."""
+    with pytest.raises((ValueError, TypeError)):
+        reference_canonical(value)
+    with pytest.raises((ValueError, TypeError)):
+        canonical_json(value)

@@ -130,6 +130,22 @@ def test_times_are_hashed_in_utc_to_the_microsecond() -> None:
     assert hashed_at(at) == hashed_at(at.astimezone(UTC))
 
 
+@pytest.mark.parametrize(
+    "at",
+    [
+        datetime(2026, 12, 3, 12, 0, tzinfo=UTC),
+        datetime(2026, 12, 3, 23, 59, 59, 999_999, tzinfo=timezone(timedelta(hours=-5))),
+        datetime(999, 1, 1, tzinfo=UTC),  # strftime does not pad the year: kept so
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    ],
+)
+def test_times_are_hashed_as_the_stored_chains_hashed_them(at: datetime) -> None:
+    """Rows already chained were hashed with strftime; the faster isoformat
+    must give the same text."""
+    assert hashed_at(at) == at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def test_every_field_is_covered() -> None:
     row: dict[str, Any] = {c: None for c in COLUMNS}
     row.update(at=datetime(2026, 3, 1, tzinfo=UTC), action="a", metadata={"k": 1})
