@@ -140,11 +140,14 @@ class EventSourced(Actor, Generic[S]):
         caller: Caller | None = None,
         request: tuple[str, dict[str, Any]] | None = None,
         reply: Reply | None = None,
+        rows: Sequence[Projection] = (),
         statements: Sequence[tuple[str, tuple[Any, ...]]] = (),
     ) -> list[StoredEvent]:
-        """Journal `events` (and the reply of `request`, for retries); then
-        apply and publish them. Raises Unavailable/StaleActivation with the
-        state untouched."""
+        """Journal `events` (and the reply of `request`, for retries), with
+        `rows` of batched tables besides the actor's own projections and
+        `statements` of their own (which put the batch in a transaction
+        around them: rows are cheaper); then apply and publish them. Raises
+        Unavailable/StaleActivation with the state untouched."""
         record = {"data": reply.data if reply else {}, "follow": reply.follow if reply else {}}
         new_state = copy_state(self.state)
         stored: list[StoredEvent] = []
@@ -171,7 +174,7 @@ class EventSourced(Actor, Generic[S]):
             Append(
                 self.actor_id,
                 events=stored,
-                projections=self.projections(new_state, stored),
+                projections=[*self.projections(new_state, stored), *rows],
                 statements=statements,
                 idempotency=idem,
                 snapshot=snapshot,

@@ -102,7 +102,7 @@ class NotaryActor(NotaryPresence):
         session_id = row["session_id"]
         if self.active_session == session_id:
             self.accepted[row["offer_id"]] = session_id
-            await self.commit([], statements=[offers.resolved(row["offer_id"], "accepted")])
+            await self.commit([], rows=[offers.resolved(row["offer_id"], "accepted")])
             return
         state = await sessions.state_of(self.ctx.pool, session_id)
         if state != L.REQUESTED or self.active_session is not None:
@@ -134,7 +134,7 @@ class NotaryActor(NotaryPresence):
         }
         await self.commit(
             [("offer", offer)],
-            statements=[
+            rows=[
                 offers.opened(
                     d["offer_id"], d["session_id"], self.notary_id, parse_iso(d["expires_at"])
                 )
@@ -229,7 +229,7 @@ class NotaryActor(NotaryPresence):
                     caller=msg.caller,
                     request=(msg.kind, msg.data),
                     reply=reply,
-                    statements=[directory.live_avg(self.notary_id, avg)],
+                    rows=[directory.live_avg(self.notary_id, avg)],
                 )
             except Unavailable as exc:
                 logger.warning(
@@ -308,7 +308,7 @@ class NotaryActor(NotaryPresence):
         event: str,
         state: str,
         reason: str | None,
-        extra: list[tuple[str, tuple[Any, ...]]] | None = None,
+        extra: list[Projection] | None = None,
         answering: tuple[Message, Reply] | None = None,
     ) -> None:
         """`answering`: the client's request and its reply, journaled for retries."""
@@ -321,7 +321,7 @@ class NotaryActor(NotaryPresence):
             caller=msg.caller if msg is not None else None,
             request=(msg.kind, msg.data) if msg is not None else None,
             reply=reply,
-            statements=[offers.resolved(offer_id, state), *(extra or [])],
+            rows=[offers.resolved(offer_id, state), *(extra or [])],
         )
         if self.offer is not None and self.offer["offer_id"] == offer_id:
             self.offer = None

@@ -9,16 +9,13 @@ from typing import Any
 
 import asyncpg
 
-_LIVE_AVG_SQL = (
-    "INSERT INTO notaries (notary_id, profile, live_avg_response_s) VALUES ($1, '{}', $2)"
-    " ON CONFLICT (notary_id) DO UPDATE SET live_avg_response_s = $2"
-)
+from persistence.projections import NOTARY_LIVE_AVG, Projection
 
 
-def live_avg(notary_id: str, avg_s: float) -> tuple[str, tuple[Any, ...]]:
-    """The statement keeping a notary's live response-time average (for
-    `commit(statements=...)`)."""
-    return _LIVE_AVG_SQL, (notary_id, avg_s)
+def live_avg(notary_id: str, avg_s: float) -> Projection:
+    """The row keeping a notary's live response-time average (for
+    `commit(rows=...)`)."""
+    return Projection(NOTARY_LIVE_AVG, (notary_id, avg_s))
 
 
 async def notary_profile(pool: asyncpg.Pool, notary_id: str) -> asyncpg.Record | None:

@@ -80,6 +80,11 @@ def batch_sql(tables: Sequence[ProjectionTable]) -> str:
         " at = now() WHERE snapshots.seq <= EXCLUDED.seq)",
     ]
     for k, t in enumerate(tables):
+        if t.statement:
+            parts.append(
+                f"p{k} AS ({t.statement.format(rows=_rows_of(4 + k, t.columns, t.types))})"
+            )
+            continue
         columns = ", ".join((*t.columns, *(c for c, _ in t.computed)))
         values = ", ".join(("u.*", *(e for _, e in t.computed)))
         parts.append(
@@ -99,7 +104,10 @@ def batch_args(batch: list[Append], tables: Sequence[ProjectionTable]) -> list[s
     rows: dict[ProjectionTable, dict[Any, tuple[Any, ...]]] = {t: {} for t in tables}
     for a in batch:
         for p in a.projections:
-            rows[p.table][p.key] = p.row
+            if p.table.first_wins:
+                rows[p.table].setdefault(p.key, p.row)
+            else:
+                rows[p.table][p.key] = p.row
     tabled: list[list[dict[str, Any]]] = [
         [
             {

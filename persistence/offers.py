@@ -1,6 +1,7 @@
-"""The `offers` projection: the statements a notary's commits write to it
-(an offer opened, an open offer resolved) and the queries that read it back
-(a notary's open offers, the offers made for waiting sessions)."""
+"""The `offers` projection: the rows a notary's and a session's commits write
+to it (an offer opened, an open offer resolved; batched with the journal's
+rows, `persistence.projections`) and the queries that read it back (a
+notary's open offers, the offers made for waiting sessions)."""
 
 from __future__ import annotations
 
@@ -10,26 +11,18 @@ from typing import Any
 
 import asyncpg
 
-_OPEN_SQL = (
-    "INSERT INTO offers (offer_id, session_id, notary_id, state, created_at,"
-    " expires_at) VALUES ($1, $2, $3, 'open', now(), $4)"
-)
-_RESOLVE_SQL = (
-    "UPDATE offers SET state = $2, resolved_at = now() WHERE offer_id = $1 AND state = 'open'"
-)
+from persistence.projections import OFFERS_OPENED, OFFERS_RESOLVED, Projection
 
 
-def opened(
-    offer_id: str, session_id: str, notary_id: str, expires_at: datetime
-) -> tuple[str, tuple[Any, ...]]:
-    """The statement recording a new open offer (for `commit(statements=...)`)."""
-    return _OPEN_SQL, (offer_id, session_id, notary_id, expires_at)
+def opened(offer_id: str, session_id: str, notary_id: str, expires_at: datetime) -> Projection:
+    """The row recording a new open offer (for `commit(rows=...)`)."""
+    return Projection(OFFERS_OPENED, (offer_id, session_id, notary_id, expires_at))
 
 
-def resolved(offer_id: str, state: str) -> tuple[str, tuple[Any, ...]]:
-    """The statement moving an open offer to `state` (accepted, declined,
-    expired, withdrawn); a no-op on an offer already resolved."""
-    return _RESOLVE_SQL, (offer_id, state)
+def resolved(offer_id: str, state: str) -> Projection:
+    """The row moving an open offer to `state` (accepted, declined, expired,
+    withdrawn); nothing for an offer already resolved."""
+    return Projection(OFFERS_RESOLVED, (offer_id, state))
 
 
 async def open_offers_of(pool: asyncpg.Pool, notary_id: str) -> list[dict[str, Any]]:

@@ -23,6 +23,12 @@ class ProjectionTable:
     # `u` and what `joined` joins to it).
     computed: tuple[tuple[str, str], ...] = ()
     joined: str = ""
+    # A statement of its own instead of the upsert: `{rows}` stands for the
+    # batch's rows of the table (`u`).
+    statement: str = ""
+    # Within a batch, the first row per key wins (the order the statements
+    # ran in when each had its own), not the last.
+    first_wins: bool = False
 
     def __post_init__(self) -> None:
         if len(self.columns) != len(self.types):
@@ -94,5 +100,45 @@ OUTBOX = ProjectionTable(
     ),
 )
 
+# The offers a notary makes (persistence/offers.py): opened once (a second
+# row of the same id is refused, as a stale activation's would be), then
+# resolved once, by whichever commit comes first.
+OFFERS_OPENED = ProjectionTable(
+    table="offers",
+    columns=("offer_id", "session_id", "notary_id", "expires_at"),
+    types=("text", "text", "text", "timestamptz"),
+    on_conflict="",
+    statement=(
+        "INSERT INTO offers (offer_id, session_id, notary_id, state, created_at, expires_at)"
+        " SELECT u.offer_id, u.session_id, u.notary_id, 'open', now(), u.expires_at FROM {rows}"
+    ),
+)
+OFFERS_RESOLVED = ProjectionTable(
+    table="offers",
+    columns=("offer_id", "state"),
+    types=("text", "text"),
+    on_conflict="",
+    statement=(
+        "UPDATE offers o SET state = u.state, resolved_at = now() FROM {rows}"
+        " WHERE o.offer_id = u.offer_id AND o.state = 'open'"
+    ),
+    first_wins=True,
+)
+
+# A notary's live response-time average (persistence/directory.py).
+NOTARY_LIVE_AVG = ProjectionTable(
+    table="notaries",
+    columns=("notary_id", "live_avg_response_s"),
+    types=("text", "double precision"),
+    on_conflict=("(notary_id) DO UPDATE SET live_avg_response_s = EXCLUDED.live_avg_response_s"),
+    computed=(("profile", "'{}'::jsonb"),),
+)
+
 # Every table the journal batches; the order fixes the batch statement's text.
-TABLES: tuple[ProjectionTable, ...] = (SESSIONS, OUTBOX)
+TABLES: tuple[ProjectionTable, ...] = (
+    SESSIONS,
+    OUTBOX,
+    OFFERS_OPENED,
+    OFFERS_RESOLVED,
+    NOTARY_LIVE_AVG,
+)

@@ -54,7 +54,7 @@ class InternalMessages(Interruptions):
             ],
             # The offer is accepted in the same transaction as the assignment:
             # one atomic step, whatever happens to the notary's own commit.
-            statements=[offers.resolved(d["offer_id"], "accepted")],
+            rows=[offers.resolved(d["offer_id"], "accepted")],
         )
         self._after_move()
         if self.ctx.metrics is not None:

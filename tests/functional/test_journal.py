@@ -160,6 +160,50 @@ async def test_projection_rows_of_a_batch_commit_with_it_last_row_per_key_winnin
     ]
 
 
+async def test_offer_rows_travel_in_the_batch_first_resolution_winning(journal: Journal) -> None:
+    """An offer opened, then resolved by two commits of one batch (the
+    session's accept and the notary's expiry, say): the first in the batch
+    wins, as when each was a statement of its own; a second open of the same
+    id is refused like a stale activation; the live average is upserted."""
+    from datetime import UTC, datetime, timedelta
+
+    from persistence import directory, offers
+
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    opened = _event("n:1", 1, GENESIS_HASH)
+    await journal.append(
+        Append("n:1", [opened], projections=[offers.opened("o-1", "s-1", "n1", later)])
+    )
+    accepted, expired = _event("s:1", 1, GENESIS_HASH), _event("n:1", 2, opened.hash)
+    await asyncio.gather(
+        journal.append(Append("s:1", [accepted], projections=[offers.resolved("o-1", "accepted")])),
+        journal.append(
+            Append(
+                "n:1",
+                [expired],
+                projections=[offers.resolved("o-1", "expired"), directory.live_avg("n1", 2.5)],
+            )
+        ),
+    )
+    assert journal.stats.max_batch == 2, "the two commits were meant to share a batch"
+    row = await journal.pool.fetchrow("SELECT state, resolved_at, expires_at FROM offers")
+    assert row is not None and row["state"] == "accepted" and row["resolved_at"] is not None
+    assert row["expires_at"] == later
+    with pytest.raises(StaleActivation):
+        await journal.append(
+            Append(
+                "n:1",
+                [_event("n:1", 3, expired.hash)],
+                projections=[offers.opened("o-1", "s-2", "n1", later)],
+            )
+        )
+    await journal.append(
+        Append("n:2", [_event("n:2", 1, GENESIS_HASH)], projections=[directory.live_avg("n1", 4.0)])
+    )
+    avg = await journal.pool.fetchrow("SELECT profile, live_avg_response_s FROM notaries")
+    assert avg is not None and tuple(avg) == ({}, 4.0)
+
+
 async def test_values_past_64_bits_and_every_other_shape_round_trip(journal: Journal) -> None:
     """A batch travels as JSON text (orjson; `json` for integers orjson does
     not take): what comes back, and its hash, are what went in."""

@@ -230,9 +230,10 @@ async def test_assignment_committed_but_not_acknowledged(database: str, tmp_path
     async with proxied_server(database, tmp_path, **SETTINGS) as (h, proxy):
         history = History()
         n1, c1, sid, oid = await offered_to_n1(h, history)
-        # The offer id goes out first with the session's assignment; the cut
-        # comes when Postgres answers its COMMIT.
-        cut = proxy.cut_when(oid.encode(), reply=b"COMMIT")
+        # The offer id goes out first with the session's assignment (one
+        # statement, its own transaction); the cut comes when Postgres answers
+        # it, committed.
+        cut = proxy.cut_when(oid.encode(), reply=b"SELECT 1")
         rid = f"accept-{uuid.uuid4()}"
         reply = await n1.request("offer.accept", {"offer_id": oid}, id=rid, timeout=30)
         matched = await asyncio.wait_for(cut, 10)
