@@ -81,15 +81,14 @@ class EventSourced(Actor, Generic[S]):
     # -- lifecycle ---------------------------------------------------------
 
     async def on_activate(self) -> None:
-        journal = self.ctx.journal
-        snap = await journal.load_snapshot(self.actor_id)
-        if snap is not None:
-            seq, body = snap
+        loaded = await self.ctx.journal.load(self.actor_id)
+        if loaded.snapshot is not None:
+            seq, body = loaded.snapshot
             self.state, self.seq, self.head_hash = body["state"], seq, body["head_hash"]
-        for event in await journal.read(self.actor_id, self.seq):
+        for event in loaded.events:
             self.apply(self.state, event)
             self.seq, self.head_hash = event.seq, event.hash
-        for r in await journal.load_idempotency(self.actor_id):
+        for r in loaded.idempotency:
             self._replies[(r.user_id, r.request_id)] = (r.fingerprint, r.reply)
         if self.seq:
             logger.debug("activated %s at seq %d", self.actor_id, self.seq)

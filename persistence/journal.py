@@ -10,6 +10,7 @@ the server imports the journal's names from.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +38,7 @@ __all__ = [
     "IdempotencyRecord",
     "Journal",
     "JournalStats",
+    "Loaded",
     "StaleActivation",
     "StoredEvent",
     "Unavailable",
@@ -67,19 +69,22 @@ class Journal(GroupCommit):
         rows = await self._fetch(sql, *args)
         return [_row_event(actor_id, r) for r in rows]
 
-    async def load_snapshot(self, actor_id: str) -> tuple[int, dict[str, Any]] | None:
-        rows = await self._fetch("SELECT seq, state FROM snapshots WHERE actor_id = $1", actor_id)
-        return None if not rows else (rows[0]["seq"], rows[0]["state"])
-
-    async def load_idempotency(self, actor_id: str) -> list[IdempotencyRecord]:
-        rows = await self._fetch(
-            "SELECT user_id, request_id, fingerprint, reply FROM idempotency WHERE actor_id = $1",
-            actor_id,
-        )
-        return [
-            IdempotencyRecord(r["user_id"], r["request_id"], r["fingerprint"], r["reply"])
-            for r in rows
-        ]
+    async def load(self, actor_id: str) -> Loaded:
+        """What an actor activates from, in one round trip and one snapshot
+        of the database: its latest snapshot, the events after it, and the
+        replies it gave (for retries)."""
+        loaded = Loaded()
+        for r in await self._fetch(_LOAD_SQL, actor_id):
+            kind = r["kind"]
+            if kind == "e":
+                loaded.events.append(_row_event(actor_id, r))
+            elif kind == "i":
+                loaded.idempotency.append(
+                    IdempotencyRecord(r["user_id"], r["request_id"], r["fingerprint"], r["data"])
+                )
+            else:
+                loaded.snapshot = (r["seq"], r["data"])
+        return loaded
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         """A read, tried twice: a pooled connection found dead (cut while idle)
@@ -92,6 +97,31 @@ class Journal(GroupCommit):
                 if attempt == 2:
                     raise Unavailable("database unavailable") from exc
         raise AssertionError("unreachable")
+
+
+@dataclass(slots=True)
+class Loaded:
+    """An actor's durable past (`Journal.load`)."""
+
+    snapshot: tuple[int, dict[str, Any]] | None = None
+    events: list[StoredEvent] = field(default_factory=list)  # after the snapshot, in order
+    idempotency: list[IdempotencyRecord] = field(default_factory=list)
+
+
+# The three reads of an activation as one statement (rows told apart by
+# `kind`): the snapshot ('s'), the events after it ('e', in order), the
+# replies ('i').
+_LOAD_SQL = (
+    "WITH s AS (SELECT seq, state FROM snapshots WHERE actor_id = $1)"
+    " SELECT 's' AS kind, seq, NULL AS name, state AS data, NULL::timestamptz AS at,"
+    " NULL AS prev_hash, NULL AS hash, NULL AS user_id, NULL AS request_id,"
+    " NULL AS fingerprint FROM s"
+    " UNION ALL SELECT 'e', seq, name, data, at, prev_hash, hash, NULL, NULL, NULL"
+    " FROM journal WHERE actor_id = $1 AND seq > COALESCE((SELECT seq FROM s), 0)"
+    " UNION ALL SELECT 'i', NULL, NULL, reply, NULL, NULL, NULL, user_id, request_id,"
+    " fingerprint FROM idempotency WHERE actor_id = $1"
+    " ORDER BY kind, seq"
+)
 
 
 def _row_event(actor_id: str, r: asyncpg.Record) -> StoredEvent:

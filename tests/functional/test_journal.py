@@ -14,7 +14,9 @@ from core.clock import now_iso
 from persistence.journal import (
     GENESIS_HASH,
     Append,
+    IdempotencyRecord,
     Journal,
+    Loaded,
     StaleActivation,
     StoredEvent,
     Unavailable,
@@ -202,6 +204,27 @@ async def test_offer_rows_travel_in_the_batch_first_resolution_winning(journal: 
     )
     avg = await journal.pool.fetchrow("SELECT profile, live_avg_response_s FROM notaries")
     assert avg is not None and tuple(avg) == ({}, 4.0)
+
+
+async def test_an_actor_loads_its_snapshot_the_events_after_it_and_its_replies(
+    journal: Journal,
+) -> None:
+    """`load`, an activation's one read: the latest snapshot, only the events
+    after it and in order, and every reply kept for retries."""
+    assert (await journal.load("l:1")) == Loaded()
+    prev, events = GENESIS_HASH, []
+    for seq in range(1, 6):
+        events.append(_event("l:1", seq, prev))
+        prev = events[-1].hash
+    reply = IdempotencyRecord("u1", "r1", "f" * 32, {"data": {"ok": 1}, "follow": {}})
+    await journal.append(Append("l:1", events[:2], idempotency=[reply]))
+    await journal.append(Append("l:1", events[2:3], snapshot=(3, {"state": {"n": 3}})))
+    await journal.append(Append("l:1", events[3:]))
+    await journal.append(Append("l:2", [_event("l:2", 1, GENESIS_HASH)]))
+    loaded = await journal.load("l:1")
+    assert loaded.snapshot == (3, {"state": {"n": 3}})
+    assert loaded.events == events[3:]
+    assert loaded.idempotency == [reply]
 
 
 async def test_values_past_64_bits_and_every_other_shape_round_trip(journal: Journal) -> None:
