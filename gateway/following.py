@@ -208,9 +208,10 @@ class Following:
             return
         if f.behind:
             f.behind = False
-            f.catching_up = True
-            await self._catch_up(topic, f)
-            return
+            if head is None or not _holds(f.buffer, f.last_seq, head):
+                f.catching_up = True
+                await self._catch_up(topic, f)
+                return
         self._flush(topic, f)
 
     async def follow(self, topic: str, after: int | None) -> None:
@@ -248,3 +249,13 @@ class Following:
             self.unfollow(topic)
         for topic in list(self.subscriptions or ()):
             self.unsubscribe(topic)
+
+
+def _holds(buffer: list[Delivery], after: int, head: int) -> bool:
+    """Whether the events held while paused are every one after `after` up
+    to `head` (the events a request caused, on a topic followed before it
+    was asked): then the journal need not be read for them."""
+    if len(buffer) < head - after:
+        return False
+    held = {d.seq for d in buffer}
+    return all(seq in held for seq in range(after + 1, head + 1))

@@ -34,6 +34,7 @@ class MembershipRequests(Interruptions):
                 {"session_id": self.session_id, "state": self.state["state"]},
                 follow=topic,
                 track=True,
+                heads={self.actor_id: self.seq},
             )
         event = self._move(L.REQUESTED, caller.user_id, request=self._request(caller, d))
         reply = {"session_id": self.session_id, "state": L.REQUESTED}
@@ -41,7 +42,7 @@ class MembershipRequests(Interruptions):
         self._track(caller)
         self._arm_ttl()
         self._enqueue_for_matching()
-        return Reply(reply, follow=topic, track=True)
+        return Reply(reply, follow=topic, track=True, heads={self.actor_id: self.seq})
 
     def _request(self, caller: Caller, d: dict[str, Any]) -> Request:
         now = datetime.now(UTC)
