@@ -72,6 +72,13 @@ class EventSourced(Actor, Generic[S]):
     def projections(self, state: S, events: Sequence[StoredEvent]) -> list[Projection]:
         return []
 
+    def copy_for_commit(self, state: S) -> S:
+        """A copy of `state` that `apply` may change while `state` stays as
+        it is (a commit that fails leaves the actor's state untouched). Deep
+        by default; an actor whose fold changes only known parts in place
+        may copy just those."""
+        return copy_state(state)
+
     def disposable(self) -> bool:
         """Nothing journaled and nothing held in memory: a lookup of an id that
         does not exist does not keep an actor (and its memory) for
@@ -148,7 +155,7 @@ class EventSourced(Actor, Generic[S]):
         around them: rows are cheaper); then apply and publish them. Raises
         Unavailable/StaleActivation with the state untouched."""
         record = {"data": reply.data if reply else {}, "follow": reply.follow if reply else {}}
-        new_state = copy_state(self.state)
+        new_state = self.copy_for_commit(self.state)
         stored: list[StoredEvent] = []
         seq, head = self.seq, self.head_hash
         at = now_iso()

@@ -15,7 +15,7 @@ from actors import lifecycle as L
 from actors.actor import ActorContext
 from actors.eventsourced import EventSourced
 from actors.session.effects import notification, outbox_rows
-from actors.session.fold import apply
+from actors.session.fold import apply, copy_for_fold
 from actors.session.state import Event, SessionState, initial_state
 from actors.session.view import SessionView, matching_request, public_view, sessions_row
 from core.clock import parse_iso
@@ -46,6 +46,9 @@ class SessionBase(EventSourced[SessionState]):
 
     def apply(self, state: SessionState, event: StoredEvent) -> None:
         apply(state, event)
+
+    def copy_for_commit(self, state: SessionState) -> SessionState:
+        return copy_for_fold(state)
 
     def projections(self, s: SessionState, events: Sequence[StoredEvent]) -> list[Projection]:
         if not events or s["state"] is None:

@@ -5,10 +5,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from actors import lifecycle as L
-from actors.session.state import SessionState
+from actors.session.state import Participant, SessionState
 from persistence.journal import StoredEvent
 
 Data = dict[str, Any]
@@ -193,6 +193,23 @@ _FOLD: dict[str, Callable[[SessionState, StoredEvent], None]] = {
     "recording.failed": _recording_failed,
     "session.notarized": _notarized,
 }
+
+
+def copy_for_fold(s: SessionState) -> SessionState:
+    """A copy of `s` that `apply` may change without changing `s`: new
+    containers for what the fold changes in place (the participants and each
+    of them, `lost`, `deliveries`, `recording_users`); every other value the
+    fold only ever replaces, so the copy shares it. A few times cheaper than
+    a deep copy, on every commit (`tests/unit/test_session_fold_copy.py`
+    holds each event of the fold to it)."""
+    new = cast(SessionState, dict(s))
+    new["participants"] = {uid: cast(Participant, dict(p)) for uid, p in s["participants"].items()}
+    for key in ("lost", "deliveries"):
+        if s.get(key) is not None:
+            new[key] = dict(s[key])
+    if s.get("recording_users") is not None:
+        new["recording_users"] = list(s["recording_users"])
+    return new
 
 
 def apply(s: SessionState, e: StoredEvent) -> None:
