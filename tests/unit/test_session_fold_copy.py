@@ -35,7 +35,7 @@ ASSIGNED = {"enp_id": "n1", "amount": 500.0, "platform_fee": 50.0, "enp_fee": 45
 
 def _events() -> list[tuple[str, dict[str, Any]]]:
     """An event of each kind the fold knows, and a move into each state it records."""
-    moves = [
+    moves: list[tuple[str, dict[str, Any]]] = [
         ("session.state", {"state": L.REQUESTED, "request": REQUEST}),
         ("session.state", {"state": L.ENP_ASSIGNED, **ASSIGNED}),
         ("session.state", {"state": L.VIDEO_IN_PROGRESS, "room": "r"}),
@@ -45,7 +45,7 @@ def _events() -> list[tuple[str, dict[str, Any]]]:
         ("session.state", {"state": L.CANCELLED, "reason": "r"}),
         ("session.state", {"state": L.FAILED, "reason": "r"}),
     ]
-    others = [
+    others: list[tuple[str, dict[str, Any]]] = [
         ("participant.joined", {"user_id": "c1", "consent": {"recording": True}}),
         ("participant.joined", {"user_id": "n1", "location": {"lat": 1.5, "lng": 2.5}}),
         ("participant.left", {"user_id": "c1"}),
