@@ -257,6 +257,15 @@ def _fast_session_join(data: dict[str, Any]) -> dict[str, Any] | None:
     return {"session_id": sid} if since is None else {"session_id": sid, "since_seq": since}
 
 
+def _fast_session_ref(data: dict[str, Any]) -> dict[str, Any] | None:
+    """A request that names its session and nothing else (`video.start`,
+    `video.end`, `session.notarize`)."""
+    sid = data.get("session_id")
+    if len(data) != 1 or type(sid) is not str or not CANONICAL_UUID.fullmatch(sid):
+        return None
+    return {"session_id": sid}
+
+
 def _fast_checks_record(data: dict[str, Any]) -> dict[str, Any] | None:
     sid = data.get("session_id")
     a, b = data.get("comprehension_confirmed"), data.get("duress_check_passed")
@@ -276,6 +285,9 @@ def _fast_checks_record(data: dict[str, Any]) -> dict[str, Any] | None:
 _FAST: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
     "session.join": _fast_session_join,
     "checks.record": _fast_checks_record,
+    "video.start": _fast_session_ref,
+    "video.end": _fast_session_ref,
+    "session.notarize": _fast_session_ref,
 }
 
 

@@ -80,6 +80,8 @@ def test_fast_path_matches_the_models(role: Role) -> None:
     ident = Identity("u1", role, kyc_verified=True)
     cases = [("session.join", d) for d in join_inputs()]
     cases += [("checks.record", d) for d in checks_inputs()]
+    for kind in ("video.start", "video.end", "session.notarize"):
+        cases += [(kind, d) for d in join_inputs()]
     accepted = 0
     for kind, data in cases:
         fast = outcome(parse, kind, dict(data), ident)
@@ -99,3 +101,6 @@ def test_the_fast_path_takes_the_hot_shapes() -> None:
     assert _FAST["session.join"]({"session_id": SID, "consent": {}}) is None
     checks = {"session_id": SID, "comprehension_confirmed": True, "duress_check_passed": False}
     assert _FAST["checks.record"](checks) == checks
+    for kind in ("video.start", "video.end", "session.notarize"):
+        assert _FAST[kind]({"session_id": SID}) == {"session_id": SID}
+        assert _FAST[kind]({"session_id": SID, "since_seq": 1}) is None
