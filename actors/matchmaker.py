@@ -104,17 +104,16 @@ class Matchmaker(Actor):
     async def on_enqueue(self, msg: Message) -> None:
         session_id = msg.data["session_id"]
         if session_id not in self.book.pending:
-            # Both reads at once: does it still wait, and the customer's favorites.
-            waiting, favorites = await asyncio.gather(
-                sessions.is_waiting(self.ctx.pool, session_id),
-                self._favorites(msg.data.get("customer_id")),
+            # One read: does it still wait, and the customer's favorites.
+            waiting, favorites = await sessions.waiting_with_favorites(
+                self.ctx.pool, session_id, msg.data.get("customer_id") or None
             )
             if not waiting:
                 # A late enqueue (sent again after a shard restart, say) of a
                 # session that has its notary or ended: the session is the truth.
                 logger.info("enqueue of %s ignored: it no longer waits", session_id)
                 return
-            self._add(session_id, msg.data, favorites)
+            self._add(session_id, msg.data, frozenset(favorites))
         await self._match()
 
     async def on_session_closed(self, msg: Message) -> None:

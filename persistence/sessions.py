@@ -24,13 +24,20 @@ async def waiting_requests(pool: asyncpg.Pool) -> list[asyncpg.Record]:
     return rows
 
 
-async def is_waiting(pool: asyncpg.Pool, session_id: str) -> bool:
-    """Whether the session is still REQUESTED (its projection, written with
-    its events)."""
-    state: str | None = await pool.fetchval(
-        "SELECT state FROM sessions WHERE session_id = $1", session_id
+async def waiting_with_favorites(
+    pool: asyncpg.Pool, session_id: str, customer_id: str | None
+) -> tuple[bool, list[str]]:
+    """What matching a request needs, in one round trip: whether the session
+    is still REQUESTED (its projection, written with its events), and its
+    customer's favorite notaries (none if never set, or no customer)."""
+    row = await pool.fetchrow(
+        "SELECT (SELECT state FROM sessions WHERE session_id = $1) AS state,"
+        " (SELECT notary_ids FROM favorites WHERE customer_id = $2) AS favorites",
+        session_id,
+        customer_id,
     )
-    return state == "REQUESTED"
+    assert row is not None  # a SELECT without FROM: always one row
+    return row["state"] == "REQUESTED", list(row["favorites"] or ())
 
 
 async def active_session_of(pool: asyncpg.Pool, enp_id: str, released: Iterable[str]) -> str | None:
