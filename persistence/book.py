@@ -20,6 +20,7 @@ import asyncpg
 from core.clock import iso, parse_iso
 from core.text import csv_line
 from persistence.keys import PiiCipher
+from persistence.projections import BOOK_ENTRIES, Projection
 
 # Entry numbers come from a per-notary counter row, locked by its upsert, so
 # concurrent entries of one notary are numbered one after the other. Every
@@ -42,12 +43,6 @@ RESERVE_SQL = _RESERVED + " SELECT entry_no FROM n"
 BOOK_ENTRY_SQL = (
     _RESERVED + " INSERT INTO notarial_book (notary_id, entry_no, session_id, complete, act_at,"
     " entry) SELECT $1, n.entry_no, $2, $3, $4, $5 FROM n"
-)
-# An entry under the number reserved beforehand ($6; the foreign key to the
-# reservations refuses any other).
-RESERVED_ENTRY_SQL = (
-    "INSERT INTO notarial_book (notary_id, entry_no, session_id, complete, act_at, entry)"
-    " VALUES ($1, $6, $2, $3, $4, $5)"
 )
 
 
@@ -110,11 +105,35 @@ def book_entry(
     complete: bool,
     reason: str | None,
     pii: PiiCipher,
-    entry_no: int | None = None,
 ) -> tuple[str, tuple[Any, ...]]:
-    """The statement that writes this session's entry, with its arguments:
-    under `entry_no` when it was reserved beforehand (`reserve_entry_no`),
-    else under the session's reservation, made by the statement if need be."""
+    """The statement that writes this session's entry, with its arguments,
+    under the session's reservation, made by the statement if need be (an
+    incomplete act's entry)."""
+    return BOOK_ENTRY_SQL, _entry_args(state, session_id, at, complete, reason)
+
+
+def numbered_book_entry(
+    state: dict[str, Any],
+    session_id: str,
+    *,
+    at: str,
+    complete: bool,
+    reason: str | None,
+    pii: PiiCipher,
+    entry_no: int,
+) -> Projection:
+    """The row that writes this session's entry under `entry_no`, reserved
+    beforehand (`reserve_entry_no`; the foreign key to the reservations
+    refuses any other), batched with the commit's other rows."""
+    return Projection(
+        BOOK_ENTRIES, (*_entry_args(state, session_id, at, complete, reason), entry_no)
+    )
+
+
+def _entry_args(
+    state: dict[str, Any], session_id: str, at: str, complete: bool, reason: str | None
+) -> tuple[Any, ...]:
+    """(notary_id, session_id, complete, act_at, entry) of this session's entry."""
     request = state.get("request") or {}
     document = state.get("document") or {}
     principal_sealed = request.get("principal")
@@ -159,11 +178,8 @@ def book_entry(
         "principal_signature": signature_reference(state),
         "sealed_at": (state.get("sealed") or {}).get("at"),
     }
-    del pii  # the principal is already sealed in the session's request
-    args = (state["enp_id"], session_id, complete, parse_iso(at), entry)
-    if entry_no is None:
-        return BOOK_ENTRY_SQL, args
-    return RESERVED_ENTRY_SQL, (*args, entry_no)
+    # (The principal is already sealed in the session's request.)
+    return (state["enp_id"], session_id, complete, parse_iso(at), entry)
 
 
 def signature_reference(state: dict[str, Any]) -> dict[str, Any] | None:

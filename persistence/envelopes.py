@@ -15,10 +15,8 @@ from core.clock import iso, parse_iso
 from core.ids import session_address
 from persistence.book import party_countries
 from persistence.keys import Keys
+from persistence.projections import ENVELOPES, Projection
 
-ENVELOPE_SQL = (
-    "INSERT INTO envelopes (envelope_id, session_id, key_id, sealed) VALUES ($1, $2, $3, $4)"
-)
 RULES = "A.M. No. 24-10-14-SC (2024 Rules on Electronic Notarization)"
 
 
@@ -123,13 +121,11 @@ def build_envelope(
     }
 
 
-def envelope_statement(
-    signed: dict[str, Any], session_id: str, keys: Keys
-) -> tuple[str, tuple[Any, ...]]:
+def envelope_row(signed: dict[str, Any], session_id: str, keys: Keys) -> Projection:
+    """The row that stores the signed envelope (sealed: it names the
+    principal), batched with the commit that issues it."""
     envelope_id = signed["envelope"]["uid"]
-    return ENVELOPE_SQL, (
-        envelope_id,
-        session_id,
-        signed["key_id"],
-        keys.pii.seal(signed, envelope_id),
+    return Projection(
+        ENVELOPES,
+        (envelope_id, session_id, signed["key_id"], keys.pii.seal(signed, envelope_id)),
     )

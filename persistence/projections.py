@@ -134,6 +134,28 @@ NOTARY_LIVE_AVG = ProjectionTable(
     computed=(("profile", "'{}'::jsonb"),),
 )
 
+# A notarized act's records (persistence/envelopes.py, persistence/book.py):
+# inserted once; a second row of the same key is refused.
+ENVELOPES = ProjectionTable(
+    table="envelopes",
+    columns=("envelope_id", "session_id", "key_id", "sealed"),
+    types=("text", "text", "text", "text"),
+    on_conflict="",
+    statement=(
+        "INSERT INTO envelopes (envelope_id, session_id, key_id, sealed) SELECT u.* FROM {rows}"
+    ),
+)
+BOOK_ENTRIES = ProjectionTable(
+    table="notarial_book",
+    columns=("notary_id", "session_id", "complete", "act_at", "entry", "entry_no"),
+    types=("text", "text", "boolean", "timestamptz", "jsonb", "bigint"),
+    on_conflict="",
+    statement=(
+        "INSERT INTO notarial_book (notary_id, entry_no, session_id, complete, act_at, entry)"
+        " SELECT u.notary_id, u.entry_no, u.session_id, u.complete, u.act_at, u.entry FROM {rows}"
+    ),
+)
+
 # Every table the journal batches; the order fixes the batch statement's text.
 TABLES: tuple[ProjectionTable, ...] = (
     SESSIONS,
@@ -141,4 +163,6 @@ TABLES: tuple[ProjectionTable, ...] = (
     OFFERS_OPENED,
     OFFERS_RESOLVED,
     NOTARY_LIVE_AVG,
+    ENVELOPES,
+    BOOK_ENTRIES,
 )

@@ -15,8 +15,8 @@ from actors.session.state import Event, Recipient, as_record
 from core.clock import now_iso
 from core.errors import ProtocolError
 from core.messages import Message, Reply
-from persistence.book import book_entry, reserve_entry_no
-from persistence.envelopes import build_envelope, envelope_statement
+from persistence.book import book_entry, numbered_book_entry, reserve_entry_no
+from persistence.envelopes import build_envelope, envelope_row
 from persistence.keys import mask
 
 
@@ -62,29 +62,21 @@ class EndingRequests(DeliveryOutcomes):
                 self._move(L.NOTARIZED, "system"),
                 ("session.notarized", {"envelope_id": envelope_id}),
             ],
-            statements=[
-                envelope_statement(signed, self.session_id, keys),
-                self._book_entry(at, complete=True, reason=None, entry_no=entry_no),
+            rows=[
+                envelope_row(signed, self.session_id, keys),
+                numbered_book_entry(
+                    as_record(self.state),
+                    self.session_id,
+                    at=at,
+                    complete=True,
+                    reason=None,
+                    pii=keys.pii,
+                    entry_no=entry_no,
+                ),
             ],
         )
         logger.info("session %s notarized: envelope %s issued", self.session_id, envelope_id)
         self._after_move()
-
-    def _book_entry(
-        self, at: str, *, complete: bool, reason: str | None, entry_no: int | None = None
-    ) -> tuple[str, tuple[Any, ...]]:
-        """This session's entry in its notary's book (the act, or its absence):
-        under `entry_no` when it was reserved beforehand, else under a number
-        reserved by the statement itself (one statement, within the commit)."""
-        return book_entry(
-            as_record(self.state),
-            self.session_id,
-            at=at,
-            complete=complete,
-            reason=reason,
-            pii=self.ctx.keys.pii,
-            entry_no=entry_no,
-        )
 
     async def on_session_distribute(self, msg: Message) -> Reply:
         caller = self._require(msg.caller, "customer", "enp")
@@ -136,4 +128,13 @@ class EndingRequests(DeliveryOutcomes):
         incomplete-act entry in that notary's book."""
         if not self.state.get("enp_id"):
             return []
-        return [self._book_entry(now_iso(), complete=False, reason=reason)]
+        # Under a number reserved by the statement itself, within the commit.
+        entry = book_entry(
+            as_record(self.state),
+            self.session_id,
+            at=now_iso(),
+            complete=False,
+            reason=reason,
+            pii=self.ctx.keys.pii,
+        )
+        return [entry]

@@ -18,7 +18,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from persistence.book import book_entry, export_entry, reserve_entry_no, to_csv
+from persistence.book import (
+    book_entry,
+    export_entry,
+    numbered_book_entry,
+    reserve_entry_no,
+    to_csv,
+)
+from persistence.journal import Append, Journal, Refused
 from persistence.keys import Keys
 from persistence.legal_record import book_entries
 
@@ -66,10 +73,22 @@ async def write_entry(
     """The entry as the session actor writes it (complete: with its reserved number)."""
     s = state(enp_id, signed=complete, sealed=complete)
     reason = None if complete else "customer unavailable"
-    sql, args = book_entry(
+    if entry_no is None:
+        sql, args = book_entry(
+            s, session_id, at=ACT_AT, complete=complete, reason=reason, pii=keys.pii
+        )
+        await pool.execute(sql, *args)
+        return
+    # Numbered beforehand: a row of the journal's batch, as the actor commits it.
+    row = numbered_book_entry(
         s, session_id, at=ACT_AT, complete=complete, reason=reason, pii=keys.pii, entry_no=entry_no
     )
-    await pool.execute(sql, *args)
+    journal = Journal(pool, writers=1)
+    await journal.start()
+    try:
+        await journal.append(Append(f"session:{session_id}", projections=[row]))
+    finally:
+        await journal.stop()
 
 
 async def numbers(pool: asyncpg.Pool, notary_id: str) -> list[tuple[int, str]]:
@@ -118,10 +137,12 @@ async def test_an_entry_bears_only_its_sessions_reserved_number(
 ) -> None:
     await reserve_entry_no(pool, "n1", "s1")
     await reserve_entry_no(pool, "n1", "s2")
-    with pytest.raises(asyncpg.ForeignKeyViolationError):
+    # The reservations' foreign key refuses the row, and the journal the commit.
+    with pytest.raises(Refused):
         await write_entry(pool, keys, "s1", complete=True, entry_no=2)  # s2's number
-    with pytest.raises(asyncpg.ForeignKeyViolationError):
+    with pytest.raises(Refused):
         await write_entry(pool, keys, "s9", complete=True, entry_no=3)  # never reserved
+    assert await numbers(pool, "n1") == []
     await write_entry(pool, keys, "s1", complete=True, entry_no=1)
     with pytest.raises(asyncpg.UniqueViolationError):  # one entry per session
         await write_entry(pool, keys, "s1", complete=False)
