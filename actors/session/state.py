@@ -2,7 +2,8 @@
 journal and what snapshots hold.
 
 Plain TypedDicts, so the state stays JSON-shaped: snapshotted to Postgres as
-JSON, copied with msgpack on every commit, and snapshots written before the
+JSON, copied on every commit by what the fold changes in place
+(`fold.copy_for_fold`), and snapshots written before the
 types existed load as they are. Keys a fresh session lacks are optional
 (`total=False`); `initial_state()` has the ones always present.
 """
