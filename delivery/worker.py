@@ -173,6 +173,16 @@ class DeliveryWorker:
     def wake(self) -> None:
         self._wake.set()
 
+    def held_destinations(self) -> dict[str, str]:
+        """The destinations this worker has no sender for, and why: a journal
+        in the same process writes their rows held (single node), as this
+        worker would hold them on its first poll."""
+        return {
+            dest: self.why_missing.get(dest, f"no sender for {dest}")
+            for dest, sender in self._senders.items()
+            if sender is None
+        }
+
     async def start(self) -> None:
         self._loop.start()
 

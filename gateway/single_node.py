@@ -63,6 +63,10 @@ async def local_resources(
     await audit.start()
     deliveries = make_delivery_worker(settings, pool, keys, host)
     journal.on_outbox = deliveries.wake
+    # Rows for a destination without a sender are written held: no poll and no
+    # hold of its own for each session's first event (a cluster's shards write
+    # them due, and the worker of a gateway holds or delivers them).
+    journal.held = deliveries.held_destinations()
     await deliveries.start()
     services = Services(
         settings,

@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +67,9 @@ def batch_sql(tables: Sequence[ProjectionTable]) -> str:
     abstract classes on each, which were the largest part of its work on the
     statement (a batch of two appends: 1.2 ms of the client's CPU with arrays,
     0.95 ms as JSON, in a microbenchmark)."""
+    held = 4 + len(tables)  # the last parameter: {destination: reason}
     parts = [
+        f"held AS (SELECT key AS destination, value AS reason FROM json_each_text(${held}::json))",
         f"j AS (INSERT INTO journal ({', '.join(_JOURNAL[0])})"
         f" SELECT u.* FROM {_rows_of(1, *_JOURNAL)})",
         f"i AS (INSERT INTO idempotency ({', '.join(_IDEMPOTENCY[0])})"
@@ -95,9 +97,12 @@ def batch_sql(tables: Sequence[ProjectionTable]) -> str:
     return "WITH " + ",\n".join(parts) + "\nSELECT 1"
 
 
-def batch_args(batch: list[Append], tables: Sequence[ProjectionTable]) -> list[str]:
+def batch_args(
+    batch: list[Append], tables: Sequence[ProjectionTable], held: Mapping[str, str] | None = None
+) -> list[str]:
     """The arguments of `batch_sql` for a batch: one JSON array of rows per
-    table. A later row for the same key (idempotency, snapshot, projection)
+    table, then the outbox destinations held for want of a sender (with the
+    reason). A later row for the same key (idempotency, snapshot, projection)
     replaces an earlier one."""
     idem = {(a.actor_id, r.user_id, r.request_id): r for a in batch for r in a.idempotency}
     snaps = {a.actor_id: a.snapshot for a in batch if a.snapshot is not None}
@@ -136,7 +141,7 @@ def batch_args(batch: list[Append], tables: Sequence[ProjectionTable]) -> list[s
     ]
     for table in tables:
         tabled.append([dict(zip(table.columns, row, strict=True)) for row in rows[table].values()])
-    return [compact_json(t).decode() for t in tabled]
+    return [*(compact_json(t).decode() for t in tabled), compact_json(held or {}).decode()]
 
 
 @dataclass(slots=True)
@@ -189,6 +194,9 @@ class GroupCommit:
         self.on_outbox: Callable[[], None] | None = None
         # Called after each committed batch with (appends, seconds), for metrics.
         self.on_batch: Callable[[int, float], object] | None = None
+        # Outbox destinations with no sender here, and why: their rows are
+        # written held (the delivery worker of this process says which).
+        self.held: dict[str, str] = {}
         # (shard, epoch) in cluster mode: every batch checks, under a share lock
         # of the shard's row, that the shard's epoch is still this one.
         self.fence: tuple[int, int] | None = None
@@ -310,14 +318,16 @@ class GroupCommit:
             with contextlib.suppress(Exception):
                 self.on_batch(len(batch), took)
         if self.on_outbox is not None and any(
-            p.table is OUTBOX for a in batch for p in a.projections
+            p.table is OUTBOX and p.row[3] not in self.held  # row[3]: its destination
+            for a in batch
+            for p in a.projections
         ):
-            self.on_outbox()
+            self.on_outbox()  # a row due now: not one written held
 
     async def _write(self, batch: list[Append], conn: asyncpg.Connection) -> None:
         """The whole batch in one statement (one round trip, one transaction);
         with generic statements, in an explicit transaction around it."""
-        args = batch_args(batch, self._tables)
+        args = batch_args(batch, self._tables, self.held)
         statements: dict[str, list[tuple[Any, ...]]] = {}
         for a in batch:
             for sql, values in a.statements:

@@ -76,6 +76,9 @@ SESSIONS = ProjectionTable(
 )
 
 # Outbox rows (persistence/outbox.py): inserted once, never upserted. A row
+# for a destination the journal was told has no sender (`held`, the batch's
+# own table of destinations and reasons) is held from the start, as the
+# delivery worker would hold it on its first poll. A row
 # falls due no sooner than the last pending row of its stream (it cannot go
 # before it): behind a head that waits out a retry, or that is held for want
 # of a sender ('infinity', and then for the same reason), it waits as long,
@@ -90,13 +93,22 @@ OUTBOX = ProjectionTable(
     types=("text", "text", "text", "text", "text", "jsonb", "integer"),
     on_conflict="(id) DO NOTHING",
     computed=(
-        ("next_attempt_at", "GREATEST(now(), last.next_attempt_at)"),
-        ("last_error", "CASE WHEN last.next_attempt_at = 'infinity' THEN last.last_error END"),
+        (
+            "next_attempt_at",
+            "CASE WHEN held.reason IS NOT NULL THEN 'infinity'::timestamptz"
+            " ELSE GREATEST(now(), last.next_attempt_at) END",
+        ),
+        (
+            "last_error",
+            "COALESCE(held.reason,"
+            " CASE WHEN last.next_attempt_at = 'infinity' THEN last.last_error END)",
+        ),
     ),
     joined=(
         "LEFT JOIN LATERAL (SELECT p.next_attempt_at, p.last_error FROM outbox p"
         " WHERE p.stream = u.stream AND p.status NOT IN ('delivered', 'dead')"
         " ORDER BY p.n DESC LIMIT 1) last ON true"
+        " LEFT JOIN held ON held.destination = u.destination"
     ),
 )
 

@@ -227,6 +227,28 @@ async def test_an_actor_loads_its_snapshot_the_events_after_it_and_its_replies(
     assert loaded.idempotency == [reply]
 
 
+async def test_rows_for_a_destination_without_a_sender_are_written_held(journal: Journal) -> None:
+    """Told which destinations have no sender here, the journal writes their
+    outbox rows held ('infinity', with the reason), as the delivery worker
+    would on its first poll; other destinations' rows are due at once."""
+    from persistence.outbox import sms_message, webhook_event
+
+    journal.held = {"webhook": "ENF_WEBHOOK_URL is not set"}
+    rows = [
+        webhook_event("s-1", 1, "session.requested", {}, now_iso()),
+        sms_message("s-1", "s-1", 1, "sealed-to", "hello", 0),
+    ]
+    await journal.append(Append("h:1", [_event("h:1", 1, GENESIS_HASH)], projections=rows))
+    got = await journal.pool.fetch(
+        "SELECT destination, attempts, last_error, next_attempt_at = 'infinity' AS held,"
+        " next_attempt_at <= now() AS due FROM outbox ORDER BY destination"
+    )
+    assert [tuple(r) for r in got] == [
+        ("sms", 0, None, False, True),
+        ("webhook", 0, "ENF_WEBHOOK_URL is not set", True, False),
+    ]
+
+
 async def test_values_past_64_bits_and_every_other_shape_round_trip(journal: Journal) -> None:
     """A batch travels as JSON text (orjson; `json` for integers orjson does
     not take): what comes back, and its hash, are what went in."""
