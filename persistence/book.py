@@ -98,42 +98,28 @@ def party_countries(state: dict[str, Any]) -> dict[str, str | None]:
 
 
 def book_entry(
-    state: dict[str, Any],
-    session_id: str,
-    *,
-    at: str,
-    complete: bool,
-    reason: str | None,
-    pii: PiiCipher,
+    state: dict[str, Any], session_id: str, *, at: str, reason: str
 ) -> tuple[str, tuple[Any, ...]]:
-    """The statement that writes this session's entry, with its arguments,
-    under the session's reservation, made by the statement if need be (an
-    incomplete act's entry)."""
-    return BOOK_ENTRY_SQL, _entry_args(state, session_id, at, complete, reason)
+    """The statement that writes an incomplete act's entry, with its
+    arguments, under the session's reservation, made by the statement if
+    need be."""
+    return BOOK_ENTRY_SQL, _entry_args(state, session_id, at, False, reason)
 
 
 def numbered_book_entry(
-    state: dict[str, Any],
-    session_id: str,
-    *,
-    at: str,
-    complete: bool,
-    reason: str | None,
-    pii: PiiCipher,
-    entry_no: int,
+    state: dict[str, Any], session_id: str, *, at: str, entry_no: int
 ) -> Projection:
-    """The row that writes this session's entry under `entry_no`, reserved
+    """The row that writes a complete act's entry under `entry_no`, reserved
     beforehand (`reserve_entry_no`; the foreign key to the reservations
     refuses any other), batched with the commit's other rows."""
-    return Projection(
-        BOOK_ENTRIES, (*_entry_args(state, session_id, at, complete, reason), entry_no)
-    )
+    return Projection(BOOK_ENTRIES, (*_entry_args(state, session_id, at, True, None), entry_no))
 
 
 def _entry_args(
     state: dict[str, Any], session_id: str, at: str, complete: bool, reason: str | None
 ) -> tuple[Any, ...]:
-    """(notary_id, session_id, complete, act_at, entry) of this session's entry."""
+    """(notary_id, session_id, complete, act_at, entry) of this session's
+    entry (the principal in it is already sealed, in the session's request)."""
     request = state.get("request") or {}
     document = state.get("document") or {}
     principal_sealed = request.get("principal")
@@ -178,7 +164,6 @@ def _entry_args(
         "principal_signature": signature_reference(state),
         "sealed_at": (state.get("sealed") or {}).get("at"),
     }
-    # (The principal is already sealed in the session's request.)
     return (state["enp_id"], session_id, complete, parse_iso(at), entry)
 
 

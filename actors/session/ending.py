@@ -65,13 +65,7 @@ class EndingRequests(DeliveryOutcomes):
             rows=[
                 envelope_row(signed, self.session_id, keys),
                 numbered_book_entry(
-                    as_record(self.state),
-                    self.session_id,
-                    at=at,
-                    complete=True,
-                    reason=None,
-                    pii=keys.pii,
-                    entry_no=entry_no,
+                    as_record(self.state), self.session_id, at=at, entry_no=entry_no
                 ),
             ],
         )
@@ -129,12 +123,4 @@ class EndingRequests(DeliveryOutcomes):
         if not self.state.get("enp_id"):
             return []
         # Under a number reserved by the statement itself, within the commit.
-        entry = book_entry(
-            as_record(self.state),
-            self.session_id,
-            at=now_iso(),
-            complete=False,
-            reason=reason,
-            pii=self.ctx.keys.pii,
-        )
-        return [entry]
+        return [book_entry(as_record(self.state), self.session_id, at=now_iso(), reason=reason)]

@@ -63,7 +63,6 @@ def state(enp_id: str = "n1", *, signed: bool = True, sealed: bool = True) -> di
 
 async def write_entry(
     pool: asyncpg.Pool,
-    keys: Keys,
     session_id: str,
     *,
     complete: bool,
@@ -74,15 +73,13 @@ async def write_entry(
     s = state(enp_id, signed=complete, sealed=complete)
     reason = None if complete else "customer unavailable"
     if entry_no is None:
-        sql, args = book_entry(
-            s, session_id, at=ACT_AT, complete=complete, reason=reason, pii=keys.pii
-        )
+        assert not complete and reason is not None  # only an incomplete act has none
+        sql, args = book_entry(s, session_id, at=ACT_AT, reason=reason)
         await pool.execute(sql, *args)
         return
     # Numbered beforehand: a row of the journal's batch, as the actor commits it.
-    row = numbered_book_entry(
-        s, session_id, at=ACT_AT, complete=complete, reason=reason, pii=keys.pii, entry_no=entry_no
-    )
+    assert complete
+    row = numbered_book_entry(s, session_id, at=ACT_AT, entry_no=entry_no)
     journal = Journal(pool, writers=1)
     await journal.start()
     try:
@@ -121,12 +118,12 @@ async def test_an_incomplete_act_takes_the_next_number_after_a_reservation(
     pool: asyncpg.Pool, keys: Keys
 ) -> None:
     reserved = await reserve_entry_no(pool, "n1", "s1")  # finalisation of s1 began
-    await write_entry(pool, keys, "s2", complete=False)  # s2 cancelled meanwhile
-    await write_entry(pool, keys, "s1", complete=True, entry_no=reserved)
+    await write_entry(pool, "s2", complete=False)  # s2 cancelled meanwhile
+    await write_entry(pool, "s1", complete=True, entry_no=reserved)
     # An incomplete act of a session that already holds a number keeps it.
     held = await reserve_entry_no(pool, "n1", "s3")
-    await write_entry(pool, keys, "s3", complete=False)
-    await write_entry(pool, keys, "s4", complete=False, enp_id="n2")
+    await write_entry(pool, "s3", complete=False)
+    await write_entry(pool, "s4", complete=False, enp_id="n2")
     assert await numbers(pool, "n1") == [(1, "s1"), (2, "s2"), (3, "s3")]
     assert held == 3 and await numbers(pool, "n2") == [(1, "s4")]
     assert await reserve_entry_no(pool, "n1", "s5") == 4  # nothing skipped, nothing twice
@@ -139,13 +136,13 @@ async def test_an_entry_bears_only_its_sessions_reserved_number(
     await reserve_entry_no(pool, "n1", "s2")
     # The reservations' foreign key refuses the row, and the journal the commit.
     with pytest.raises(Refused):
-        await write_entry(pool, keys, "s1", complete=True, entry_no=2)  # s2's number
+        await write_entry(pool, "s1", complete=True, entry_no=2)  # s2's number
     with pytest.raises(Refused):
-        await write_entry(pool, keys, "s9", complete=True, entry_no=3)  # never reserved
+        await write_entry(pool, "s9", complete=True, entry_no=3)  # never reserved
     assert await numbers(pool, "n1") == []
-    await write_entry(pool, keys, "s1", complete=True, entry_no=1)
+    await write_entry(pool, "s1", complete=True, entry_no=1)
     with pytest.raises(asyncpg.UniqueViolationError):  # one entry per session
-        await write_entry(pool, keys, "s1", complete=False)
+        await write_entry(pool, "s1", complete=False)
     assert await numbers(pool, "n1") == [(1, "s1")]
 
 
@@ -153,8 +150,8 @@ async def test_the_entry_holds_the_signature_reference_and_the_seal_time(
     pool: asyncpg.Pool, keys: Keys
 ) -> None:
     entry_no = await reserve_entry_no(pool, "n1", "s1")
-    await write_entry(pool, keys, "s1", complete=True, entry_no=entry_no)
-    await write_entry(pool, keys, "s2", complete=False)
+    await write_entry(pool, "s1", complete=True, entry_no=entry_no)
+    await write_entry(pool, "s2", complete=False)
     complete, incomplete = [
         export_entry(r, keys.pii) for r in await book_entries(pool, "n1", *MONTH)
     ]
