@@ -34,7 +34,7 @@ from persistence.events import (
     Unavailable,
 )
 from persistence.pool import compact_json
-from persistence.projections import OUTBOX, TABLES, ProjectionTable
+from persistence.projections import OUTBOX, OUTBOX_DESTINATION, TABLES, ProjectionTable
 
 logger = logging.getLogger(__name__)
 
@@ -318,7 +318,7 @@ class GroupCommit:
             with contextlib.suppress(Exception):
                 self.on_batch(len(batch), took)
         if self.on_outbox is not None and any(
-            p.table is OUTBOX and p.row[3] not in self.held  # row[3]: its destination
+            p.table is OUTBOX and p.row[OUTBOX_DESTINATION] not in self.held
             for a in batch
             for p in a.projections
         ):

@@ -168,6 +168,9 @@ BOOK_ENTRIES = ProjectionTable(
     ),
 )
 
+# Where an outbox row names its destination.
+OUTBOX_DESTINATION = OUTBOX.columns.index("destination")
+
 # Every table the journal batches; the order fixes the batch statement's text.
 TABLES: tuple[ProjectionTable, ...] = (
     SESSIONS,

@@ -234,11 +234,15 @@ async def test_rows_for_a_destination_without_a_sender_are_written_held(journal:
     from persistence.outbox import sms_message, webhook_event
 
     journal.held = {"webhook": "ENF_WEBHOOK_URL is not set"}
-    rows = [
-        webhook_event("s-1", 1, "session.requested", {}, now_iso()),
-        sms_message("s-1", "s-1", 1, "sealed-to", "hello", 0),
-    ]
-    await journal.append(Append("h:1", [_event("h:1", 1, GENESIS_HASH)], projections=rows))
+    woken: list[int] = []
+    journal.on_outbox = lambda: woken.append(1)
+    held = webhook_event("s-1", 1, "session.requested", {}, now_iso())
+    first = _event("h:1", 1, GENESIS_HASH)
+    await journal.append(Append("h:1", [first], projections=[held]))
+    assert woken == [], "a row written held woke the delivery worker"
+    due = sms_message("s-1", "s-1", 1, "sealed-to", "hello", 0)
+    await journal.append(Append("h:1", [_event("h:1", 2, first.hash)], projections=[due]))
+    assert woken == [1]
     got = await journal.pool.fetch(
         "SELECT destination, attempts, last_error, next_attempt_at = 'infinity' AS held,"
         " next_attempt_at <= now() AS due FROM outbox ORDER BY destination"
