@@ -45,7 +45,7 @@ from bench.load_client import (  # noqa: E402
     Stats,
     close_idle,
     cpu_lines,
-    loadavg,
+    machine_now,
     named,
     open_idle,
     pg_counters,
@@ -260,7 +260,7 @@ async def backlog(
 
 async def main_async(args: argparse.Namespace) -> str:
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-    load0 = loadavg()
+    load0 = machine_now()
     try:
         async with harness.Scratch(args.database_url) as db, harness.Server(db.dsn) as server:
             assert server.proc is not None
@@ -281,7 +281,7 @@ async def main_async(args: argparse.Namespace) -> str:
             for n in notaries:
                 await n.close()
             dropped = await close_idle(socks, tasks)
-            load1 = loadavg()
+            load1 = machine_now()
         exit_code = server.proc.poll()
         idle = (len(socks), refused, dropped, idle_s, idle_cores)
         return report(args, idle, win, run, (cpu, pg), bl, (load0, load1), exit_code)
@@ -296,7 +296,7 @@ def report(
     run: Phase,
     cpus: tuple[tuple[Cpu, Cpu], list[int]],
     bl: tuple[Phase, float, tuple[Cpu, Cpu]] | None,
-    loads: tuple[list[str], list[str]],
+    loads: tuple[tuple[list[str], float], tuple[list[str], float]],
     exit_code: int | None,
 ) -> str:
     held, refused, dropped, idle_s, idle_cores = idle
@@ -312,8 +312,9 @@ def report(
         "",
         f"Run on {harness.machine()}, Python {platform.python_version()}; server, Postgres "
         "and load generator on one machine over loopback (they share the cores). "
-        f"Load average before/after: {' '.join(loads[0])} / {' '.join(loads[1])}"
-        f"{' — ' + args.note if args.note else ''}.",
+        f"Load average before/after: {' '.join(loads[0][0])} / {' '.join(loads[1][0])};"
+        f" speed probe (`load_client.speed_probe`, lower is faster) before/after:"
+        f" {loads[0][1]:.0f} / {loads[1][1]:.0f} ms{' — ' + args.note if args.note else ''}.",
         "",
         f"    {cmd}",
         "",
