@@ -90,6 +90,7 @@ class AuditLog:
         self._max_pending = max_pending
         self._wake = asyncio.Event()
         self._head = ChainHead()  # where this writer left the chain
+        self._flushing = asyncio.Lock()
         self._writer = BackgroundLoop("audit-writer", self._run)
         self.written = 0
         self.dropped = 0
@@ -143,6 +144,14 @@ class AuditLog:
             logger.error("%d audit rows could not be written at shutdown", self.backlog)
 
     async def flush(self) -> None:
+        """Write every row queued so far. Flushes take turns: a flush called
+        while another writes (the background loop's, say) returns only once
+        that one's rows are committed too, so what an export reads after it
+        has every row recorded before it."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         while self.backlog:
             batch = self._take()
             try:

@@ -30,6 +30,7 @@ from tests.flows import (
     http_call,
     run_to_notarized,
 )
+from tests.pgproxy import TcpProxy
 from tests.server_process import run_py
 
 UA = "audit-chain-test/1.0"
@@ -195,6 +196,31 @@ async def test_writers_of_several_processes_extend_one_chain(
     assert report.valid and report.rows == 294 and report.unchained == 0, report
     seqs = [r["chain_seq"] for r in await pool.fetch("SELECT chain_seq FROM audit_log ORDER BY id")]
     assert seqs == list(range(1, 295))
+
+
+async def test_a_flush_returns_once_rows_another_flush_holds_are_written(
+    pool: asyncpg.Pool, database: str
+) -> None:
+    """The export flushes the writer, then reads: a flush that finds the
+    queue empty because the background loop's flush has taken the rows must
+    wait for those to be committed (a token expiry's row was missing from an
+    export so). The writer's database is slow here (a proxy adds 0.1 s each
+    way); the reader's is not."""
+    async with TcpProxy.to_dsn(database) as proxy:
+        slow = await create_pool(proxy.dsn(database), min_size=1, max_size=2)
+        try:
+            log = AuditLog(slow)
+            log.record(_row(1))
+            proxy.latency(0.1)
+            background = asyncio.get_running_loop().create_task(log.flush())
+            await asyncio.sleep(0)  # one step: it takes the row, then waits on the database
+            assert log.backlog == 0 and not background.done()
+            await log.flush()  # the export's
+            assert await pool.fetchval("SELECT count(*) FROM audit_log") == 1
+            await background
+        finally:
+            proxy.latency(0)
+            await slow.close()
 
 
 @pytest.mark.expects_server_errors("a NaN jsonb refuses", match="audit row refused")
