@@ -112,7 +112,9 @@ def numbered_book_entry(
     """The row that writes a complete act's entry under `entry_no`, reserved
     beforehand (`reserve_entry_no`; the foreign key to the reservations
     refuses any other), batched with the commit's other rows."""
-    return Projection(BOOK_ENTRIES, (*_entry_args(state, session_id, at, True, None), entry_no))
+    notary_id, _, complete, act_at, entry = _entry_args(state, session_id, at, True, None)
+    # The session first: a batch keeps one row per key, and a notary's entries are many.
+    return Projection(BOOK_ENTRIES, (session_id, notary_id, complete, act_at, entry, entry_no))
 
 
 def _entry_args(

@@ -147,7 +147,8 @@ NOTARY_LIVE_AVG = ProjectionTable(
 )
 
 # A notarized act's records (persistence/envelopes.py, persistence/book.py):
-# inserted once; a second row of the same key is refused.
+# inserted once; a second row of the same key is refused. (A table's first
+# column is the key a batch keeps one row of: the session's, for an entry.)
 ENVELOPES = ProjectionTable(
     table="envelopes",
     columns=("envelope_id", "session_id", "key_id", "sealed"),
@@ -159,7 +160,7 @@ ENVELOPES = ProjectionTable(
 )
 BOOK_ENTRIES = ProjectionTable(
     table="notarial_book",
-    columns=("notary_id", "session_id", "complete", "act_at", "entry", "entry_no"),
+    columns=("session_id", "notary_id", "complete", "act_at", "entry", "entry_no"),
     types=("text", "text", "boolean", "timestamptz", "jsonb", "bigint"),
     on_conflict="",
     statement=(

@@ -146,6 +146,29 @@ async def test_an_entry_bears_only_its_sessions_reserved_number(
     assert await numbers(pool, "n1") == [(1, "s1")]
 
 
+async def test_two_entries_of_one_notary_in_one_batch_are_both_written(
+    pool: asyncpg.Pool,
+) -> None:
+    """A batch keeps one row per key: an entry's key is its session, not its
+    notary, so two acts of one notary committed together are both in the book."""
+    rows = [
+        numbered_book_entry(
+            state(), sid, at=ACT_AT, entry_no=await reserve_entry_no(pool, "n1", sid)
+        )
+        for sid in ("s1", "s2")
+    ]
+    journal = Journal(pool, writers=1)
+    await journal.start()
+    try:
+        await asyncio.gather(
+            *(journal.append(Append(f"session:s{i}", projections=[r])) for i, r in enumerate(rows))
+        )
+    finally:
+        await journal.stop()
+    assert journal.stats.max_batch == 2, "the two were meant to share a batch"
+    assert await numbers(pool, "n1") == [(1, "s1"), (2, "s2")]
+
+
 async def test_the_entry_holds_the_signature_reference_and_the_seal_time(
     pool: asyncpg.Pool, keys: Keys
 ) -> None:
