@@ -92,7 +92,7 @@ def batch_sql(tables: Sequence[ProjectionTable]) -> str:
         parts.append(
             f"p{k} AS (INSERT INTO {t.table} ({columns})"
             f" SELECT {values} FROM {_rows_of(4 + k, t.columns, t.types)} {t.joined}"
-            f" ON CONFLICT {t.on_conflict})"
+            + (f" ON CONFLICT {t.on_conflict})" if t.on_conflict else ")")
         )
     return "WITH " + ",\n".join(parts) + "\nSELECT 1"
 

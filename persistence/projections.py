@@ -18,7 +18,7 @@ class ProjectionTable:
     table: str
     columns: tuple[str, ...]  # the first one is the key
     types: tuple[str, ...]  # Postgres types, of the batch's rows (json_to_recordset)
-    on_conflict: str  # what an existing row becomes
+    on_conflict: str = ""  # what an existing row becomes ("": a second row is refused)
     # Columns computed in SQL at insert: (column, expression over the new row
     # `u` and what `joined` joins to it).
     computed: tuple[tuple[str, str], ...] = ()
@@ -119,17 +119,12 @@ OFFERS_OPENED = ProjectionTable(
     table="offers",
     columns=("offer_id", "session_id", "notary_id", "expires_at"),
     types=("text", "text", "text", "timestamptz"),
-    on_conflict="",
-    statement=(
-        "INSERT INTO offers (offer_id, session_id, notary_id, state, created_at, expires_at)"
-        " SELECT u.offer_id, u.session_id, u.notary_id, 'open', now(), u.expires_at FROM {rows}"
-    ),
+    computed=(("state", "'open'"), ("created_at", "now()")),
 )
 OFFERS_RESOLVED = ProjectionTable(
     table="offers",
     columns=("offer_id", "state"),
     types=("text", "text"),
-    on_conflict="",
     statement=(
         "UPDATE offers o SET state = u.state, resolved_at = now() FROM {rows}"
         " WHERE o.offer_id = u.offer_id AND o.state = 'open'"
@@ -153,20 +148,11 @@ ENVELOPES = ProjectionTable(
     table="envelopes",
     columns=("envelope_id", "session_id", "key_id", "sealed"),
     types=("text", "text", "text", "text"),
-    on_conflict="",
-    statement=(
-        "INSERT INTO envelopes (envelope_id, session_id, key_id, sealed) SELECT u.* FROM {rows}"
-    ),
 )
 BOOK_ENTRIES = ProjectionTable(
     table="notarial_book",
     columns=("session_id", "notary_id", "complete", "act_at", "entry", "entry_no"),
     types=("text", "text", "boolean", "timestamptz", "jsonb", "bigint"),
-    on_conflict="",
-    statement=(
-        "INSERT INTO notarial_book (notary_id, entry_no, session_id, complete, act_at, entry)"
-        " SELECT u.notary_id, u.entry_no, u.session_id, u.complete, u.act_at, u.entry FROM {rows}"
-    ),
 )
 
 # Where an outbox row names its destination.
