@@ -237,8 +237,8 @@ class Connection(Sender):
                 await self._undo(spec, actor, paused, created)
                 return
             self.send(P.reply_ok(rid, reply.data))
-            self.services.metrics.request_seconds.labels(request_label(spec.name)).observe(
-                time.perf_counter() - started
+            self.services.metrics.observe_request(
+                request_label(spec.name), time.perf_counter() - started
             )
             self.audit.request(spec.name, rid, "ok", actor)
             if reply.track:

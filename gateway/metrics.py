@@ -61,6 +61,8 @@ class Metrics:
         self.request_seconds = Histogram(
             "enf_request_seconds", "Request to reply", ["type"], buckets=LATENCY, registry=r
         )
+        self._counted: dict[tuple[str, str], Any] = {}  # children of `requests`
+        self._timed: dict[str, Any] = {}  # children of `request_seconds`
         # HTTP calls (not the WebSocket upgrade): `route` is the route's
         # template (`/v1/sessions/{id}`), `other` for a path no route matches.
         self.http_requests = Counter(
@@ -177,6 +179,22 @@ class Metrics:
             for name in SHARD_FIGURES.keys() - {"up", "fenced"}:
                 if name in f:
                     self.shard[name].labels(label).set(float(f[name]))
+
+    def count_request(self, label: str, outcome: str) -> None:
+        """One WebSocket request (`label`: `request_label`) and its outcome.
+        The labelled children are kept (both label sets are closed): finding
+        one through `labels` costs as much as counting."""
+        child = self._counted.get((label, outcome))
+        if child is None:
+            child = self._counted[(label, outcome)] = self.requests.labels(label, outcome)
+        child.inc()
+
+    def observe_request(self, label: str, seconds: float) -> None:
+        """A WebSocket request's time from frame to reply."""
+        child = self._timed.get(label)
+        if child is None:
+            child = self._timed[label] = self.request_seconds.labels(label)
+        child.observe(seconds)
 
     def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
         """One HTTP call: `route` a template or `other`, `method` any token."""

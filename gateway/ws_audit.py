@@ -125,7 +125,7 @@ class ConnectionAudit:
         # `unavailable` (a dependency down: nothing applied) is a failure of
         # the server, not a refusal of the client: its own outcome in metrics.
         counted = "unavailable" if code == "unavailable" else outcome
-        self.services.metrics.requests.labels(label, counted).inc()
+        self.services.metrics.count_request(label, counted)
         if not write:
             return
         # What the client chose (a type, an id, a user agent) is made storable.

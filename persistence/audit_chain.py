@@ -35,7 +35,6 @@ from typing import Any
 import asyncpg
 
 from persistence.events import GENESIS_HASH, canonical_json, jsonb_value
-from persistence.pool import compact_json
 
 __all__ = [
     "COLUMNS",
@@ -69,7 +68,7 @@ CHAIN_COLUMNS = ("chain_seq", "prev_hash", "hash")
 
 def hashed_at(at: datetime) -> str:
     """`at` as hashed: UTC, microseconds, what `timestamptz` keeps exactly."""
-    utc = at.astimezone(UTC)
+    utc = at if at.tzinfo is UTC else at.astimezone(UTC)
     if utc.year < 1000:  # strftime's %Y does not pad them; isoformat does
         return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return utc.isoformat(timespec="microseconds")[:-6] + "Z"  # half strftime's cost
@@ -78,26 +77,57 @@ def hashed_at(at: datetime) -> str:
 def audit_hash(prev_hash: str, chain_seq: int, row: Mapping[str, Any]) -> str:
     """The hash of one audit row (`row`: `COLUMNS`, `at` a datetime). Raises
     ValueError (UnicodeEncodeError) for text that is not valid Unicode."""
-    fields = {c: row[c] for c in COLUMNS}
-    fields["at"] = hashed_at(row["at"])
+    return _hashed(prev_hash, chain_seq, {c: row[c] for c in COLUMNS}, row["at"])[1]
+
+
+def _hashed(
+    prev_hash: str, chain_seq: int, fields: dict[str, Any], at: datetime
+) -> tuple[str, str]:
+    """The canonical JSON a row's hash covers (`fields`: its `COLUMNS`,
+    `at` made the text hashed, and `chain_seq` and `prev_hash` added), and
+    the hash."""
+    fields["at"] = hashed_at(at)
     fields["chain_seq"] = chain_seq
     fields["prev_hash"] = prev_hash
-    return hashlib.sha256((prev_hash + canonical_json(fields)).encode()).hexdigest()
+    text = canonical_json(fields)
+    return text, hashlib.sha256((prev_hash + text).encode()).hexdigest()
 
 
-def _chain(
-    rows: Sequence[Mapping[str, Any]], head_seq: int, head_hash: str
-) -> tuple[list[tuple[Any, ...]], int, str]:
-    """The rows to copy (`COLUMNS` + `CHAIN_COLUMNS`) after the head, and the new head."""
-    records: list[tuple[Any, ...]] = []
+@dataclass(slots=True)
+class _Link:
+    """One row hashed after the one before: its time (UTC), its fields as
+    hashed (`metadata` as jsonb gives it back, `chain_seq`, `prev_hash`),
+    the canonical JSON its hash covers, and the hash."""
+
+    at: datetime
+    fields: dict[str, Any]
+    text: str
+    digest: str
+
+    def record(self) -> tuple[Any, ...]:
+        """The row to copy: `COLUMNS` + `CHAIN_COLUMNS`."""
+        f = {**self.fields, "at": self.at, "hash": self.digest}
+        return tuple(f[c] for c in (*COLUMNS, *CHAIN_COLUMNS))
+
+    def json_row(self) -> str:
+        """The row as a JSON object of `COLUMNS` + `CHAIN_COLUMNS`: the text
+        hashed (which holds every column but the hash, `at` exact to the
+        microsecond in UTC, as `timestamptz` keeps it) with the hash added."""
+        return f'{self.text[:-1]},"hash":"{self.digest}"}}'
+
+
+def _chain(rows: Sequence[Mapping[str, Any]], head_seq: int, head_hash: str) -> list[_Link]:
+    """The rows hashed after the head, in order (the last is the new head)."""
+    links: list[_Link] = []
     seq, prev = head_seq, head_hash
     for row in rows:
-        fields = {**row, "at": _utc(row["at"]), "metadata": jsonb_value(row["metadata"])}
+        at = _utc(row["at"])
+        fields = {c: row[c] for c in COLUMNS}
+        fields["metadata"] = jsonb_value(fields["metadata"])
         seq += 1
-        digest = audit_hash(prev, seq, fields)
-        records.append((*(fields[c] for c in COLUMNS), seq, prev, digest))
-        prev = digest
-    return records, seq, prev
+        text, prev = _hashed(prev, seq, fields, at)
+        links.append(_Link(at, fields, text, prev))
+    return links
 
 
 def _utc(at: datetime) -> datetime:
@@ -142,9 +172,9 @@ async def write_chained(
     if not rows:
         return
     if head is not None and head.seq is not None and head.hash is not None:
-        records, seq, digest = _chain(rows, head.seq, head.hash)
-        names = (*COLUMNS, *CHAIN_COLUMNS)
-        table = compact_json([dict(zip(names, r, strict=True)) for r in records]).decode()
+        links = _chain(rows, head.seq, head.hash)
+        seq, digest = links[-1].fields["chain_seq"], links[-1].digest
+        table = "[" + ",".join([link.json_row() for link in links]) + "]"
         done = await conn.execute(_APPEND_AFTER, seq, digest, head.seq, head.hash, table, timeout=5)
         if done.split()[-1] != "0":
             head.seq, head.hash = seq, digest
@@ -171,9 +201,12 @@ async def _write_locked(
         )
         if head is None:
             raise RuntimeError("audit_chain_head has no row: run the migrations")
-        records, seq, digest = _chain(rows, head["seq"], head["hash"])
+        links = _chain(rows, head["seq"], head["hash"])
+        seq, digest = links[-1].fields["chain_seq"], links[-1].digest
         await conn.copy_records_to_table(
-            "audit_log", records=records, columns=(*COLUMNS, *CHAIN_COLUMNS)
+            "audit_log",
+            records=[link.record() for link in links],
+            columns=(*COLUMNS, *CHAIN_COLUMNS),
         )
         await conn.execute(
             "UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE singleton", seq, digest

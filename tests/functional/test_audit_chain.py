@@ -226,29 +226,43 @@ async def test_a_flush_returns_once_rows_another_flush_holds_are_written(
 @pytest.mark.expects_server_errors("a NaN jsonb refuses", match="audit row refused")
 async def test_what_is_hashed_survives_postgres(pool: asyncpg.Pool) -> None:
     """Values that Postgres keeps in another form (a float jsonb returns as an
-    integer, -0.0, a time zone, deep and odd text) verify after the trip."""
+    integer, -0.0, a time zone, deep and odd text) verify after the trip, by
+    both ways of writing: the locked one (COPY, a writer that does not know
+    the head yet) and the one statement (the rows as JSON text)."""
     manila = timezone(timedelta(hours=8))
     log = AuditLog(pool)
-    log.record(
-        _row(
-            1,
-            user_agent="Mozilla/5.0 (ünïcödé ✓ 🙂)",
-            metadata={
-                "floats": [1e16, 1.5e300, -0.0, 0.1, 1e-7, 2.5],
-                "big": 10**30,
-                "nested": {"b": [None, True, {"z": "\u2028"}], "a": ""},
-            },
-            at=datetime(2026, 3, 1, 8, 0, 0, 123456, tzinfo=manila),
+
+    def odd(n: int) -> None:
+        log.record(
+            _row(
+                n,
+                user_agent='Mozilla/5.0 (ünïcödé ✓ 🙂) "quoted" \\ back\tslash\n',
+                metadata={
+                    "floats": [1e16, 1.5e300, -0.0, 0.1, 1e-7, 2.5],
+                    "big": 10**30,
+                    "nested": {"b": [None, True, {"z": "\u2028"}], "a": ""},
+                },
+                at=datetime(2026, 3, 1, 8, 0, 0, 123456, tzinfo=manila),
+            )
         )
-    )
-    log.record(_row(2, at=datetime(2026, 3, 1, 0, 0, 0, 1)))  # naive: taken as UTC
+        log.record(_row(n + 1, at=datetime(2026, 3, 1, 0, 0, 0, 1)))  # naive: taken as UTC
+
+    odd(1)
     log.record(_row(3, metadata={"nan": float("nan")}))  # jsonb refuses it: dropped alone
     await log.flush()
     assert (log.written, log.refused) == (2, 1)
+    odd(4)  # the writer knows the head now: one statement
+    await log.flush()
+    assert (log.written, log.refused) == (4, 1)
     report = await verify_audit(pool)
-    assert report.valid and report.rows == 2, report
-    at = await pool.fetchval("SELECT at FROM audit_log WHERE action = 'act 2'")
-    assert at == datetime(2026, 3, 1, 0, 0, 0, 1, tzinfo=UTC)
+    assert report.valid and report.rows == 4, report
+    rows = await pool.fetch("SELECT at, user_agent, metadata FROM audit_log ORDER BY id")
+    assert [r["at"] for r in rows] == [
+        datetime(2026, 3, 1, 0, 0, 0, 123456, tzinfo=UTC),
+        datetime(2026, 3, 1, 0, 0, 0, 1, tzinfo=UTC),
+    ] * 2
+    assert rows[0]["user_agent"] == rows[2]["user_agent"]
+    assert rows[0]["metadata"] == rows[2]["metadata"]
 
 
 @pytest.mark.slow
