@@ -33,6 +33,7 @@ import aiohttp
 import asyncpg
 from enf_client import EnfClient
 
+from bench.load_client import tree_cpu
 from bench.sections import write_section
 from gateway.auth import mint_token
 
@@ -102,6 +103,15 @@ class Result:
     count: int
     seconds: float
     latencies: list[float]
+    # CPU seconds of the server's process tree in the measured window, when measured.
+    server_cpu: float | None = None
+
+    @property
+    def cpu_us(self) -> float | None:
+        """The server's CPU per round trip, in microseconds."""
+        if self.server_cpu is None or not self.count:
+            return None
+        return self.server_cpu / self.count * 1e6
 
     @property
     def rate(self) -> float:
@@ -213,13 +223,22 @@ async def drive(
     make: Frame,
     seconds: float,
     warmup: float = 1.0,
+    server_pid: int | None = None,
 ) -> Result:
-    """Each socket sends a request, waits for its reply (skipping events), repeats."""
+    """Each socket sends a request, waits for its reply (skipping events),
+    repeats. With `server_pid`, the CPU of that process and its children in
+    the measured window is read from /proc as well."""
     latencies: list[float] = []
     count = 0
     start = time.monotonic()
     measure_from = start + warmup
     stop_at = measure_from + seconds
+    cpu: list[float] = []
+
+    async def watch(pid: int) -> None:
+        for at in (measure_from, stop_at):
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            cpu.append(tree_cpu(pid))
 
     async def one(i: int, ws: aiohttp.ClientWebSocketResponse) -> None:
         nonlocal count
@@ -251,8 +270,9 @@ async def drive(
                 count += 1
 
     say(f"{name}: {len(sockets)} connections, {seconds:.0f} s")
-    await asyncio.gather(*(one(i, ws) for i, ws in enumerate(sockets)))
-    return Result(name, count, seconds, latencies)
+    watching = [watch(server_pid)] if server_pid is not None else []
+    await asyncio.gather(*(one(i, ws) for i, ws in enumerate(sockets)), *watching)
+    return Result(name, count, seconds, latencies, cpu[1] - cpu[0] if len(cpu) == 2 else None)
 
 
 async def connect_many(
@@ -306,12 +326,12 @@ def checks_frame(sessions: list[str]) -> Frame:
 
 
 async def echo_round_trips(
-    http: aiohttp.ClientSession, port: int, n: int, seconds: float
+    http: aiohttp.ClientSession, port: int, n: int, seconds: float, pid: int | None = None
 ) -> Result:
-    """The yardstick: the bare echo server on `port`, n connections."""
+    """The yardstick: the bare echo server on `port` (process `pid`), n connections."""
     await wait_port(port)
     socks = await connect_many(http, f"ws://127.0.0.1:{port}/v1/ws", [None] * n)
-    result = await drive("echo (bare aiohttp)", socks, ping_frame, seconds)
+    result = await drive("echo (bare aiohttp)", socks, ping_frame, seconds, server_pid=pid)
     await close_all(socks)
     return result
 

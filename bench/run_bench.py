@@ -79,28 +79,38 @@ async def baseline_inserts(dsn: str, conns: int, seconds: float) -> harness.Resu
 
 
 async def server_scenarios(
-    http: aiohttp.ClientSession, args: argparse.Namespace, url: str
+    http: aiohttp.ClientSession, args: argparse.Namespace, url: str, pid: int | None
 ) -> list[harness.Result]:
     n, secs = args.connections, args.seconds
     results: list[harness.Result] = []
     sessions, notary_ids, cust_tokens, keep = await harness.prepare_sessions(url, n)
     ping_socks = await harness.connect_many(http, url, cust_tokens)
     if "ping" in args.only:
-        results.append(await harness.drive("ping", ping_socks, harness.ping_frame, secs))
+        results.append(
+            await harness.drive("ping", ping_socks, harness.ping_frame, secs, server_pid=pid)
+        )
     # Each customer connection joins its own session once (journaled), then
     # re-joins at the head: a pure read through the session actor.
     heads = await harness.join_heads(ping_socks, sessions)
     if "join" in args.only:
         results.append(
             await harness.drive(
-                "join (actor read)", ping_socks, harness.join_frame(sessions, heads), secs
+                "join (actor read)",
+                ping_socks,
+                harness.join_frame(sessions, heads),
+                secs,
+                server_pid=pid,
             )
         )
     notary_socks = await harness.connect_many(http, url, harness.notary_tokens(notary_ids))
     if "checks" in args.only:
         results.append(
             await harness.drive(
-                "checks.record (journaled)", notary_socks, harness.checks_frame(sessions), secs
+                "checks.record (journaled)",
+                notary_socks,
+                harness.checks_frame(sessions),
+                secs,
+                server_pid=pid,
             )
         )
     await harness.close_all(ping_socks + notary_socks, keep)
@@ -125,6 +135,7 @@ async def no_group_commit(http: aiohttp.ClientSession, args: argparse.Namespace)
             socks,
             harness.checks_frame(sessions),
             args.seconds,
+            server_pid=server.proc.pid if server.proc is not None else None,
         )
         await harness.close_all(socks, keep)
     return result
@@ -138,10 +149,11 @@ async def main_async(args: argparse.Namespace) -> list[harness.Result]:
     # limit=0: the default connector caps a session at 100 sockets.
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     try:
-        results.append(await harness.echo_round_trips(http, echo_port, n, secs))
+        results.append(await harness.echo_round_trips(http, echo_port, n, secs, echo.pid))
         async with harness.Scratch(args.database_url) as db:
             async with harness.Server(db.dsn) as server:
-                results += await server_scenarios(http, args, server.url)
+                pid = server.proc.pid if server.proc is not None else None
+                results += await server_scenarios(http, args, server.url, pid)
             if "nogroup" in args.only:
                 results.append(await no_group_commit(http, args))
             # Postgres here allows 100 connections: the baseline uses the server's
@@ -172,15 +184,19 @@ def report(results: list[harness.Result], args: argparse.Namespace) -> str:
         f"--seconds {args.seconds}",
         "",
         f"{args.connections} connections, one request in flight each, {args.seconds} s "
-        "measured after 1 s of warm-up.",
+        "measured after 1 s of warm-up. Server CPU: user and system time of the server's "
+        "process and its children (for the echo, the echo server's) over the measured "
+        "window, from /proc, divided by the round trips.",
         "",
-        "| scenario | round trips/s | p50 ms | p99 ms | vs bare echo |",
-        "|---|---:|---:|---:|---:|",
+        "| scenario | round trips/s | p50 ms | p99 ms | vs bare echo"
+        " | server CPU µs a round trip |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         ratio = "" if r.name.startswith("inserts") else f"{r.rate / echo.rate:.2f}x"
+        cpu = "" if r.cpu_us is None else f"{r.cpu_us:.1f}"
         lines.append(
-            f"| {r.name} | {r.rate:,.0f} | {r.pct(0.5):.2f} | {r.pct(0.99):.2f} | {ratio} |"
+            f"| {r.name} | {r.rate:,.0f} | {r.pct(0.5):.2f} | {r.pct(0.99):.2f} | {ratio} | {cpu} |"
         )
     checks = by.get("checks.record (journaled)")
     join = by.get("join (actor read)")
@@ -188,6 +204,13 @@ def report(results: list[harness.Result], args: argparse.Namespace) -> str:
     lines += ["", "Targets:", ""]
     if join:
         lines.append(f"- actor read / bare echo: **{join.rate / echo.rate:.2f}x** (target >= 0.6x)")
+        ping = by.get("ping")
+        if join.cpu_us is not None and ping is not None and ping.cpu_us is not None:
+            lines.append(
+                f"- at 0.6x the echo, a join could take {1e6 / (0.6 * echo.rate):.0f} µs of the"
+                f" one core a server process has; it takes {join.cpu_us:.0f} µs, and a `ping`"
+                f" (the gateway alone: no actor, no audit row) {ping.cpu_us:.0f} µs"
+            )
     nogroup = by.get("checks.record, one transaction per append")
     if checks and nogroup:
         lines.append(
