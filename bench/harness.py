@@ -33,7 +33,7 @@ import aiohttp
 import asyncpg
 from enf_client import EnfClient
 
-from bench.load_client import tree_cpu
+from bench.load_client import speed_probe, tree_cpu
 from bench.sections import write_section
 from gateway.auth import mint_token
 
@@ -50,9 +50,14 @@ def say(text: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def machine() -> str:
-    """Today, the architecture and the cores: what a report's "Run on" names."""
-    return f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores"
+def machine(probe: bool = True) -> str:
+    """Today, the architecture and the cores: what a report's "Run on" names;
+    with `probe`, this machine's speed now (`load_client.speed_probe`: these
+    machines differ from one day to the next, and move within minutes)."""
+    text = f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores"
+    if probe:
+        text += f" (speed probe {speed_probe():.0f} ms, `load_client.speed_probe`: lower is faster)"
+    return text
 
 
 def database_url() -> str:

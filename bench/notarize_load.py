@@ -310,8 +310,8 @@ def report(
     lines = [
         "## Whole notarizations under load (bench/notarize_load.py)",
         "",
-        f"Run on {harness.machine()}, Python {platform.python_version()}; server, Postgres "
-        "and load generator on one machine over loopback (they share the cores). "
+        f"Run on {harness.machine(probe=False)}, Python {platform.python_version()}; server,"
+        " Postgres and load generator on one machine over loopback (they share the cores). "
         f"Load average before/after: {' '.join(loads[0][0])} / {' '.join(loads[1][0])};"
         f" speed probe (`load_client.speed_probe`, lower is faster) before/after:"
         f" {loads[0][1]:.0f} / {loads[1][1]:.0f} ms{' — ' + args.note if args.note else ''}.",
