@@ -8,10 +8,15 @@ room's status callbacks and keeps the recordings.
   `VideoGrant` for that room only (identity = user id, short TTL).
 - Callbacks are checked with Twilio's `RequestValidator` (403 otherwise) and
   are idempotent: duplicates and out-of-order deliveries change nothing.
-  `recording-started` → `recording.started`; each `recording-completed`
-  track is downloaded (streamed, hashed) into `ENF_RECORDINGS_URL`; once the
-  room has ended and every started track is stored → `recording.ready`;
-  `recording-failed` → `recording.failed`.
+  `recording-started` → `recording.started` (the room's first, and each
+  party's first); each `recording-completed` track is downloaded (streamed,
+  hashed) into `ENF_RECORDINGS_URL`; once the room has ended and every
+  started track is stored → `recording.ready`; `recording-failed` →
+  `recording.failed`.
+- During the call, a party whose last running recording completes or fails
+  (it left the room, its media stopped) is reported as its recording lost
+  (`recording.failed` with its `user_id`): with `ENF_RECORDING=required` the
+  act pauses until a recording of that party runs again (PROTOCOL §5).
 - REST calls go through the library's async HTTP client; `ENF_TWILIO_API_BASE`
   points them (and media downloads) at another base URL, for a regional
   proxy or a local stand-in of Twilio's API.
@@ -73,6 +78,10 @@ class Room:
     downloading: set[str] = field(default_factory=set)
     ended: bool = False
     reported: bool = False
+    # Recordings running now, by participant (user id): a party is recorded
+    # while it has one. Those the session was told of are `told`.
+    live: dict[str, set[str]] = field(default_factory=dict)
+    told: set[str] = field(default_factory=set)
 
 
 class TwilioVideo:
@@ -154,25 +163,64 @@ class TwilioVideo:
             # A session's new room (a retried video.start) starts afresh.
             room = self.rooms[session_id] = Room(session_id, room_sid)
         rec = p.get("RecordingSid")
+        who = p.get("ParticipantIdentity") or None
+        if who is not None and not is_identifier(who):
+            # Not a user id of ours (identities are): it names no party, and
+            # its track is not kept (`_download`), which the room's report says.
+            logger.warning("twilio callback with a malformed ParticipantIdentity")
+            who = None
         if event == "recording-started" and rec:
-            if not room.started:
-                self._tell(
-                    session_address(session_id),
-                    Message("recording_started", {"user_id": p.get("ParticipantIdentity")}),
-                )
+            if rec not in room.started:  # a duplicate changes nothing
+                self._recording_runs(room, rec, who)
             room.started.add(rec)
         elif event == "recording-completed" and rec:
             room.started.add(rec)
+            self._recording_stops(room, rec, who, "stopped")
             if rec not in room.stored and rec not in room.downloading:  # duplicates: once
                 room.downloading.add(rec)
                 self._spawn(self._download(room, p))
         elif event == "recording-failed" and rec:
             room.started.add(rec)
             room.failed.add(rec)
+            self._recording_stops(room, rec, who, "failed")
             self._maybe_report(room)
         elif event == "room-ended":
             room.ended = True
             self._maybe_report(room)
+
+    def _recording_runs(self, room: Room, rec: str, who: str | None) -> None:
+        """A recording started: the session hears of the first one of the
+        room, and of each party's first (again after its media stopped)."""
+        if who is not None:
+            live = room.live.setdefault(who, set())
+            live.add(rec)
+            if who in room.told:
+                return
+            room.told.add(who)
+        elif room.started:
+            return
+        self._tell(session_address(room.session_id), Message("recording_started", {"user_id": who}))
+
+    def _recording_stops(self, room: Room, rec: str, who: str | None, how: str) -> None:
+        """A recording ended before the room did: when it was a party's last
+        one, its media no longer reaches the record (it left the room, or
+        the recording failed), which the session must hear during the call
+        (PROTOCOL §5: the act pauses). After the room ends, tracks complete
+        as they should and the room's report says what was kept."""
+        live = room.live.get(who) if who is not None else None
+        if room.ended or who is None or live is None or rec not in live:
+            return  # not known running here (a duplicate, or from before a restart)
+        live.discard(rec)
+        if live:
+            return
+        room.told.discard(who)
+        self._tell(
+            session_address(room.session_id),
+            Message(
+                "recording_failed",
+                {"reason": f"twilio: the recording of {who} {how}", "user_id": who, "tracks": []},
+            ),
+        )
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -59,8 +59,12 @@ class Interruptions(EndingRequests):
         if not self._recording_required():
             return []
         if self.ctx.media is None:
-            # A hosted provider records the room: its callbacks say it runs.
-            return [] if self.state.get("recording_started") else ["customer", "enp"]
+            # A hosted provider records the room: its callbacks say it runs,
+            # and whose recording stopped during the call (`recording_lost`).
+            if not self.state.get("recording_started"):
+                return ["customer", "enp"]
+            lost = self.state.get("recording_lost") or []
+            return [p["role"] for uid, p in self.state["participants"].items() if uid in lost]
         users = self.state.get("recording_users") or []
         return [p["role"] for uid, p in self.state["participants"].items() if uid not in users]
 

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from twilio.request_validator import RequestValidator
 
 from tests.conftest import Harness, MakeServer
-from tests.flows import assigned_session, in_the_call, join_both, sign_and_seal
+from tests.flows import assigned_session, in_the_call, join_both, passed_checks, sign_and_seal
 from tests.served import Served
 
 SID, TOKEN = "AC" + "1" * 32, "twilio-auth-token-for-tests"
@@ -181,11 +181,14 @@ async def test_a_failed_twilio_recording_is_reported(
     room = {"RoomSid": "RM" + "3" * 32, "RoomName": sid}
     rec = {**room, "RecordingSid": "RT" + "5" * 32, "ParticipantIdentity": "n1"}
     assert await post_callback(h, {**rec, "StatusCallbackEvent": "recording-started"}) == 204
-    assert await post_callback(h, {**rec, "StatusCallbackEvent": "recording-failed"}) == 204
+    await customer.expect("recording.started")
     await notary.call("video.end", {"session_id": sid})
+    # It fails as the room closes (during the call it would pause the act:
+    # test_a_party_whose_twilio_recording_stops_pauses_the_act).
+    assert await post_callback(h, {**rec, "StatusCallbackEvent": "recording-failed"}) == 204
     assert await post_callback(h, {**room, "StatusCallbackEvent": "room-ended"}) == 204
     failed = (await customer.expect("recording.failed", timeout=20))["data"]
-    assert "failed" in failed["reason"]
+    assert "failed" in failed["reason"] and "user_id" not in failed
     # PROTOCOL §5: with ENF_RECORDING=required, nothing usable after
     # video.end ends the act FAILED (recording_failed), and both parties hear it.
     for c in (customer, notary):
@@ -193,6 +196,57 @@ async def test_a_failed_twilio_recording_is_reported(
         assert (state["data"]["reason"], state["data"]["by"]) == ("recording_failed", "system")
     r = await notary.request("session.notarize", {"session_id": sid})
     assert r["error"]["code"] == "conflict"  # no recording, the gate holds
+
+
+async def test_a_party_whose_twilio_recording_stops_pauses_the_act(
+    make_server: MakeServer, twilio_api: TwilioStandIn
+) -> None:
+    """PROTOCOL §5 with a hosted room: when a party's recordings stop during
+    the call (it left the room, its media failed), the act pauses, and
+    resumes once a recording of that party runs again; the record keeps
+    every track."""
+    h = await twilio_server(make_server, twilio_api)
+    customer, notary, sid = await assigned_session(h)
+    await in_the_call(customer, notary, sid)
+    room = {"RoomSid": "RM" + "3" * 32, "RoomName": sid, "AccountSid": SID}
+
+    def rec(n: int, who: str) -> dict[str, str]:
+        return {**room, "RecordingSid": f"RT{n:032d}", "ParticipantIdentity": who, "Type": "video"}
+
+    async def callback(params: dict[str, str], event: str) -> None:
+        assert await post_callback(h, {**params, "StatusCallbackEvent": event}) == 204
+
+    await callback(rec(1, "c1"), "recording-started")
+    await callback(rec(2, "n1"), "recording-started")
+    for who in ("c1", "n1"):
+        await customer.expect("recording.started", user_id=who)
+    await notary.call("checks.record", passed_checks(sid))
+    # The customer's video leaves the room: its recording completes mid-call.
+    await callback(rec(1, "c1"), "recording-completed")
+    for c in (customer, notary):
+        paused = await c.expect("session.paused")
+        assert paused["data"] == {"reason": "recording", "user_id": "c1"}
+    refused = await customer.request("act.sign", {"session_id": sid, "signature": "c2ln"})
+    assert refused["error"]["code"] == "conflict" and "paused" in refused["error"]["message"]
+    await callback(rec(1, "c1"), "recording-completed")  # a duplicate changes nothing
+    # Back in the room: a new recording of the customer runs, the act resumes.
+    await callback(rec(3, "c1"), "recording-started")
+    await customer.expect("recording.started", user_id="c1")
+    for c in (customer, notary):
+        await c.expect("session.resumed")
+    await customer.call("act.sign", {"session_id": sid, "signature": "c2ln"})
+    await notary.call("act.seal", {"session_id": sid, "signature": "ZQ==", "seal": "cw=="})
+    await notary.call("video.end", {"session_id": sid})
+    # After the call, tracks completing is the room closing, not a pause.
+    for n, who in ((2, "n1"), (3, "c1")):
+        await callback(rec(n, who), "recording-completed")
+    await callback(room, "room-ended")
+    ready = (await customer.expect("recording.ready", timeout=20))["data"]
+    assert len(ready["tracks"]) == 3
+    await notary.call("session.notarize", {"session_id": sid})
+    await customer.expect("session.notarized")
+    names = [e["name"] for e in customer.events if e.get("topic") == f"session:{sid}"]
+    assert names.count("session.paused") == 1 and names.count("session.resumed") == 1
 
 
 async def test_no_recording_within_the_ready_timeout_fails_the_act(
