@@ -60,6 +60,9 @@ class Follow:
     # Placed where the journal may hold later events (the head was unknown or
     # ahead): they are read once no request holds the topic.
     behind: bool = False
+    # The bus lost events (Redis away) while the topic was not flowing: the
+    # journal is read once it can flow, whatever was held meanwhile.
+    lost: bool = False
     buffer: list[Delivery] = field(default_factory=list)
 
     @property
@@ -101,8 +104,13 @@ class Following:
         """The bus lost what it carried for a while (Redis away): read the
         journal after the last seq sent, as for a gap."""
         f = self.follows.get(topic)
-        if f is None or not f.flowing:
-            return  # not followed, or a catch-up or a request will read it anyway
+        if f is None:
+            return
+        if not f.flowing:
+            # Held by a request, or a catch-up under way: what they read may
+            # end before the events lost; the journal is read after them.
+            f.lost = True
+            return
         f.catching_up = True
         self.out.spawn(self._catch_up(topic, f))
 
@@ -131,7 +139,11 @@ class Following:
         """Send what the journal has after `f.last_seq`, then what was buffered
         meanwhile. The caller has set `f.catching_up`."""
         try:
-            caught_up = await self._replay(topic, f)
+            while True:
+                f.lost = False  # this read covers what was lost so far
+                caught_up = await self._replay(topic, f)
+                if not caught_up or not f.lost:
+                    break
         except Unavailable:
             self.out.log.warning("journal unavailable while catching up %s", topic)
             self.out.close_soon(P.CLOSE_TOO_SLOW, "could not replay events: resume with since_seq")
@@ -206,9 +218,10 @@ class Following:
             return
         if f.paused or f.catching_up:
             return
-        if f.behind:
-            f.behind = False
-            if head is None or not _holds(f.buffer, f.last_seq, head):
+        if f.behind or f.lost:
+            behind, f.behind = f.behind, False
+            # Held events stand in for the journal only when the bus lost none.
+            if f.lost or head is None or not (behind and _holds(f.buffer, f.last_seq, head)):
                 f.catching_up = True
                 await self._catch_up(topic, f)
                 return
