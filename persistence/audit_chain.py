@@ -35,6 +35,7 @@ from typing import Any
 import asyncpg
 
 from persistence.events import GENESIS_HASH, canonical_json, jsonb_value
+from persistence.pool import compact_json
 
 __all__ = [
     "COLUMNS",
@@ -112,7 +113,12 @@ class _Link:
     def json_row(self) -> str:
         """The row as a JSON object of `COLUMNS` + `CHAIN_COLUMNS`: the text
         hashed (which holds every column but the hash, `at` exact to the
-        microsecond in UTC, as `timestamptz` keeps it) with the hash added."""
+        microsecond in UTC, as `timestamptz` keeps it) with the hash added.
+        Before the year 1000 the hashed time is not ISO 8601 (its year is
+        not padded, as it always was hashed): that row says it as ISO."""
+        if self.at.year < 1000:
+            row = {**self.fields, "at": self.at.isoformat(), "hash": self.digest}
+            return compact_json(row).decode()
         return f'{self.text[:-1]},"hash":"{self.digest}"}}'
 
 

@@ -252,15 +252,20 @@ async def test_what_is_hashed_survives_postgres(pool: asyncpg.Pool) -> None:
     await log.flush()
     assert (log.written, log.refused) == (2, 1)
     odd(4)  # the writer knows the head now: one statement
+    # A year whose hashed text is not ISO 8601 (not padded, as always hashed).
+    log.record(_row(6, at=datetime(5, 1, 2, 3, 4, 5, 6, tzinfo=UTC)))
     await log.flush()
-    assert (log.written, log.refused) == (4, 1)
+    assert (log.written, log.refused) == (5, 1)
     report = await verify_audit(pool)
-    assert report.valid and report.rows == 4, report
+    assert report.valid and report.rows == 5, report
     rows = await pool.fetch("SELECT at, user_agent, metadata FROM audit_log ORDER BY id")
     assert [r["at"] for r in rows] == [
         datetime(2026, 3, 1, 0, 0, 0, 123456, tzinfo=UTC),
         datetime(2026, 3, 1, 0, 0, 0, 1, tzinfo=UTC),
-    ] * 2
+        datetime(2026, 3, 1, 0, 0, 0, 123456, tzinfo=UTC),
+        datetime(2026, 3, 1, 0, 0, 0, 1, tzinfo=UTC),
+        datetime(5, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+    ]
     assert rows[0]["user_agent"] == rows[2]["user_agent"]
     assert rows[0]["metadata"] == rows[2]["metadata"]
 
