@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,6 +44,7 @@ from core.ids import is_identifier, session_address
 from core.messages import Message
 from media.recorder import Tell
 from media.storage import FileStorage, S3Storage, contained
+from media.twilio_rooms import Room
 from persistence.keys import open_private
 
 logger = logging.getLogger(__name__)
@@ -66,22 +67,6 @@ class Credentials:
         if missing:
             raise ValueError(f"ENF_VIDEO_PROVIDER=twilio needs {', '.join(missing)}")
         return cls(*(os.environ[n] for n in names))
-
-
-@dataclass
-class Room:
-    session_id: str
-    room_sid: str | None = None
-    started: set[str] = field(default_factory=set)  # recording sids
-    stored: dict[str, dict[str, Any]] = field(default_factory=dict)  # sid -> track
-    failed: set[str] = field(default_factory=set)
-    downloading: set[str] = field(default_factory=set)
-    ended: bool = False
-    reported: bool = False
-    # Recordings running now, by participant (user id): a party is recorded
-    # while it has one. Those the session was told of are `told`.
-    live: dict[str, set[str]] = field(default_factory=dict)
-    told: set[str] = field(default_factory=set)
 
 
 class TwilioVideo:
@@ -118,7 +103,8 @@ class TwilioVideo:
             status_callback=self.callback_url,
             status_callback_method="POST",
         )
-        self.rooms.setdefault(session_id, Room(session_id)).room_sid = room.sid
+        # A new room (a retried video.start) starts afresh, known whole.
+        self.rooms[session_id] = Room(session_id, room.sid)
         logger.info("twilio room %s created for session %s", room.sid, session_id)
         return str(room.sid)
 
@@ -149,19 +135,9 @@ class TwilioVideo:
     def on_callback(self, p: dict[str, str]) -> None:
         """One status callback (already validated). Idempotent."""
         event = p.get("StatusCallbackEvent", "")
-        session_id = p.get("RoomName", "")
-        if not is_identifier(session_id) or session_id in (".", ".."):
-            if session_id:
-                logger.warning("twilio callback for an unknown room name ignored")
+        room = self._room_of(p)
+        if room is None:
             return
-        if p.get("RecordingSid") and not is_identifier(p["RecordingSid"]):
-            logger.warning("twilio callback with a malformed RecordingSid ignored")
-            return
-        room = self.rooms.get(session_id)
-        room_sid = p.get("RoomSid")
-        if room is None or (room_sid and room.room_sid and room_sid != room.room_sid):
-            # A session's new room (a retried video.start) starts afresh.
-            room = self.rooms[session_id] = Room(session_id, room_sid)
         rec = p.get("RecordingSid")
         who = p.get("ParticipantIdentity") or None
         if who is not None and not is_identifier(who):
@@ -169,58 +145,44 @@ class TwilioVideo:
             # its track is not kept (`_download`), which the room's report says.
             logger.warning("twilio callback with a malformed ParticipantIdentity")
             who = None
+        video = p.get("Type") in (None, "", "video")
+        actor = session_address(room.session_id)
         if event == "recording-started" and rec:
             if rec not in room.started:  # a duplicate changes nothing
-                self._recording_runs(room, rec, who)
-            room.started.add(rec)
-        elif event == "recording-completed" and rec:
-            room.started.add(rec)
-            self._recording_stops(room, rec, who, "stopped")
-            if rec not in room.stored and rec not in room.downloading:  # duplicates: once
+                started = room.runs(rec, who, video)
+                if started is not None:
+                    self._tell(actor, Message("recording_started", started))
+        elif event in ("recording-completed", "recording-failed") and rec:
+            failed = event == "recording-failed"
+            lost = room.stops(rec, who, video, failed)
+            if lost is not None:
+                self._tell(actor, Message("recording_failed", lost))
+            if failed:
+                self._maybe_report(room)
+            elif rec not in room.stored and rec not in room.downloading:  # duplicates: once
                 room.downloading.add(rec)
                 self._spawn(self._download(room, p))
-        elif event == "recording-failed" and rec:
-            room.started.add(rec)
-            room.failed.add(rec)
-            self._recording_stops(room, rec, who, "failed")
-            self._maybe_report(room)
         elif event == "room-ended":
             room.ended = True
             self._maybe_report(room)
 
-    def _recording_runs(self, room: Room, rec: str, who: str | None) -> None:
-        """A recording started: the session hears of the first one of the
-        room, and of each party's first (again after its media stopped)."""
-        if who is not None:
-            live = room.live.setdefault(who, set())
-            live.add(rec)
-            if who in room.told:
-                return
-            room.told.add(who)
-        elif room.started:
-            return
-        self._tell(session_address(room.session_id), Message("recording_started", {"user_id": who}))
-
-    def _recording_stops(self, room: Room, rec: str, who: str | None, how: str) -> None:
-        """A recording ended before the room did: when it was a party's last
-        one, its media no longer reaches the record (it left the room, or
-        the recording failed), which the session must hear during the call
-        (PROTOCOL §5: the act pauses). After the room ends, tracks complete
-        as they should and the room's report says what was kept."""
-        live = room.live.get(who) if who is not None else None
-        if room.ended or who is None or live is None or rec not in live:
-            return  # not known running here (a duplicate, or from before a restart)
-        live.discard(rec)
-        if live:
-            return
-        room.told.discard(who)
-        self._tell(
-            session_address(room.session_id),
-            Message(
-                "recording_failed",
-                {"reason": f"twilio: the recording of {who} {how}", "user_id": who, "tracks": []},
-            ),
-        )
+    def _room_of(self, p: dict[str, str]) -> Room | None:
+        """The room a callback is about (None: a name or sid not ours)."""
+        session_id = p.get("RoomName", "")
+        if not is_identifier(session_id) or session_id in (".", ".."):
+            if session_id:
+                logger.warning("twilio callback for an unknown room name ignored")
+            return None
+        if p.get("RecordingSid") and not is_identifier(p["RecordingSid"]):
+            logger.warning("twilio callback with a malformed RecordingSid ignored")
+            return None
+        room = self.rooms.get(session_id)
+        room_sid = p.get("RoomSid")
+        if room is None or (room_sid and room.room_sid and room_sid != room.room_sid):
+            # Not created by this process (a restart, another gateway): its
+            # recordings are not all known (`twilio_rooms`).
+            room = self.rooms[session_id] = Room(session_id, room_sid, partial=True)
+        return room
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -285,19 +247,20 @@ class TwilioVideo:
     def _maybe_report(self, room: Room) -> None:
         if room.reported or not room.ended:
             return
-        if room.started - room.failed - set(room.stored):
+        if room.waiting():
             return  # tracks still being completed or downloaded
         room.reported = True
         actor = session_address(room.session_id)
         tracks = list(room.stored.values())
-        if tracks and not room.failed:
+        failed = room.failures()
+        if tracks and not failed:
             self._tell(actor, Message("recording_finished", {"tracks": tracks}))
         else:
             # An incomplete recording is not the record of the act: failed,
             # with what was kept.
             reason = (
-                f"twilio recording failed ({len(room.failed)} of {len(room.started)} tracks)"
-                if room.failed
+                f"twilio recording failed ({len(failed)} of {len(room.started)} tracks)"
+                if failed
                 else "no_media"
             )
             self._tell(actor, Message("recording_failed", {"reason": reason, "tracks": tracks}))

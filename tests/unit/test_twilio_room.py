@@ -1,79 +1,112 @@
-"""What a hosted room's recording callbacks tell the session (media.twilio_video):
-each party's first recording, and a party's last running recording ending
-during the call (its media lost), once; nothing for recordings it never saw
-start (from before a restart) or once the room has ended."""
+"""A hosted room's bookkeeping (media.twilio_rooms): what its recording
+callbacks tell the session. Each party's first video recording; a party's
+last running video recording ending during the call (its media lost), once;
+nothing judged where the room is not wholly known (seen first through a
+callback) or once it has ended; a failure superseded by a later recording
+of the same party does not fail the room's record."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from core.messages import Message
 from media.storage import FileStorage
+from media.twilio_rooms import Room
 from media.twilio_video import Credentials, TwilioVideo
 
-Told = list[tuple[str, Message]]
+AUDIO, VIDEO = False, True
 
 
-@pytest.fixture
-async def room(tmp_path: Path) -> AsyncIterator[tuple[TwilioVideo, Told]]:
-    told: Told = []
+def lost(reason: str, who: str) -> dict[str, object]:
+    return {"reason": f"twilio: the recording of {who} {reason}", "user_id": who, "tracks": []}
+
+
+def test_a_party_is_lost_when_its_last_video_recording_ends() -> None:
+    room = Room("s1", "RM1")
+    assert room.runs("A1", "c1", AUDIO) is None  # audio alone puts no one in view
+    assert room.runs("V1", "c1", VIDEO) == {"user_id": "c1"}
+    assert room.runs("V2", "c1", VIDEO) is None  # a second video track (a screen)
+    assert room.runs("V3", "n1", VIDEO) == {"user_id": "n1"}
+    assert room.stops("V2", "c1", VIDEO, failed=False) is None  # the camera still runs
+    assert room.stops("V1", "c1", VIDEO, failed=False) == lost("stopped", "c1")  # audio runs on
+    assert room.stops("V1", "c1", VIDEO, failed=False) is None  # a duplicate
+    assert room.stops("A1", "c1", AUDIO, failed=True) is None  # audio: not a view
+    assert room.runs("V4", "c1", VIDEO) == {"user_id": "c1"}  # back in the room
+    assert room.failures() == {"A1"}  # its audio not recorded again
+    assert room.runs("A2", "c1", AUDIO) is None
+    assert room.failures() == set()
+
+
+def test_a_failure_not_seen_starting_is_a_loss_once() -> None:
+    room = Room("s1", "RM1")
+    assert room.runs("V1", "n1", VIDEO) == {"user_id": "n1"}
+    assert room.stops("V2", "c1", VIDEO, failed=True) == lost("failed", "c1")
+    assert room.stops("V2", "c1", VIDEO, failed=True) is None
+    assert room.stops("V9", "c1", VIDEO, failed=False) is None  # completed, never seen: nothing
+
+
+def test_a_failure_superseded_by_a_later_recording_of_the_party_does_not_fail_the_room() -> None:
+    room = Room("s1", "RM1")
+    room.runs("V1", "c1", VIDEO)
+    room.runs("V2", "n1", VIDEO)
+    assert room.stops("V1", "c1", VIDEO, failed=True) == lost("failed", "c1")
+    assert room.failures() == {"V1"}
+    assert room.runs("V3", "c1", VIDEO) == {"user_id": "c1"}
+    assert room.failures() == set()
+    room.stops("V2", "n1", VIDEO, failed=True)  # n1 not recorded again: the room failed
+    assert room.failures() == {"V2"}
+
+
+def test_nothing_is_judged_in_a_room_not_wholly_known_or_after_it_ended() -> None:
+    partial = Room("s1", "RM1", partial=True)  # this process restarted mid-call
+    assert partial.runs("V5", "c1", VIDEO) == {"user_id": "c1"}  # a screen shared since
+    assert partial.stops("V5", "c1", VIDEO, failed=False) is None  # its camera may still run
+    assert partial.stops("V1", "c1", VIDEO, failed=True) is None
+    assert partial.failures() == {"V1"}  # the room's report still says it
+    ended = Room("s1", "RM1")
+    ended.runs("V1", "c1", VIDEO)
+    ended.ended = True
+    assert ended.stops("V1", "c1", VIDEO, failed=False) is None  # the room closing its tracks
+
+
+async def test_callbacks_reach_the_session_as_the_room_says(tmp_path: Path) -> None:
+    told: list[tuple[str, Message]] = []
     video = TwilioVideo(
         Credentials("AC1", "token", "SK1", "secret"),
         FileStorage(tmp_path / "rec"),
         lambda a, m: told.append((a, m)),
         tmp_path / "work",
         callback_url="http://127.0.0.1:1/webhooks/twilio/status",
-        api_base="http://127.0.0.1:1",  # downloads fail at once: not what is tested
     )
+    video.rooms["s1"] = Room("s1", "RM1")  # as create_room makes it
     try:
-        yield video, told
+        await _callbacks(video, told)
     finally:
         await video.stop()
 
 
-def _cb(video: TwilioVideo, event: str, rec: str | None = None, who: str | None = None) -> None:
-    params = {"StatusCallbackEvent": event, "RoomName": "s1", "RoomSid": "RM1"}
-    if rec is not None:
-        params["RecordingSid"] = rec
-    if who is not None:
-        params["ParticipantIdentity"] = who
-    video.on_callback(params)
-
-
-def _said(told: Told) -> list[tuple[str, str | None]]:
-    return [(m.kind, m.data.get("user_id")) for _, m in told]
-
-
-async def test_a_party_is_lost_when_its_last_recording_ends(
-    room: tuple[TwilioVideo, Told],
-) -> None:
-    video, told = room
-    _cb(video, "recording-started", "RTa1", "c1")  # the customer's audio
-    _cb(video, "recording-started", "RTv1", "c1")  # and video
-    _cb(video, "recording-started", "RTv1", "c1")  # a duplicate
-    _cb(video, "recording-started", "RTv2", "n1")
-    assert _said(told) == [("recording_started", "c1"), ("recording_started", "n1")]
-    _cb(video, "recording-completed", "RTv1", "c1")  # its audio still runs
-    assert len(told) == 2
-    _cb(video, "recording-failed", "RTa1", "c1")
-    _cb(video, "recording-failed", "RTa1", "c1")  # a duplicate
-    assert _said(told)[2:] == [("recording_failed", "c1")]
-    assert told[2][1].data["tracks"] == [] and "failed" in told[2][1].data["reason"]
-    _cb(video, "recording-started", "RTv3", "c1")  # back in the room
-    assert _said(told)[3:] == [("recording_started", "c1")]
-
-
-async def test_nothing_is_lost_for_recordings_not_seen_starting_or_after_the_room(
-    room: tuple[TwilioVideo, Told],
-) -> None:
-    video, told = room
-    # Started before this process (a restart): not known running, so not a loss.
-    _cb(video, "recording-completed", "RTold", "c1")
-    assert told == []
-    _cb(video, "recording-started", "RTv1", "c1")
-    _cb(video, "room-ended")
-    _cb(video, "recording-completed", "RTv1", "c1")  # the room closing its tracks
-    assert ("recording_failed", "c1") not in _said(told)
+async def _callbacks(video: TwilioVideo, told: list[tuple[str, Message]]) -> None:
+    base = {"RoomName": "s1", "RoomSid": "RM1"}
+    for event, rec, who, kind in (
+        ("recording-started", "RTa", "c1", "audio"),
+        ("recording-started", "RTv", "c1", "video"),
+        ("recording-started", "RTv", "c1", "video"),
+        ("recording-failed", "RTv", "c1", "video"),
+    ):
+        video.on_callback(
+            {
+                **base,
+                "StatusCallbackEvent": event,
+                "RecordingSid": rec,
+                "ParticipantIdentity": who,
+                "Type": kind,
+            }
+        )
+    said = [(a, m.kind, m.data.get("user_id")) for a, m in told]
+    assert said == [
+        ("session:s1", "recording_started", "c1"),
+        ("session:s1", "recording_failed", "c1"),
+    ]
+    # A room of another sid (not made here): not wholly known.
+    video.on_callback({**base, "RoomSid": "RM2", "StatusCallbackEvent": "room-ended"})
+    assert video.rooms["s1"].partial and video.rooms["s1"].room_sid == "RM2"
