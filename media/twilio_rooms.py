@@ -1,25 +1,27 @@
 """A Twilio room as its status callbacks show it (media.twilio_video): the
-recordings started, stored and failed, and which parties are recorded now.
+recordings started, stored and failed, and which parties are in view now.
 Pure bookkeeping, no I/O: it says what the session must hear.
 
-A party is recorded while one of its video recordings runs (a recording
+A party is in view while one of its video recordings runs (a recording
 whose callback names no `Type` counts as video; audio alone does not put a
-party in view). The session hears of the room's first recording, of each
+party in view, and a screen share cannot be told from a camera by the
+callbacks). The session hears of the room's first recording, of each
 party's first video recording, and, during the call, of a party whose last
-running video recording completed or failed before the room ended: its
+running video recording completed or failed, or whose room ended: its
 recording lost (PROTOCOL §5: with `ENF_RECORDING=required` the act pauses
-until a recording of it runs again).
+until a video recording of it runs again). The session ignores losses once
+the call is over (the room closing its tracks after `video.end`).
 
 A room first seen through a callback (`partial`: this process restarted, or
 did not create it) may have recordings running that it never saw start, so
-no loss is judged there (a false pause could not resume): its failures count
-in the room's report only. A failure of a recording not seen starting, in a
-room wholly known, is a loss when no video recording of the party runs.
+no loss is judged there but the room's end (a false pause could not
+resume): its failures count in the room's report only.
 
-A failed recording of a party whose recording of the same kind (video,
-audio) started again afterwards is `superseded`: the room's record is what
-was stored, and the failure and the pause are in the session's journal; any
-other failure makes the room's recording failed.
+A failed recording of a party is `superseded` when a recording of the same
+party and kind runs on, or starts later: the room's record is what was
+stored (a failed track's media is missing from it), and the failure and the
+pause are in the session's journal. Any other failure makes the room's
+recording failed.
 """
 
 from __future__ import annotations
@@ -39,10 +41,11 @@ class Room:
     downloading: set[str] = field(default_factory=set)
     ended: bool = False
     reported: bool = False
-    live: dict[str, set[str]] = field(default_factory=dict)  # party -> video recordings running
-    told: set[str] = field(default_factory=set)  # parties the session knows recorded
-    lost: set[str] = field(default_factory=set)  # parties it knows lost, not recorded since
-    # (party, video?) -> its failed recordings not recorded again since
+    # (party, video?) -> its recordings of that kind running now
+    live: dict[tuple[str, bool], set[str]] = field(default_factory=dict)
+    told: set[str] = field(default_factory=set)  # parties the session knows in view
+    lost: set[str] = field(default_factory=set)  # parties it knows lost, not in view since
+    # (party, video?) -> its failed recordings not covered by one of that kind since
     failed_of: dict[tuple[str, bool], set[str]] = field(default_factory=dict)
     superseded: set[str] = field(default_factory=set)
 
@@ -51,12 +54,11 @@ class Room:
         the session must hear, if any."""
         first = not self.started
         self.started.add(rec)
-        if who is not None:  # its failed recordings of this kind are superseded
-            self.superseded |= self.failed_of.pop((who, video), set())
-        if who is None or not video:
-            return {"user_id": who} if first and video else None
-        self.live.setdefault(who, set()).add(rec)
-        if who in self.told:
+        if who is None:
+            return {"user_id": None} if first and video else None
+        self.live.setdefault((who, video), set()).add(rec)
+        self.superseded |= self.failed_of.pop((who, video), set())  # covered from here on
+        if not video or who in self.told:
             return None
         self.told.add(who)
         self.lost.discard(who)
@@ -66,22 +68,32 @@ class Room:
         """A recording completed or failed: the `recording_failed` of a party
         whose media no longer reaches the record, if the session must hear one."""
         self.started.add(rec)
+        live = self.live.setdefault((who, video), set()) if who is not None else set()
+        was_live = rec in live
+        live.discard(rec)
         if failed:
             self.failed.add(rec)
-            if who is not None:
+            if live:  # another recording of the party, of that kind, runs on
+                self.superseded.add(rec)
+            elif who is not None:
                 self.failed_of.setdefault((who, video), set()).add(rec)
         if self.ended or self.partial or who is None or not video:
             return None  # the room closing its tracks, a room not wholly known, no party's view
-        live = self.live.setdefault(who, set())
-        if rec in live:
-            live.discard(rec)
-        elif not failed:
+        if not was_live and not failed:
             return None  # a duplicate
         if live or who in self.lost:
             return None  # still in view, or lost already
+        return self._lose(who, "failed" if failed else "stopped")
+
+    def end(self) -> list[dict[str, Any]]:
+        """The room ended: every party still in view is lost (which the
+        session hears, and ignores once the call is over)."""
+        self.ended = True
+        return [self._lose(who, "ended with the room") for who in sorted(self.told - self.lost)]
+
+    def _lose(self, who: str, how: str) -> dict[str, Any]:
         self.lost.add(who)
         self.told.discard(who)
-        how = "failed" if failed else "stopped"
         return {"reason": f"twilio: the recording of {who} {how}", "user_id": who, "tracks": []}
 
     def failures(self) -> set[str]:

@@ -163,7 +163,8 @@ class TwilioVideo:
                 room.downloading.add(rec)
                 self._spawn(self._download(room, p))
         elif event == "room-ended":
-            room.ended = True
+            for lost in room.end():
+                self._tell(actor, Message("recording_failed", lost))
             self._maybe_report(room)
 
     def _room_of(self, p: dict[str, str]) -> Room | None:
@@ -178,7 +179,14 @@ class TwilioVideo:
             return None
         room = self.rooms.get(session_id)
         room_sid = p.get("RoomSid")
-        if room is None or (room_sid and room.room_sid and room_sid != room.room_sid):
+        if room is not None and room_sid and room.room_sid and room_sid != room.room_sid:
+            if not room.partial:
+                # Another room of the session than the one made here for its
+                # call (one a retried video.start left behind): not its record.
+                logger.info("twilio callback for room %s, not the session's: ignored", room_sid)
+                return None
+            room = None  # seen through callbacks only: the later room is taken for the call
+        if room is None:
             # Not created by this process (a restart, another gateway): its
             # recordings are not all known (`twilio_rooms`).
             room = self.rooms[session_id] = Room(session_id, room_sid, partial=True)

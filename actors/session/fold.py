@@ -150,8 +150,6 @@ def _recording_started(s: SessionState, e: StoredEvent) -> None:
     users = s.setdefault("recording_users", [])
     if uid and uid not in users:
         users.append(uid)
-    if uid and uid in (s.get("recording_lost") or []):
-        s["recording_lost"] = [u for u in s["recording_lost"] if u != uid]
 
 
 def _recording_ready(s: SessionState, e: StoredEvent) -> None:
@@ -169,12 +167,10 @@ def _recording_failed(s: SessionState, e: StoredEvent) -> None:
     uid = e.data.get("user_id")
     if uid is not None:  # one party's media stopped reaching the recorder
         s["recording_users"] = [u for u in s.get("recording_users") or [] if u != uid]
-        s["recording_lost"] = [*(u for u in s.get("recording_lost") or [] if u != uid), uid]
         return
     s["recording_failed"] = {"reason": e.data["reason"], "at": e.at}
     s["recording_started"] = False  # a restarted video records anew
     s["recording_users"] = []
-    s["recording_lost"] = []
 
 
 def _notarized(s: SessionState, e: StoredEvent) -> None:

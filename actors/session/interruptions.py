@@ -58,13 +58,8 @@ class Interruptions(EndingRequests):
         unless the recording is required)."""
         if not self._recording_required():
             return []
-        if self.ctx.media is None:
-            # A hosted provider records the room: its callbacks say it runs,
-            # and whose recording stopped during the call (`recording_lost`).
-            if not self.state.get("recording_started"):
-                return ["customer", "enp"]
-            lost = self.state.get("recording_lost") or []
-            return [p["role"] for uid, p in self.state["participants"].items() if uid in lost]
+        # Per party: the recorder says whose media reaches it; a hosted room's
+        # callbacks, whose video recording runs (media.twilio_rooms).
         users = self.state.get("recording_users") or []
         return [p["role"] for uid, p in self.state["participants"].items() if uid not in users]
 
@@ -96,10 +91,14 @@ class Interruptions(EndingRequests):
             )
         unrecorded = self._not_recorded()
         if unrecorded:
+            how = (
+                "(send the recorder an offer)"
+                if self.ctx.media is not None
+                else "(its video must be in the call's room)"
+            )
             raise ProtocolError(
                 "conflict",
-                f"not in full view: the recording is not running for {_who(unrecorded)}"
-                " (send the recorder an offer)",
+                f"not in full view: the recording is not running for {_who(unrecorded)} {how}",
             )
 
     def _pause_cause(self) -> str:

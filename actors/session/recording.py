@@ -71,13 +71,7 @@ class RecordingReports(Interruptions):
         reason = msg.data.get("reason") or "unknown"
         tracks = msg.data.get("tracks") or []
         uid = msg.data.get("user_id")
-        # A hosted room reports each party it records (media.twilio_video);
-        # this server's recorder, the parties whose media reached it.
-        recorded = (
-            self.state["participants"]
-            if self.ctx.media is None
-            else (self.state.get("recording_users") or [])
-        )
+        recorded = self.state.get("recording_users") or []
         if uid is not None and (self.state["state"] != L.VIDEO_IN_PROGRESS or uid not in recorded):
             return  # one party's media lost outside the call, or not recorded anyway
         if self.ctx.metrics is not None:

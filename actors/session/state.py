@@ -155,13 +155,10 @@ class SessionState(_Always, total=False):
     recipients: list[Recipient]
     deliveries: dict[str, str]  # recipient index -> final status
     recording_started: bool
-    # Parties whose media the recorder receives now (webrtc; `recording.started`
-    # per party; `recording.failed` takes out its `user_id`, or everyone).
+    # Parties recorded now: whose media the recorder receives (webrtc), whose
+    # video a hosted room records (twilio); `recording.started` per party,
+    # `recording.failed` takes out its `user_id`, or everyone.
     recording_users: list[str]
-    # Parties whose recording stopped during the call and has not run again
-    # (a hosted room's parties: `recording.failed` with a `user_id` adds it,
-    # `recording.started` with it takes it out; the fold replaces the list).
-    recording_lost: list[str]
     recording_tracks: list[Track]
     recording_failed: RecordingFailed
     notarized_at: str

@@ -153,23 +153,32 @@ async def test_twilio_rooms_tokens_callbacks_and_recordings(
     )
     assert await post_callback(h, {**rec, "StatusCallbackEvent": "recording-started"}) == 204
     assert await post_callback(h, {**rec, "StatusCallbackEvent": "recording-started"}) == 204
-    await customer.expect("recording.started")
+    await customer.expect("recording.started", user_id="c1")
+    # In full view only once every party's video is recorded (per party).
+    refused = await notary.request("checks.record", passed_checks(sid))
+    assert refused["error"]["code"] == "conflict" and "notary" in refused["error"]["message"]
+    rec_n = {**rec, "RecordingSid": "RT" + "6" * 32, "ParticipantIdentity": "n1"}
+    assert await post_callback(h, {**rec_n, "StatusCallbackEvent": "recording-started"}) == 204
+    await customer.expect("recording.started", user_id="n1")
     await sign_and_seal(customer, notary, sid)
     await notary.call("video.end", {"session_id": sid})
     assert ("POST", f"/v1/Rooms/{room['RoomSid']}", {"Status": "completed"}) in twilio_api.calls
     # Out of order: the room ends before the recording completes; then twice.
     assert await post_callback(h, {**room, "StatusCallbackEvent": "room-ended"}) == 204
     for _ in range(2):
-        assert await post_callback(h, {**rec, "StatusCallbackEvent": "recording-completed"}) == 204
+        for track in (rec, rec_n):
+            done = {**track, "StatusCallbackEvent": "recording-completed"}
+            assert await post_callback(h, done) == 204
     ready = (await customer.expect("recording.ready", timeout=20))["data"]
     assert ready["sha256"] == hashlib.sha256(MEDIA).hexdigest() and ready["bytes"] == len(MEDIA)
     assert urlparse(ready["url"]).scheme == "file" and ready["duration_s"] == 42.0
-    assert len(ready["tracks"]) == 1
+    assert len(ready["tracks"]) == 2
     r = await notary.request("session.notarize", {"session_id": sid})
     assert r["ok"], r
     await customer.expect("session.notarized")
     events = [e["name"] for e in customer.events if e.get("topic") == f"session:{sid}"]
-    assert events.count("recording.ready") == 1 and events.count("recording.started") == 1
+    assert events.count("recording.ready") == 1 and events.count("recording.started") == 2
+    assert "session.paused" not in events  # the room closing after video.end is no loss
 
 
 async def test_a_failed_twilio_recording_is_reported(

@@ -37,6 +37,15 @@ def test_a_party_is_lost_when_its_last_video_recording_ends() -> None:
     assert room.failures() == set()
 
 
+def test_a_failure_covered_by_a_recording_running_on_is_superseded() -> None:
+    room = Room("s1", "RM1")
+    room.runs("V1", "c1", VIDEO)
+    room.runs("V3", "c1", VIDEO)  # the party's next recording started first
+    assert room.stops("V1", "c1", VIDEO, failed=True) is None  # still in view
+    assert room.failures() == set()
+    assert room.end() == [lost("ended with the room", "c1")]
+
+
 def test_a_failure_not_seen_starting_is_a_loss_once() -> None:
     room = Room("s1", "RM1")
     assert room.runs("V1", "n1", VIDEO) == {"user_id": "n1"}
@@ -107,6 +116,18 @@ async def _callbacks(video: TwilioVideo, told: list[tuple[str, Message]]) -> Non
         ("session:s1", "recording_started", "c1"),
         ("session:s1", "recording_failed", "c1"),
     ]
-    # A room of another sid (not made here): not wholly known.
+    # Another room of the session (one a retried video.start left behind): ignored.
     video.on_callback({**base, "RoomSid": "RM2", "StatusCallbackEvent": "room-ended"})
-    assert video.rooms["s1"].partial and video.rooms["s1"].room_sid == "RM2"
+    assert video.rooms["s1"].room_sid == "RM1" and not video.rooms["s1"].ended
+    # Back in view, then the room ends under the call: a loss for each party in view.
+    video.on_callback(
+        {**base, "StatusCallbackEvent": "recording-started", "RecordingSid": "RTw"}
+        | {"ParticipantIdentity": "c1", "Type": "video"}
+    )
+    video.on_callback({**base, "StatusCallbackEvent": "room-ended"})
+    again = [(m.kind, m.data.get("user_id")) for _, m in told[2:]]
+    assert again[:2] == [("recording_started", "c1"), ("recording_failed", "c1")]
+    assert "ended with the room" in told[3][1].data["reason"]
+    # A callback of a room first seen through callbacks (a restart) makes a partial room.
+    video.on_callback({"RoomName": "s2", "RoomSid": "RM7", "StatusCallbackEvent": "room-ended"})
+    assert video.rooms["s2"].partial
