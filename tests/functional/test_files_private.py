@@ -87,11 +87,15 @@ async def test_a_twilio_recording_is_private_as_downloaded_and_as_stored(
     await notary.call("video.start", {"session_id": sid})
     room = {"RoomSid": "RM" + "3" * 32, "RoomName": sid}
     rec = {**room, "RecordingSid": "RT" + "4" * 32, "ParticipantIdentity": "c1", "Type": "video"}
-    assert await post_callback(h, {**rec, "StatusCallbackEvent": "recording-started"}) == 204
-    await customer.expect("recording.started")
+    rec_n = {**rec, "RecordingSid": "RT" + "5" * 32, "ParticipantIdentity": "n1"}
+    for who, track in (("c1", rec), ("n1", rec_n)):  # each party's video recorded
+        assert await post_callback(h, {**track, "StatusCallbackEvent": "recording-started"}) == 204
+        await customer.expect("recording.started", user_id=who)
     await sign_and_seal(customer, notary, sid)
     await notary.call("video.end", {"session_id": sid})
-    assert await post_callback(h, {**rec, "StatusCallbackEvent": "recording-completed"}) == 204
+    for track in (rec, rec_n):
+        done = {**track, "StatusCallbackEvent": "recording-completed"}
+        assert await post_callback(h, done) == 204
     assert await post_callback(h, {**room, "StatusCallbackEvent": "room-ended"}) == 204
     ready = (await customer.expect("recording.ready", timeout=20))["data"]
     assert ready["bytes"] > 0
