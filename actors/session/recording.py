@@ -52,7 +52,13 @@ class RecordingReports(Interruptions):
             return
         tracks = msg.data["tracks"]
         customer = self.state.get("customer_id")
-        top = next((t for t in tracks if t["user_id"] == customer), tracks[0])
+        # The record's face: the customer's longest track with video (a hosted
+        # room keeps each track, and a party that left and came back has several).
+        own = [t for t in tracks if t["user_id"] == customer] or tracks
+        top = max(
+            own,
+            key=lambda t: (t.get("kind") != "audio", t.get("duration_s") or 0, t.get("bytes") or 0),
+        )
         durations = [t["duration_s"] for t in tracks if t.get("duration_s") is not None]
         ready = {
             "url": top["url"],

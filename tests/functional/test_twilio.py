@@ -223,7 +223,8 @@ async def test_a_party_whose_twilio_recording_stops_pauses_the_act(
     room = {"RoomSid": "RM" + "3" * 32, "RoomName": sid, "AccountSid": SID}
 
     def rec(n: int, who: str) -> dict[str, str]:
-        return {**room, "RecordingSid": f"RT{n:032d}", "ParticipantIdentity": who, "Type": "video"}
+        track = {"RecordingSid": f"RT{n:032d}", "ParticipantIdentity": who, "Type": "video"}
+        return {**room, **track, "Duration": str(10 * n)}
 
     async def callback(params: dict[str, str], event: str) -> None:
         assert await post_callback(h, {**params, "StatusCallbackEvent": event}) == 204
@@ -255,6 +256,7 @@ async def test_a_party_whose_twilio_recording_stops_pauses_the_act(
     await callback(room, "room-ended")
     ready = (await customer.expect("recording.ready", timeout=20))["data"]
     assert len(ready["tracks"]) == (3 if stop == "recording-completed" else 2)
+    assert rec(3, "c1")["RecordingSid"] in ready["url"]  # the customer's longest track
     await notary.call("session.notarize", {"session_id": sid})
     await customer.expect("session.notarized")
     names = [e["name"] for e in customer.events if e.get("topic") == f"session:{sid}"]
