@@ -7,15 +7,17 @@ whose callback names no `Type` counts as video; audio alone does not put a
 party in view, and a screen share cannot be told from a camera by the
 callbacks). The session hears of the room's first recording, of each
 party's first video recording, and, during the call, of a party whose last
-running video recording completed or failed, or whose room ended: its
-recording lost (PROTOCOL §5: with `ENF_RECORDING=required` the act pauses
-until a video recording of it runs again). The session ignores losses once
-the call is over (the room closing its tracks after `video.end`).
+running video recording completed or failed: its recording lost (PROTOCOL
+§5: with `ENF_RECORDING=required` the act pauses until a video recording of
+it runs again); and of the room's end, which during the call loses every
+party it recorded (nothing is in view in a room that is gone, and news of
+it arriving late changes nothing). The session ignores both once the call
+is over (the room closing its tracks after `video.end`).
 
 A room first seen through a callback (`partial`: this process restarted, or
 did not create it) may have recordings running that it never saw start, so
-no loss is judged there but the room's end (a false pause could not
-resume): its failures count in the room's report only.
+no party's loss is judged there (a false pause could not resume): its end
+still is, and its failures count in the room's report.
 
 A failed recording of a party is `superseded` when a recording of the same
 party and kind runs on, or starts later: the room's record is what was
@@ -54,6 +56,8 @@ class Room:
         the session must hear, if any."""
         first = not self.started
         self.started.add(rec)
+        if self.ended:
+            return None  # late news of a room that is gone: no one is in view in it
         if who is None:
             return {"user_id": None} if first and video else None
         self.live.setdefault((who, video), set()).add(rec)
@@ -85,11 +89,15 @@ class Room:
             return None  # still in view, or lost already
         return self._lose(who, "failed" if failed else "stopped")
 
-    def end(self) -> list[dict[str, Any]]:
-        """The room ended: every party still in view is lost (which the
-        session hears, and ignores once the call is over)."""
+    def end(self) -> bool:
+        """The room ended: no one is in view in it any more. Whether this is
+        news (the session hears it, and ignores it once the call is over)."""
+        if self.ended:
+            return False
         self.ended = True
-        return [self._lose(who, "ended with the room") for who in sorted(self.told - self.lost)]
+        self.lost |= self.told
+        self.told.clear()
+        return True
 
     def _lose(self, who: str, how: str) -> dict[str, Any]:
         self.lost.add(who)

@@ -163,8 +163,8 @@ class TwilioVideo:
                 room.downloading.add(rec)
                 self._spawn(self._download(room, p))
         elif event == "room-ended":
-            for lost in room.end():
-                self._tell(actor, Message("recording_failed", lost))
+            if room.end():
+                self._tell(actor, Message("room_ended", {"reason": "twilio: the room ended"}))
             self._maybe_report(room)
 
     def _room_of(self, p: dict[str, str]) -> Room | None:
@@ -242,6 +242,7 @@ class TwilioVideo:
             self._maybe_report(room)
             return
         room.downloading.discard(rec)
+        room.failed.discard(rec)  # a download tried again (its callback came again) that worked
         room.stored[rec] = {
             "user_id": p.get("ParticipantIdentity"),
             "kind": p.get("Type") or ext,

@@ -71,6 +71,25 @@ class RecordingReports(Interruptions):
         self._arm_timers()  # no longer waiting for it
         logger.info("session %s recording ready (%d files)", self.session_id, len(tracks))
 
+    async def on_room_ended(self, msg: Message) -> None:
+        """A hosted room ended (media.twilio_video). During the call, every
+        party it recorded is lost with it (PROTOCOL §5: the act pauses, and
+        cannot resume in a room that is gone: it ends at the pause timeout
+        unless it was sealed); after `video.end` it is how the call closes."""
+        if self._closed("room end", msg.data) or self.state["state"] != L.VIDEO_IN_PROGRESS:
+            return
+        users = self.state.get("recording_users") or []
+        if not users:
+            return
+        reason = msg.data.get("reason") or "the call's room ended"
+        logger.warning("session %s: %s during the call", self.session_id, reason)
+        events: list[Event] = [
+            ("recording.failed", {"reason": reason, "tracks": [], "user_id": uid}) for uid in users
+        ]
+        if self._recording_required():
+            events += self._pause("recording")
+        await self._commit_with_pause(events)
+
     async def on_recording_failed(self, msg: Message) -> None:
         if self._closed("failure", msg.data):
             return

@@ -263,6 +263,45 @@ async def test_a_party_whose_twilio_recording_stops_pauses_the_act(
     assert names.count("session.paused") == 1 and names.count("session.resumed") == 1
 
 
+async def test_the_room_ending_under_the_call_pauses_it_for_good(
+    make_server: MakeServer, twilio_api: TwilioStandIn
+) -> None:
+    """The hosted room ends during the call (its maximum duration, closed
+    from Twilio's console), here after this process restarted (its view of
+    the room lost): no one is in view any more, so the act pauses, and late
+    news of recordings in the ended room does not resume it; it ends FAILED
+    at the pause timeout, visibly."""
+    h = await twilio_server(make_server, twilio_api, pause_timeout_s=2)
+    video = h.services.video
+    assert video is not None
+    customer, notary, sid = await assigned_session(h)
+    await in_the_call(customer, notary, sid)
+    room = {"RoomSid": "RM" + "3" * 32, "RoomName": sid, "AccountSid": SID}
+
+    def rec(n: int, who: str) -> dict[str, str]:
+        return {**room, "RecordingSid": f"RT{n:032d}", "ParticipantIdentity": who, "Type": "video"}
+
+    for n, who in ((1, "c1"), (2, "n1")):
+        started = {**rec(n, who), "StatusCallbackEvent": "recording-started"}
+        assert await post_callback(h, started) == 204
+        await customer.expect("recording.started", user_id=who)
+    video.rooms.clear()  # as after a restart of this process
+    assert await post_callback(h, {**room, "StatusCallbackEvent": "room-ended"}) == 204
+    for c in (customer, notary):
+        paused = await c.expect("session.paused")
+        assert paused["data"] == {"reason": "recording"}
+    refused = await notary.request("checks.record", passed_checks(sid))
+    assert refused["error"]["code"] == "conflict"
+    for n, who in ((3, "c1"), (4, "n1")):  # news arriving late from the ended room
+        late = {**rec(n, who), "StatusCallbackEvent": "recording-started"}
+        assert await post_callback(h, late) == 204
+    for c in (customer, notary):
+        failed = await c.expect("session.state", state="FAILED", timeout=20)
+        assert failed["data"]["reason"] == "party_lost"
+    names = [e["name"] for e in customer.events if e.get("topic") == f"session:{sid}"]
+    assert "session.resumed" not in names and names.count("recording.started") == 2
+
+
 async def test_no_recording_within_the_ready_timeout_fails_the_act(
     make_server: MakeServer, twilio_api: TwilioStandIn
 ) -> None:
