@@ -8,15 +8,16 @@ room's status callbacks and keeps the recordings.
   `VideoGrant` for that room only (identity = user id, short TTL).
 - Callbacks are checked with Twilio's `RequestValidator` (403 otherwise) and
   are idempotent: duplicates and out-of-order deliveries change nothing.
-  `recording-started` → `recording.started` (the room's first, and each
-  party's first); each `recording-completed` track is downloaded (streamed,
+  `recording-started` → `recording.started` (each party's first video
+  recording); each `recording-completed` track is downloaded (streamed,
   hashed) into `ENF_RECORDINGS_URL`; once the room has ended and every
-  started track is stored → `recording.ready`; `recording-failed` →
-  `recording.failed`.
-- During the call, a party whose last running recording completes or fails
-  (it left the room, its media stopped) is reported as its recording lost
-  (`recording.failed` with its `user_id`): with `ENF_RECORDING=required` the
-  act pauses until a recording of that party runs again (PROTOCOL §5).
+  started track is stored → `recording.ready`, or `recording.failed` when a
+  track failed (and was not superseded: `media.twilio_rooms`).
+- During the call, a party whose last running video recording completes or
+  fails (it left the room, its camera stopped) is reported as its recording
+  lost (`recording.failed` with its `user_id`), and the room's end as every
+  party's (`room_ended`): with `ENF_RECORDING=required` the act pauses until
+  a video recording of that party runs again (PROTOCOL §5).
 - REST calls go through the library's async HTTP client; `ENF_TWILIO_API_BASE`
   points them (and media downloads) at another base URL, for a regional
   proxy or a local stand-in of Twilio's API.
