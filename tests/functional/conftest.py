@@ -1,7 +1,8 @@
 """Stand-ins shared by the functional tests: Twilio's REST APIs on loopback
 (Video and recordings: tests/functional/test_twilio.py's `TwilioStandIn`;
 Messages: tests/functional/test_deliveries.py's `MessagesStandIn`), with the
-credentials the server reads from the environment set for the test."""
+credentials the server reads from the environment set for the test; and a
+started journal on a scratch database."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from persistence.journal import Journal
+from persistence.migrate import apply_migrations
+from persistence.pool import create_pool
 from tests.functional.test_deliveries import TW_SID, TW_TOKEN, MessagesStandIn
 from tests.functional.test_twilio import API_KEY, API_SECRET, SID, TOKEN, TwilioStandIn
 
@@ -39,3 +43,16 @@ async def messages_api(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Message
     monkeypatch.setenv("TWILIO_FROM_NUMBER", "+15005550006")
     yield stand_in
     await stand_in.server.close()
+
+
+@pytest.fixture
+async def journal(database: str) -> AsyncIterator[Journal]:
+    """A started journal on a migrated scratch database."""
+    pool = await create_pool(database)
+    async with pool.acquire() as conn:
+        await apply_migrations(conn)
+    j = Journal(pool)
+    await j.start()
+    yield j
+    await j.stop()
+    await pool.close()

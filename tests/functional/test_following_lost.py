@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from typing import Any
-
-import pytest
 
 from actors.bus import LocalBus
 from core.clock import now_iso
 from core.messages import Delivery
 from gateway.following import Following
 from persistence.journal import GENESIS_HASH, Append, Journal, StoredEvent
-from persistence.migrate import apply_migrations
-from persistence.pool import create_pool
 
 TOPIC = "session:00000000-0000-5000-8000-000000000001"
 
@@ -41,13 +37,7 @@ class Socket:
         self.on_send: list[Any] = []  # callbacks run as an event is sent from the journal
         self.arrived = asyncio.Event()
 
-    def send(
-        self,
-        msg: dict[str, Any],
-        *,
-        droppable: bool = False,
-        frames: dict[str, str | bytes] | None = None,
-    ) -> None:
+    def send(self, msg: dict[str, Any], **how: Any) -> None:  # droppable, frames: not used
         self.sent.append(msg["seq"])
         self.arrived.set()
 
@@ -85,18 +75,6 @@ class Topic:
         await self.journal.append(Append(TOPIC, [e]))
         if published:
             self.bus.publish(Delivery(TOPIC, e.wire(), e.seq))
-
-
-@pytest.fixture
-async def journal(database: str) -> AsyncIterator[Journal]:
-    pool = await create_pool(database)
-    async with pool.acquire() as conn:
-        await apply_migrations(conn)
-    j = Journal(pool)
-    await j.start()
-    yield j
-    await j.stop()
-    await pool.close()
 
 
 async def test_an_event_lost_while_a_new_follow_is_held_is_read_back(journal: Journal) -> None:

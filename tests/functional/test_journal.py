@@ -4,7 +4,6 @@ fence, isolation of a bad append, hash chain, unavailability."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -23,18 +22,6 @@ from persistence.journal import (
 )
 from persistence.migrate import apply_migrations
 from persistence.pool import create_pool
-
-
-@pytest.fixture
-async def journal(database: str) -> AsyncIterator[Journal]:
-    pool = await create_pool(database)
-    async with pool.acquire() as conn:
-        await apply_migrations(conn)
-    j = Journal(pool)
-    await j.start()
-    yield j
-    await j.stop()
-    await pool.close()
 
 
 def _event(actor: str, seq: int, prev: str, **data: Any) -> StoredEvent:

@@ -162,17 +162,10 @@ logging.getLogger("enf.recorder").setLevel(logging.CRITICAL)  # the refusals abo
 
 
 async def test_twilio_callbacks_name_no_path(tmp_path: Path) -> None:
-    from media.twilio_video import Credentials, TwilioVideo
+    from tests.twilio_local import Told, local_twilio_video
 
-    told: list[tuple[str, Message]] = []
-    video = TwilioVideo(
-        Credentials("AC1", "token", "SK1", "secret"),
-        FileStorage(tmp_path / "rec"),
-        lambda a, m: told.append((a, m)),
-        tmp_path / "work",
-        callback_url="http://127.0.0.1:1/webhooks/twilio/status",
-        api_base="http://127.0.0.1:1",
-    )
+    told: Told = []
+    video = local_twilio_video(tmp_path, told)
     try:
         video.on_callback({"StatusCallbackEvent": "room-ended", "RoomName": "../x"})
         video.on_callback(

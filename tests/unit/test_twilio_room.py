@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.messages import Message
-from media.storage import FileStorage
 from media.twilio_rooms import Room
-from media.twilio_video import Credentials, TwilioVideo
+from media.twilio_video import TwilioVideo
+from tests.twilio_local import Told, local_twilio_video
 
 AUDIO, VIDEO = False, True
 
@@ -80,14 +80,8 @@ def test_nothing_is_judged_in_a_room_not_wholly_known_or_after_it_ended() -> Non
 
 
 async def test_callbacks_reach_the_session_as_the_room_says(tmp_path: Path) -> None:
-    told: list[tuple[str, Message]] = []
-    video = TwilioVideo(
-        Credentials("AC1", "token", "SK1", "secret"),
-        FileStorage(tmp_path / "rec"),
-        lambda a, m: told.append((a, m)),
-        tmp_path / "work",
-        callback_url="http://127.0.0.1:1/webhooks/twilio/status",
-    )
+    told: Told = []
+    video = local_twilio_video(tmp_path, told)
     video.rooms["s1"] = Room("s1", "RM1")  # as create_room makes it
     try:
         await _callbacks(video, told)
