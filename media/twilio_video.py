@@ -162,6 +162,7 @@ class TwilioVideo:
                 self._maybe_report(room)
             elif rec not in room.stored and rec not in room.downloading:  # duplicates: once
                 room.downloading.add(rec)
+                room.failed.discard(rec)  # a download tried again: this one decides
                 self._spawn(self._download(room, p))
         elif event == "room-ended":
             if room.end():
@@ -243,7 +244,6 @@ class TwilioVideo:
             self._maybe_report(room)
             return
         room.downloading.discard(rec)
-        room.failed.discard(rec)  # a download tried again (its callback came again) that worked
         room.stored[rec] = {
             "user_id": p.get("ParticipantIdentity"),
             "kind": p.get("Type") or ext,

@@ -57,7 +57,11 @@ class RecordingReports(Interruptions):
         own = [t for t in tracks if t["user_id"] == customer] or tracks
         top = max(
             own,
-            key=lambda t: (t.get("kind") != "audio", t.get("duration_s") or 0, t.get("bytes") or 0),
+            key=lambda t: (
+                t.get("kind") not in ("audio", "mka"),  # a hosted room's audio track
+                t.get("duration_s") or 0,
+                t.get("bytes") or 0,
+            ),
         )
         durations = [t["duration_s"] for t in tracks if t.get("duration_s") is not None]
         ready = {

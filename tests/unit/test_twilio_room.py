@@ -7,6 +7,7 @@ of the same party does not fail the room's record."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from core.messages import Message
@@ -126,3 +127,27 @@ async def _callbacks(video: TwilioVideo, told: list[tuple[str, Message]]) -> Non
     # A callback of a room first seen through callbacks (a restart) makes a partial room.
     video.on_callback({"RoomName": "s2", "RoomSid": "RM7", "StatusCallbackEvent": "room-ended"})
     assert video.rooms["s2"].partial
+
+
+async def test_the_room_report_waits_for_a_download_tried_again(tmp_path: Path) -> None:
+    told: Told = []
+    video = local_twilio_video(tmp_path, told)  # its downloads fail: nothing listens there
+    video.rooms["s1"] = Room("s1", "RM1")
+    track = {"RoomName": "s1", "RoomSid": "RM1", "RecordingSid": "RTv", "ParticipantIdentity": "c1"}
+    try:
+        video.on_callback({**track, "StatusCallbackEvent": "recording-started"})
+        video.on_callback({**track, "StatusCallbackEvent": "recording-completed"})
+        await asyncio.gather(*video._tasks)
+        assert video.rooms["s1"].failed == {"RTv"}
+        video.on_callback({**track, "StatusCallbackEvent": "recording-completed"})  # again
+        assert video.rooms["s1"].failed == set()  # the new try decides
+        video.on_callback({"RoomName": "s1", "RoomSid": "RM1", "StatusCallbackEvent": "room-ended"})
+
+        def reports() -> list[Message]:  # the room's, not a party's loss
+            return [m for _, m in told if m.kind == "recording_failed" and "user_id" not in m.data]
+
+        assert reports() == []  # the report waits for the try
+        await asyncio.gather(*video._tasks)
+        assert len(reports()) == 1  # it failed again
+    finally:
+        await video.stop()
