@@ -191,11 +191,14 @@ async def stop_cluster(settings: Settings, pool: Any) -> dict[str, Any]:
 
 
 async def move_shard(
-    settings: Settings, pool: Any, dsn: str, shard: int, node: str, attempts: int = 5
+    settings: Settings, pool: Any, dsn: str, shard: int, node: str, attempts: int = 8
 ) -> dict[str, Any]:
     """Passivate, move, re-activate. The placement is soft (so Ray can restart
     the shard elsewhere if its node dies), and a node that just joined may not
-    take actors yet: a shard that landed elsewhere is moved again."""
+    take actors yet: a shard that landed elsewhere is moved again, waiting a
+    second longer each time (36 s in all; on a busy machine a new node's
+    first detached actor has landed elsewhere five times in a row after the
+    node took the probe's)."""
     await node_takes_work(node)
     await place_shard(pool, shard, node)
     info: dict[str, Any] = {}
