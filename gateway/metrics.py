@@ -61,8 +61,9 @@ class Metrics:
         self.request_seconds = Histogram(
             "enf_request_seconds", "Request to reply", ["type"], buckets=LATENCY, registry=r
         )
-        self._counted: dict[tuple[str, str], Any] = {}  # children of `requests`
-        self._timed: dict[str, Any] = {}  # children of `request_seconds`
+        # Labelled children, kept (every label set here is closed): finding one
+        # through `labels` costs as much as counting with it.
+        self._children: dict[tuple[Any, ...], Any] = {}
         # HTTP calls (not the WebSocket upgrade): `route` is the route's
         # template (`/v1/sessions/{id}`), `other` for a path no route matches.
         self.http_requests = Counter(
@@ -180,27 +181,26 @@ class Metrics:
                 if name in f:
                     self.shard[name].labels(label).set(float(f[name]))
 
-    def count_request(self, label: str, outcome: str) -> None:
-        """One WebSocket request (`label`: `request_label`) and its outcome.
-        The labelled children are kept (both label sets are closed): finding
-        one through `labels` costs as much as counting."""
-        child = self._counted.get((label, outcome))
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric, *labels)
+        child = self._children.get(key)
         if child is None:
-            child = self._counted[(label, outcome)] = self.requests.labels(label, outcome)
-        child.inc()
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def count_request(self, label: str, outcome: str) -> None:
+        """One WebSocket request (`label`: `request_label`) and its outcome."""
+        self._child(self.requests, label, outcome).inc()
 
     def observe_request(self, label: str, seconds: float) -> None:
         """A WebSocket request's time from frame to reply."""
-        child = self._timed.get(label)
-        if child is None:
-            child = self._timed[label] = self.request_seconds.labels(label)
-        child.observe(seconds)
+        self._child(self.request_seconds, label).observe(seconds)
 
     def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
         """One HTTP call: `route` a template or `other`, `method` any token."""
         label = method_label(method)
-        self.http_requests.labels(route, label, str(status)).inc()
-        self.http_request_seconds.labels(route, label).observe(seconds)
+        self._child(self.http_requests, route, label, str(status)).inc()
+        self._child(self.http_request_seconds, route, label).observe(seconds)
 
     def observe_batch(self, appends: int, seconds: float) -> None:
         self.journal_batch.observe(appends)

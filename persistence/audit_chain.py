@@ -105,6 +105,11 @@ class _Link:
     text: str
     digest: str
 
+    @property
+    def seq(self) -> int:
+        seq: int = self.fields["chain_seq"]
+        return seq
+
     def record(self) -> tuple[Any, ...]:
         """The row to copy: `COLUMNS` + `CHAIN_COLUMNS`."""
         f = {**self.fields, "at": self.at, "hash": self.digest}
@@ -179,7 +184,7 @@ async def write_chained(
         return
     if head is not None and head.seq is not None and head.hash is not None:
         links = _chain(rows, head.seq, head.hash)
-        seq, digest = links[-1].fields["chain_seq"], links[-1].digest
+        seq, digest = links[-1].seq, links[-1].digest
         table = "[" + ",".join([link.json_row() for link in links]) + "]"
         done = await conn.execute(_APPEND_AFTER, seq, digest, head.seq, head.hash, table, timeout=5)
         if done.split()[-1] != "0":
@@ -208,7 +213,7 @@ async def _write_locked(
         if head is None:
             raise RuntimeError("audit_chain_head has no row: run the migrations")
         links = _chain(rows, head["seq"], head["hash"])
-        seq, digest = links[-1].fields["chain_seq"], links[-1].digest
+        seq, digest = links[-1].seq, links[-1].digest
         await conn.copy_records_to_table(
             "audit_log",
             records=[link.record() for link in links],

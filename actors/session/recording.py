@@ -100,8 +100,10 @@ class RecordingReports(Interruptions):
         reason = msg.data.get("reason") or "unknown"
         tracks = msg.data.get("tracks") or []
         uid = msg.data.get("user_id")
-        recorded = self.state.get("recording_users") or []
-        if uid is not None and (self.state["state"] != L.VIDEO_IN_PROGRESS or uid not in recorded):
+        if uid is not None and (
+            self.state["state"] != L.VIDEO_IN_PROGRESS
+            or uid not in (self.state.get("recording_users") or [])
+        ):
             return  # one party's media lost outside the call, or not recorded anyway
         if self.ctx.metrics is not None:
             self.ctx.metrics.recorder_failures.inc()
